@@ -1,0 +1,171 @@
+/**
+ * Reverse-mode automatic differentiation over a tape of {@link GradNode}s. Knows no op by name:
+ * each op records a node with its inputs, the tensors it saved and a backward function.
+ *
+ * @module
+ */
+import type { Tensor } from "./tensor.ts";
+
+/** One recorded op: how to turn the gradient of its output into gradients of its inputs. */
+export interface GradNode {
+  /** The op's name, for error messages and `toString()`. */
+  readonly name: string;
+  /** The op's tensor inputs, in the order `backward` returns their gradients. */
+  readonly inputs: readonly Tensor[];
+  /**
+   * Encodes the gradient kernels and returns one gradient per input (`null` where an input needs
+   * none). A returned tensor may be `gradOutput` itself; autograd then takes it over.
+   */
+  backward(gradOutput: Tensor): (Tensor | null)[];
+  /**
+   * Tensors the op created only for its backward (batch statistics, arg-max indices): disposed
+   * once the backward has used them.
+   */
+  readonly internals?: Tensor[];
+  /** Set after the backward ran without `retainGraph`. */
+  released?: boolean;
+}
+
+let gradEnabled = true;
+
+/** Whether ops record the tape now (false inside {@link noGrad}). */
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/**
+ * Runs `fn` without recording gradients, like PyTorch's `torch.no_grad()`. Works with synchronous
+ * and asynchronous functions; the previous mode returns when `fn` (or its promise) settles.
+ *
+ * @example
+ * ```ts
+ * import { initGPU, noGrad, nn, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const layer = new nn.Linear(3, 2, { seed: 1 });
+ * const y = noGrad(() => layer.forward(Tensor.ones([1, 3])));
+ * console.log(y.requiresGrad); // false
+ * ```
+ */
+export function noGrad<T>(fn: () => T): T {
+  const previous = gradEnabled;
+  gradEnabled = false;
+  let result: T;
+  try {
+    result = fn();
+  } catch (error) {
+    gradEnabled = previous;
+    throw error;
+  }
+  if (result instanceof Promise) {
+    return result.finally(() => gradEnabled = previous) as T;
+  }
+  gradEnabled = previous;
+  return result;
+}
+
+/** True when grad mode is on and any of `inputs` requires a gradient. */
+export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  return gradEnabled && inputs.some((t) => t?.requiresGrad);
+}
+
+/** Options of {@link Tensor.backward}. */
+export interface BackwardOptions {
+  /** Keep the tape and the saved tensors for another backward; default false. */
+  retainGraph?: boolean;
+}
+
+/** Nodes reachable from `root`, ordered so that each comes after every node that consumes it. */
+function topologicalOrder(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const visited = new Set<Tensor>();
+  const stack: [Tensor, number][] = [[root, 0]];
+  visited.add(root);
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    const [tensor, next] = top;
+    const inputs = tensor.gradFn?.inputs ?? [];
+    if (next < inputs.length) {
+      top[1]++;
+      const input = inputs[next];
+      if (input.requiresGrad && !visited.has(input)) {
+        visited.add(input);
+        stack.push([input, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(tensor);
+    }
+  }
+  return order.reverse();
+}
+
+/**
+ * Propagates `seed` (the gradient of `root`, owned by this call) back through the tape and
+ * accumulates into the `grad` of every leaf that requires one.
+ */
+export function runBackward(root: Tensor, seed: Tensor, options: BackwardOptions = {}): void {
+  const grads = new Map<Tensor, Tensor>();
+  grads.set(root, seed);
+  const order = topologicalOrder(root);
+  for (const tensor of order) {
+    const gradOutput = grads.get(tensor);
+    const node = tensor.gradFn;
+    if (!node) continue; // a leaf: its gradient is assigned below
+    grads.delete(tensor);
+    if (!gradOutput) continue;
+    if (node.released) {
+      gradOutput.dispose();
+      throw new Error(
+        `backward() went through ${node.name}'s node a second time, after its saved tensors were ` +
+          "released; pass { retainGraph: true } to the first backward() to keep them.",
+      );
+    }
+    const results = node.backward(gradOutput);
+    if (results.length !== node.inputs.length) {
+      throw new Error(
+        `${node.name} backward returned ${results.length} gradients for ${node.inputs.length} inputs`,
+      );
+    }
+    const taken = new Set<Tensor>();
+    const produced = new Set<Tensor>();
+    node.inputs.forEach((input, i) => {
+      let grad = results[i];
+      if (!grad) return;
+      produced.add(grad);
+      if (!input.requiresGrad) return;
+      if (taken.has(grad)) grad = grad.clone();
+      taken.add(grad);
+      accumulate(grads, input, grad);
+    });
+    for (const grad of produced) {
+      if (!taken.has(grad) && grad !== gradOutput) grad.dispose();
+    }
+    if (!taken.has(gradOutput)) gradOutput.dispose();
+    if (!options.retainGraph) {
+      for (const saved of node.internals ?? []) saved.dispose();
+      node.released = true;
+    }
+  }
+  for (const [tensor, grad] of grads) {
+    if (tensor.gradFn) {
+      grad.dispose();
+      continue;
+    }
+    if (tensor.grad) {
+      tensor.grad.accumulate(grad);
+      grad.dispose();
+    } else {
+      tensor.grad = grad.keep();
+    }
+  }
+}
+
+function accumulate(grads: Map<Tensor, Tensor>, input: Tensor, grad: Tensor): void {
+  const existing = grads.get(input);
+  if (!existing) {
+    grads.set(input, grad);
+    return;
+  }
+  existing.accumulate(grad);
+  grad.dispose();
+}

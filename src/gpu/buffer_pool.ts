@@ -1,0 +1,97 @@
+/**
+ * A pool of storage buffers keyed by byte size, so that a training loop that repeats the same
+ * shapes allocates nothing from the device after its first step.
+ *
+ * @module
+ */
+import { getDevice } from "./device.ts";
+
+const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+const free = new Map<number, GPUBuffer[]>();
+let allocatedBytes = 0;
+let inUseBytes = 0;
+let peakInUseBytes = 0;
+let allocations = 0;
+
+/** Rounds a byte length up to the pool's size class (a multiple of 16, at least 16). */
+export function sizeClass(byteLength: number): number {
+  return Math.max(16, Math.ceil(byteLength / 16) * 16);
+}
+
+/**
+ * Takes a storage buffer of at least `byteLength` bytes from the pool, creating one only when
+ * none of that size class is free. Its contents are undefined: the caller writes all of it.
+ */
+export function acquireBuffer(byteLength: number): GPUBuffer {
+  const size = sizeClass(byteLength);
+  const list = free.get(size);
+  const reused = list?.pop();
+  inUseBytes += size;
+  peakInUseBytes = Math.max(peakInUseBytes, inUseBytes);
+  if (reused) return reused;
+  const device = getDevice();
+  const limit = device.limits.maxStorageBufferBindingSize;
+  if (size > limit) {
+    throw new RangeError(
+      `A tensor of ${byteLength} bytes exceeds this adapter's largest storage buffer ` +
+        `(${limit} bytes); use a smaller batch size.`,
+    );
+  }
+  allocatedBytes += size;
+  allocations++;
+  return device.createBuffer({ size, usage: STORAGE_USAGE, label: `pool:${size}` });
+}
+
+/**
+ * Returns a buffer to the pool. Work already encoded that uses it still runs first: the queue
+ * executes in order, so a later writer cannot overtake an earlier reader.
+ */
+export function releaseBuffer(buffer: GPUBuffer): void {
+  const size = buffer.size;
+  inUseBytes -= size;
+  let list = free.get(size);
+  if (!list) free.set(size, list = []);
+  list.push(buffer);
+}
+
+/** Figures about device memory held by the pool, in bytes. */
+export interface MemoryStats {
+  /** Bytes of all buffers the pool has created (in use and free). */
+  allocatedBytes: number;
+  /** Bytes of buffers held by live tensors. */
+  inUseBytes: number;
+  /** Largest `inUseBytes` seen since the last {@link resetPeakMemory}. */
+  peakInUseBytes: number;
+  /** Number of buffers created from the device. */
+  allocations: number;
+}
+
+/**
+ * Memory held by the buffer pool.
+ *
+ * @example
+ * ```ts
+ * import { initGPU, memoryStats, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const t = Tensor.zeros([2, 3]);
+ * console.log(memoryStats().inUseBytes >= 24);
+ * t.dispose();
+ * ```
+ */
+export function memoryStats(): MemoryStats {
+  return { allocatedBytes, inUseBytes, peakInUseBytes, allocations };
+}
+
+/**
+ * Resets the peak of {@link memoryStats} to the memory in use now.
+ *
+ * @example
+ * ```ts
+ * import { resetPeakMemory } from "@resnet/webgpu";
+ * resetPeakMemory();
+ * ```
+ */
+export function resetPeakMemory(): void {
+  peakInUseBytes = inUseBytes;
+}

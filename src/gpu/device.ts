@@ -1,0 +1,131 @@
+/**
+ * The WebGPU adapter and device: one per process, requested once by {@link initGPU}.
+ *
+ * A lost device or an uncaptured validation error is remembered and reported by the next call
+ * to {@link getDevice}, so a broken device fails loudly at the next op instead of hanging.
+ *
+ * @module
+ */
+
+/** Options for {@link initGPU}. */
+export interface InitGPUOptions {
+  /** Adapter preference; default `"high-performance"`. */
+  powerPreference?: GPUPowerPreference;
+}
+
+let device: GPUDevice | null = null;
+let adapterInfo: GPUAdapterInfo | null = null;
+let pending: Promise<GPUDevice> | null = null;
+let failure: Error | null = null;
+
+const NO_ADAPTER_HELP = "No WebGPU adapter is available (navigator.gpu.requestAdapter() returned " +
+  "null, also for the fallback adapter). Install a GPU driver with Vulkan support, or on a machine " +
+  "without a GPU install Mesa's software rasterizers (Debian/Ubuntu: `apt-get install " +
+  "mesa-vulkan-drivers` for lavapipe, which Deno then uses; llvmpipe through GL comes with " +
+  "libgl1-mesa-dri). DENO_WEBGPU_BACKEND=vulkan|gl chooses the backend.";
+
+/**
+ * Requests a WebGPU adapter and device with the limits the kernels need and returns the device.
+ * Idempotent: later calls return the same device. Falls back to a software adapter (Mesa
+ * llvmpipe/lavapipe) when no hardware adapter exists.
+ *
+ * @throws {Error} when WebGPU is missing or no adapter exists, with how to fix it.
+ * @example
+ * ```ts
+ * import { initGPU } from "@resnet/webgpu";
+ * const device = await initGPU();
+ * console.log(device.limits.maxStorageBufferBindingSize);
+ * ```
+ */
+export function initGPU(options: InitGPUOptions = {}): Promise<GPUDevice> {
+  if (device && !failure) return Promise.resolve(device);
+  if (pending) return pending;
+  pending = requestDevice(options).finally(() => pending = null);
+  return pending;
+}
+
+async function requestDevice(options: InitGPUOptions): Promise<GPUDevice> {
+  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+  if (!gpu) {
+    throw new Error(
+      "WebGPU is not available in this runtime (navigator.gpu is undefined). Use Deno 2 or later, " +
+        "where navigator.gpu needs no flag.",
+    );
+  }
+  const powerPreference = options.powerPreference ?? "high-performance";
+  const adapter = await gpu.requestAdapter({ powerPreference }) ??
+    await gpu.requestAdapter({ forceFallbackAdapter: true });
+  if (!adapter) throw new Error(NO_ADAPTER_HELP);
+  const limits = adapter.limits;
+  const requiredLimits: Record<string, number> = {
+    maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
+    maxBufferSize: limits.maxBufferSize,
+    maxComputeWorkgroupStorageSize: limits.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: limits.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupSizeY: limits.maxComputeWorkgroupSizeY,
+    maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
+  };
+  const requiredFeatures: GPUFeatureName[] = [];
+  if (adapter.features.has("timestamp-query")) requiredFeatures.push("timestamp-query");
+  const dev = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  failure = null;
+  dev.lost.then((info) => {
+    if (device !== dev) return;
+    failure = new Error(
+      `The GPU device was lost (${info.reason}: ${info.message}). Tensors created before are ` +
+        "invalid; call initGPU() again and recreate the model.",
+    );
+    device = null;
+  });
+  dev.addEventListener("uncapturederror", (event) => {
+    const error = (event as GPUUncapturedErrorEvent).error;
+    failure ??= new Error(`WebGPU reported an error: ${error.message}`);
+  });
+  device = dev;
+  adapterInfo = adapter.info;
+  return dev;
+}
+
+/**
+ * The device from {@link initGPU}.
+ *
+ * @throws {Error} before `initGPU()` has resolved, after the device was lost, or after WebGPU
+ * reported a validation error.
+ * @example
+ * ```ts
+ * import { getDevice, initGPU } from "@resnet/webgpu";
+ * await initGPU();
+ * const device = getDevice();
+ * ```
+ */
+export function getDevice(): GPUDevice {
+  if (failure) {
+    const error = failure;
+    if (!device) failure = null;
+    throw error;
+  }
+  if (!device) {
+    throw new Error("The GPU is not initialized: call `await initGPU()` before creating tensors.");
+  }
+  return device;
+}
+
+/**
+ * A one-line description of the adapter in use, such as
+ * `"llvmpipe (LLVM 15.0.6, 256 bits) (fallback adapter)"`; `"none"` before {@link initGPU}.
+ *
+ * @example
+ * ```ts
+ * import { adapterDescription, initGPU } from "@resnet/webgpu";
+ * await initGPU();
+ * console.log(adapterDescription());
+ * ```
+ */
+export function adapterDescription(): string {
+  if (!adapterInfo) return "none";
+  const info = adapterInfo as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const name = info.description || [info.vendor, info.architecture, info.device]
+    .filter(Boolean).join(" ") || "unknown adapter";
+  return info.isFallbackAdapter ? `${name} (fallback adapter)` : name;
+}

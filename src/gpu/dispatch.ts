@@ -1,0 +1,293 @@
+/**
+ * Encoding kernels: one shared command encoder and compute pass collect every dispatch until a
+ * readback or an upload needs the queue, so a training step is one submit. Pipelines are cached
+ * by kernel name and override constants, uniform buffers by content, bind groups by the buffers
+ * they bind.
+ *
+ * Binding convention for every kernel: with uniforms, `@binding(0)` is the uniform struct and the
+ * storage buffers follow at 1, 2, …; without, the storage buffers start at 0.
+ *
+ * @module
+ */
+import { getDevice } from "./device.ts";
+
+/** A WGSL compute kernel: its name is its file name, pipeline label and cache key. */
+export interface Kernel {
+  /** File name without `.wgsl`; also the pipeline label. */
+  name: string;
+  /** WGSL source, imported as text from `kernels/`. */
+  source: string;
+  /** Entry point; default `"main"`. */
+  entryPoint?: string;
+}
+
+/** Arguments of one {@link dispatch}. */
+export interface DispatchArgs {
+  /** Storage buffers in binding order. */
+  buffers: readonly GPUBuffer[];
+  /** The uniform struct's bytes, bound at binding 0; its layout must follow WGSL's rules. */
+  uniforms?: ArrayBufferView;
+  /** Workgroup counts `[x, y, z]`. */
+  workgroups: readonly [number, number?, number?];
+  /** Values of the kernel's `override` constants; part of the pipeline cache key. */
+  constants?: Record<string, number>;
+}
+
+const MAX_CACHED_UNIFORMS = 4096;
+const MAX_CACHED_BIND_GROUPS = 8192;
+
+const modules = new Map<string, GPUShaderModule>();
+const pipelines = new Map<string, GPUComputePipeline>();
+const uniformCache = new Map<string, GPUBuffer>();
+const bindGroups = new Map<string, GPUBindGroup>();
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 1;
+let cachedFor: GPUDevice | null = null;
+
+let encoder: GPUCommandEncoder | null = null;
+let pass: GPUComputePassEncoder | null = null;
+let pendingCommands = 0;
+let destroyAfterSubmit: GPUBuffer[] = [];
+
+const counters = { dispatches: 0, submits: 0, readbacks: 0, pipelines: 0 };
+
+function bufferId(buffer: GPUBuffer): number {
+  let id = bufferIds.get(buffer);
+  if (id === undefined) bufferIds.set(buffer, id = nextBufferId++);
+  return id;
+}
+
+function deviceForCaches(): GPUDevice {
+  const device = getDevice();
+  if (cachedFor !== device) {
+    modules.clear();
+    pipelines.clear();
+    uniformCache.clear();
+    bindGroups.clear();
+    encoder = null;
+    pass = null;
+    pendingCommands = 0;
+    cachedFor = device;
+  }
+  return device;
+}
+
+function constantsKey(constants?: Record<string, number>): string {
+  if (!constants) return "";
+  return Object.keys(constants).sort().map((k) => `${k}=${constants[k]}`).join(",");
+}
+
+function pipelineFor(device: GPUDevice, kernel: Kernel, constants?: Record<string, number>) {
+  const key = `${kernel.name}|${kernel.entryPoint ?? "main"}|${constantsKey(constants)}`;
+  let pipeline = pipelines.get(key);
+  if (pipeline) return { key, pipeline };
+  let module = modules.get(kernel.name);
+  if (!module) {
+    module = device.createShaderModule({ code: kernel.source, label: kernel.name });
+    modules.set(kernel.name, module);
+  }
+  pipeline = device.createComputePipeline({
+    label: kernel.name,
+    layout: "auto",
+    compute: { module, entryPoint: kernel.entryPoint ?? "main", constants },
+  });
+  pipelines.set(key, pipeline);
+  counters.pipelines++;
+  return { key, pipeline };
+}
+
+function uniformBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  // Content-keyed and never rewritten, so a buffer still referenced by encoded work is safe.
+  const key = Array.from(new Uint32Array(padTo4(bytes).buffer)).join(",");
+  let buffer = uniformCache.get(key);
+  if (buffer) {
+    uniformCache.delete(key);
+    uniformCache.set(key, buffer);
+    return buffer;
+  }
+  const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
+  buffer = device.createBuffer({
+    size,
+    usage: GPUBufferUsage.UNIFORM,
+    mappedAtCreation: true,
+    label: "uniforms",
+  });
+  new Uint8Array(buffer.getMappedRange()).set(bytes);
+  buffer.unmap();
+  uniformCache.set(key, buffer);
+  if (uniformCache.size > MAX_CACHED_UNIFORMS) {
+    const [oldestKey, oldest] = uniformCache.entries().next().value!;
+    uniformCache.delete(oldestKey);
+    destroyAfterSubmit.push(oldest);
+  }
+  return buffer;
+}
+
+function padTo4(bytes: Uint8Array): Uint8Array {
+  if (bytes.byteLength % 4 === 0 && bytes.byteOffset % 4 === 0) return bytes;
+  const copy = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+  copy.set(bytes);
+  return copy;
+}
+
+function computePass(device: GPUDevice): GPUComputePassEncoder {
+  if (!encoder) encoder = device.createCommandEncoder({ label: "step" });
+  if (!pass) pass = encoder.beginComputePass();
+  return pass;
+}
+
+/**
+ * Encodes one dispatch of `kernel` into the shared compute pass. Nothing runs until the next
+ * {@link flush} (which readbacks and uploads call).
+ */
+export function dispatch(kernel: Kernel, args: DispatchArgs): void {
+  const device = deviceForCaches();
+  const [x, y = 1, z = 1] = args.workgroups;
+  if (x === 0 || y === 0 || z === 0) return;
+  const { key, pipeline } = pipelineFor(device, kernel, args.constants);
+  const uniform = args.uniforms ? uniformBuffer(device, args.uniforms) : null;
+  const first = uniform ? 1 : 0;
+  let groupKey = key;
+  if (uniform) groupKey += `|u${bufferId(uniform)}`;
+  for (const b of args.buffers) groupKey += `|${bufferId(b)}`;
+  let group = bindGroups.get(groupKey);
+  if (!group) {
+    const entries: GPUBindGroupEntry[] = args.buffers.map((buffer, i) => ({
+      binding: first + i,
+      resource: { buffer },
+    }));
+    if (uniform) entries.unshift({ binding: 0, resource: { buffer: uniform } });
+    group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    bindGroups.set(groupKey, group);
+    if (bindGroups.size > MAX_CACHED_BIND_GROUPS) {
+      bindGroups.delete(bindGroups.keys().next().value!);
+    }
+  }
+  const p = computePass(device);
+  p.setPipeline(pipeline);
+  p.setBindGroup(0, group);
+  p.dispatchWorkgroups(x, y, z);
+  pendingCommands++;
+  counters.dispatches++;
+}
+
+/** Encodes a buffer-to-buffer copy after the work encoded so far. */
+export function copyBuffer(
+  source: GPUBuffer,
+  sourceOffset: number,
+  destination: GPUBuffer,
+  destinationOffset: number,
+  byteLength: number,
+): void {
+  const device = deviceForCaches();
+  if (pass) {
+    pass.end();
+    pass = null;
+  }
+  encoder ??= device.createCommandEncoder({ label: "step" });
+  encoder.copyBufferToBuffer(source, sourceOffset, destination, destinationOffset, byteLength);
+  pendingCommands++;
+}
+
+/** Submits everything encoded so far as one command buffer. Does not wait for it. */
+export function flush(): void {
+  const device = deviceForCaches();
+  if (!encoder) return;
+  if (pass) pass.end();
+  const commands = encoder.finish();
+  encoder = null;
+  pass = null;
+  pendingCommands = 0;
+  device.queue.submit([commands]);
+  counters.submits++;
+  for (const b of destroyAfterSubmit) b.destroy();
+  destroyAfterSubmit = [];
+}
+
+/**
+ * Writes `data` into `buffer` at `byteOffset`, after all work encoded so far (which is submitted
+ * first, since `queue.writeBuffer` would otherwise overtake it).
+ */
+export function writeBuffer(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
+  const device = deviceForCaches();
+  if (pendingCommands > 0) flush();
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const padded = padTo4(bytes);
+  device.queue.writeBuffer(buffer, byteOffset, padded as Uint8Array<ArrayBuffer>, 0, padded.byteLength);
+}
+
+/**
+ * Copies `byteLength` bytes of `buffer` back to the CPU after all encoded work has run. The only
+ * place the CPU waits for the GPU.
+ */
+export async function readBuffer(
+  buffer: GPUBuffer,
+  byteOffset: number,
+  byteLength: number,
+): Promise<ArrayBuffer> {
+  const device = deviceForCaches();
+  const size = Math.max(4, Math.ceil(byteLength / 4) * 4);
+  const staging = device.createBuffer({
+    size,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    label: "readback",
+  });
+  copyBuffer(buffer, byteOffset, staging, 0, size);
+  flush();
+  counters.readbacks++;
+  try {
+    await staging.mapAsync(GPUMapMode.READ);
+  } catch (cause) {
+    getDevice();
+    throw new Error(`Reading a tensor back from the GPU failed: ${cause}`, { cause });
+  }
+  const result = staging.getMappedRange().slice(0, byteLength);
+  staging.unmap();
+  staging.destroy();
+  getDevice();
+  return result;
+}
+
+/**
+ * Counts of dispatches, submits, readbacks and compiled pipelines since the process started;
+ * subtract two snapshots to measure a step.
+ *
+ * @example
+ * ```ts
+ * import { gpuCounters } from "@resnet/webgpu";
+ * const before = gpuCounters();
+ * console.log(before.dispatches >= 0);
+ * ```
+ */
+export function gpuCounters(): {
+  dispatches: number;
+  submits: number;
+  readbacks: number;
+  pipelines: number;
+} {
+  return { ...counters };
+}
+
+/**
+ * Workgroup counts for `count` invocations in workgroups of `workgroupSize`, spread over y when x
+ * would exceed WebGPU's 65,535 limit. Kernels compute their flat index as
+ * `gid.x + gid.y * num_workgroups.x * WORKGROUP_SIZE` and return when it is `>= count`.
+ */
+export function grid1d(count: number, workgroupSize: number): [number, number, number] {
+  const groups = Math.ceil(count / workgroupSize);
+  if (groups <= 65535) return [groups, 1, 1];
+  const y = Math.ceil(groups / 65535);
+  return [Math.ceil(groups / y), y, 1];
+}
+
+/**
+ * Packs a uniform struct whose fields are `u32`s followed by `f32`s, in that order, as the kernels
+ * declare them.
+ */
+export function packParams(u32: readonly number[], f32: readonly number[] = []): Uint32Array {
+  const words = new Uint32Array(u32.length + f32.length);
+  words.set(u32.map((v) => v >>> 0));
+  new Float32Array(words.buffer).set(f32, u32.length);
+  return words;
+}

@@ -1,0 +1,471 @@
+/**
+ * `Tensor`: a contiguous float32 array in a GPU buffer, with a shape and autograd state.
+ *
+ * @module
+ */
+import fillSource from "../kernels/fill.wgsl" with { type: "text" };
+import addInplaceSource from "../kernels/add_inplace.wgsl" with { type: "text" };
+import { type BackwardOptions, type GradNode, isGradEnabled, runBackward } from "./autograd.ts";
+import { acquireBuffer, releaseBuffer } from "./gpu/buffer_pool.ts";
+import { copyBuffer, dispatch, grid1d, readBuffer, writeBuffer } from "./gpu/dispatch.ts";
+import { defaultGenerator, Generator } from "./random.ts";
+import { keep, track } from "./scope.ts";
+
+/** A tensor's shape: non-negative integer sizes, outermost first, e.g. `[N, C, H, W]`. */
+export type Shape = readonly number[];
+
+/** Numbers a tensor can be created from. */
+export type TensorData = ArrayLike<number>;
+
+const FILL = { name: "fill", source: fillSource };
+const ADD_INPLACE = { name: "add_inplace", source: addInplaceSource };
+
+/** A GPU buffer shared by a tensor and its views, returned to the pool with its last user. */
+class Storage {
+  refs = 1;
+  constructor(readonly buffer: GPUBuffer) {}
+  release(): void {
+    if (--this.refs === 0) releaseBuffer(this.buffer);
+  }
+}
+
+// A tensor dropped without dispose() still returns its buffer once garbage-collected.
+const collected = new FinalizationRegistry<Storage>((storage) => storage.release());
+
+/** Checks a shape and returns its element count. */
+export function shapeSize(shape: Shape, what = "shape"): number {
+  if (!Array.isArray(shape)) {
+    throw new TypeError(`${what} must be an array of sizes such as [2, 3], got ${String(shape)}`);
+  }
+  let size = 1;
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) {
+      throw new RangeError(
+        `${what} must hold non-negative integers, got [${shape.join(", ")}]`,
+      );
+    }
+    size *= d;
+  }
+  return size;
+}
+
+/** Formats a shape as `[2, 3]` for messages. */
+export function formatShape(shape: Shape): string {
+  return `[${shape.join(", ")}]`;
+}
+
+/** Options for tensors created from values or at random. */
+export interface TensorOptions {
+  /** Whether autograd should compute a gradient for this tensor; default false. */
+  requiresGrad?: boolean;
+}
+
+/** Options of {@link Tensor.randn} and {@link Tensor.rand}. */
+export interface RandomOptions extends TensorOptions {
+  /** Seed for a fresh generator; without it (and without `generator`), the default generator. */
+  seed?: number;
+  /** The generator to draw from. */
+  generator?: Generator;
+}
+
+/**
+ * A float32 tensor on the GPU, contiguous, row-major. Ops are functions (`conv2d(x, w)`,
+ * `relu(x)`); values come back to the CPU only through `await toArray()` or `await item()`.
+ *
+ * @example
+ * ```ts
+ * import { initGPU, mean, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const x = Tensor.from([1, 2, 3, 4], [2, 2], { requiresGrad: true });
+ * const loss = mean(x);
+ * loss.backward();
+ * console.log(await loss.item());        // 2.5
+ * console.log(await x.grad!.toArray());  // Float32Array [0.25, 0.25, 0.25, 0.25]
+ * ```
+ */
+export class Tensor {
+  /** Sizes of each dimension, outermost first. */
+  readonly shape: readonly number[];
+  /** Number of elements. */
+  readonly size: number;
+  /** Whether autograd computes a gradient for this tensor. */
+  requiresGrad: boolean;
+  /** The accumulated gradient, after `backward()`; `null` before. */
+  grad: Tensor | null = null;
+  /** The tape node that produced this tensor; `null` for leaves. */
+  gradFn: GradNode | null = null;
+  #storage: Storage | null;
+
+  /** Wraps a pooled buffer; use the static constructors instead. */
+  constructor(shape: Shape, storage: GPUBuffer | Tensor, options: TensorOptions = {}) {
+    this.size = shapeSize(shape);
+    this.shape = Object.freeze([...shape]);
+    this.requiresGrad = options.requiresGrad ?? false;
+    if (storage instanceof Tensor) {
+      const shared = storage.#live();
+      shared.refs++;
+      this.#storage = shared;
+    } else {
+      this.#storage = new Storage(storage);
+    }
+    collected.register(this, this.#storage, this);
+    track(this);
+  }
+
+  /**
+   * An uninitialised tensor from the buffer pool; the caller's kernel must write every element.
+   */
+  static empty(shape: Shape, options: TensorOptions = {}): Tensor {
+    return new Tensor(shape, acquireBuffer(shapeSize(shape) * 4), options);
+  }
+
+  /**
+   * A tensor holding `data` (converted to float32) with `shape` (default `[data.length]`).
+   *
+   * @throws {RangeError} when the shape's size differs from `data.length`.
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const x = Tensor.from([1, 2, 3, 4, 5, 6], [2, 3]);
+   * console.log(x.shape); // [2, 3]
+   * ```
+   */
+  static from(data: TensorData, shape?: Shape, options: TensorOptions = {}): Tensor {
+    if (data === null || typeof data !== "object" || typeof data.length !== "number") {
+      throw new TypeError(
+        `Tensor.from() expects an array or typed array of numbers, got ${typeof data}`,
+      );
+    }
+    const dims = shape ?? [data.length];
+    const size = shapeSize(dims);
+    if (size !== data.length) {
+      throw new RangeError(
+        `Tensor.from(): shape ${formatShape(dims)} holds ${size} elements but data has ` +
+          `${data.length}`,
+      );
+    }
+    const values = data instanceof Float32Array ? data : Float32Array.from(data);
+    const t = Tensor.empty(dims, options);
+    if (size > 0) writeBuffer(t.buffer, values);
+    return t;
+  }
+
+  /**
+   * A tensor filled with `value`.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * console.log(await Tensor.full([2], 7).toArray()); // Float32Array [7, 7]
+   * ```
+   */
+  static full(shape: Shape, value: number, options: TensorOptions = {}): Tensor {
+    const t = Tensor.empty(shape, options);
+    t.fill(value);
+    return t;
+  }
+
+  /**
+   * A tensor of zeros.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const z = Tensor.zeros([2, 3]);
+   * ```
+   */
+  static zeros(shape: Shape, options: TensorOptions = {}): Tensor {
+    return Tensor.full(shape, 0, options);
+  }
+
+  /**
+   * A tensor of ones.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const o = Tensor.ones([4]);
+   * ```
+   */
+  static ones(shape: Shape, options: TensorOptions = {}): Tensor {
+    return Tensor.full(shape, 1, options);
+  }
+
+  /**
+   * Standard normal samples drawn on the CPU from a seeded generator (reproducible everywhere).
+   *
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const x = Tensor.randn([2, 3, 8, 8], { seed: 0 });
+   * ```
+   */
+  static randn(shape: Shape, options: RandomOptions = {}): Tensor {
+    const g = options.generator ??
+      (options.seed === undefined ? defaultGenerator : new Generator(options.seed));
+    const values = new Float32Array(shapeSize(shape));
+    for (let i = 0; i < values.length; i++) values[i] = g.normal();
+    return Tensor.from(values, shape, options);
+  }
+
+  /**
+   * Uniform samples in `[low, high)` (default `[0, 1)`) from a seeded generator.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const w = Tensor.rand([3, 3], { seed: 1, low: -1, high: 1 });
+   * ```
+   */
+  static rand(shape: Shape, options: RandomOptions & { low?: number; high?: number } = {}): Tensor {
+    const g = options.generator ??
+      (options.seed === undefined ? defaultGenerator : new Generator(options.seed));
+    const low = options.low ?? 0;
+    const high = options.high ?? 1;
+    const values = new Float32Array(shapeSize(shape));
+    for (let i = 0; i < values.length; i++) values[i] = low + (high - low) * g.uniform();
+    return Tensor.from(values, shape, options);
+  }
+
+  #live(): Storage {
+    if (!this.#storage) {
+      throw new Error(
+        `This tensor ${formatShape(this.shape)} was disposed (by dispose(), tidy() or a ` +
+          "released autograd graph) and can no longer be used.",
+      );
+    }
+    return this.#storage;
+  }
+
+  /** The GPU buffer holding the values (at least `size * 4` bytes). */
+  get buffer(): GPUBuffer {
+    return this.#live().buffer;
+  }
+
+  /** Whether {@link Tensor.dispose} was called. */
+  get disposed(): boolean {
+    return this.#storage === null;
+  }
+
+  /** Number of dimensions. */
+  get ndim(): number {
+    return this.shape.length;
+  }
+
+  /**
+   * Copies the values back to the CPU. Waits for all work encoded so far.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * console.log(await Tensor.ones([2]).toArray()); // Float32Array [1, 1]
+   * ```
+   */
+  async toArray(): Promise<Float32Array> {
+    if (this.size === 0) return new Float32Array(0);
+    return new Float32Array(await readBuffer(this.buffer, 0, this.size * 4));
+  }
+
+  /**
+   * The value of a one-element tensor.
+   *
+   * @throws {RangeError} when the tensor has more than one element.
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * console.log(await Tensor.from([3]).item()); // 3
+   * ```
+   */
+  async item(): Promise<number> {
+    if (this.size !== 1) {
+      throw new RangeError(
+        `item() needs a tensor with one element, got shape ${formatShape(this.shape)}`,
+      );
+    }
+    return (await this.toArray())[0];
+  }
+
+  /**
+   * Computes gradients of this tensor with respect to every leaf that requires one and adds them
+   * to their `grad`. Without `gradient`, the tensor must hold one element (a loss).
+   *
+   * @throws {RangeError} when no gradient is given for a non-scalar, or its shape differs.
+   * @example
+   * ```ts
+   * import { initGPU, mulScalar, sum, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const x = Tensor.from([1, 2], [2], { requiresGrad: true });
+   * sum(mulScalar(x, 3)).backward();
+   * console.log(await x.grad!.toArray()); // Float32Array [3, 3]
+   * ```
+   */
+  backward(gradient?: Tensor, options: BackwardOptions = {}): void {
+    if (!this.requiresGrad) {
+      throw new Error(
+        "backward() on a tensor that does not require grad: no input of the ops that made it " +
+          "has requiresGrad (or it was computed under noGrad()).",
+      );
+    }
+    let seed: Tensor;
+    if (gradient) {
+      if (gradient.shape.join() !== this.shape.join()) {
+        throw new RangeError(
+          `backward(): gradient shape ${formatShape(gradient.shape)} differs from the tensor's ` +
+            formatShape(this.shape),
+        );
+      }
+      seed = gradient.clone();
+    } else {
+      if (this.size !== 1) {
+        throw new RangeError(
+          `backward() without a gradient needs a one-element tensor (a loss), got shape ` +
+            `${formatShape(this.shape)}; pass the gradient explicitly`,
+        );
+      }
+      seed = Tensor.ones(this.shape);
+    }
+    runBackward(this, seed, options);
+  }
+
+  /**
+   * A tensor sharing this one's values, cut from the autograd tape.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const x = Tensor.ones([2], { requiresGrad: true });
+   * console.log(x.detach().requiresGrad); // false
+   * ```
+   */
+  detach(): Tensor {
+    return new Tensor(this.shape, this);
+  }
+
+  /**
+   * A tensor with the same values in a new buffer, without autograd history.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const copy = Tensor.ones([2]).clone();
+   * ```
+   */
+  clone(): Tensor {
+    const t = Tensor.empty(this.shape);
+    if (this.size > 0) copyBuffer(this.buffer, 0, t.buffer, 0, this.size * 4);
+    return t;
+  }
+
+  /**
+   * A view of the same buffer with another shape of the same size; not recorded on the tape
+   * (use the `reshape` op for that).
+   */
+  viewAs(shape: Shape): Tensor {
+    this.#live();
+    const size = shapeSize(shape);
+    if (size !== this.size) {
+      throw new RangeError(
+        `view: cannot view shape ${formatShape(this.shape)} (${this.size} elements) as ` +
+          `${formatShape(shape)} (${size} elements)`,
+      );
+    }
+    return new Tensor(shape, this);
+  }
+
+  /** Sets every element to `value` in place. */
+  fill(value: number): this {
+    if (this.size === 0) return this;
+    dispatch(FILL, {
+      buffers: [this.buffer],
+      uniforms: uniformsU32F32(this.size, value),
+      workgroups: grid1d(this.size, 256),
+    });
+    return this;
+  }
+
+  /** Copies `source`'s values into this tensor in place (same size). */
+  copyFrom(source: Tensor): this {
+    if (source.size !== this.size) {
+      throw new RangeError(
+        `copyFrom(): sizes differ (${formatShape(source.shape)} into ${formatShape(this.shape)})`,
+      );
+    }
+    if (this.size > 0) copyBuffer(source.buffer, 0, this.buffer, 0, this.size * 4);
+    return this;
+  }
+
+  /** Adds `source` into this tensor in place (same size); used to accumulate gradients. */
+  accumulate(source: Tensor): this {
+    if (source.size !== this.size) {
+      throw new RangeError(
+        `accumulate(): sizes differ (${formatShape(source.shape)} into ${formatShape(this.shape)})`,
+      );
+    }
+    if (this.size === 0) return this;
+    dispatch(ADD_INPLACE, {
+      buffers: [this.buffer, source.buffer],
+      uniforms: new Uint32Array([this.size]),
+      workgroups: grid1d(this.size, 256),
+    });
+    return this;
+  }
+
+  /** Removes this tensor from every open `tidy()` scope; returns it. */
+  keep(): this {
+    return keep(this);
+  }
+
+  /**
+   * Returns the GPU buffer to the pool now. Idempotent. Views and detached copies keep the buffer
+   * alive until they are disposed too.
+   */
+  dispose(): void {
+    if (!this.#storage) return;
+    collected.unregister(this);
+    this.#storage.release();
+    this.#storage = null;
+  }
+
+  /** Like PyTorch's repr: shape, and `requiresGrad` or the op that made it. */
+  toString(): string {
+    const extra = this.gradFn
+      ? `, gradFn=${this.gradFn.name}`
+      : this.requiresGrad
+      ? ", requiresGrad=true"
+      : "";
+    return `Tensor(${formatShape(this.shape)}${extra}${this.disposed ? ", disposed" : ""})`;
+  }
+}
+
+/** Packs a `{ u32, f32 }` uniform struct. */
+function uniformsU32F32(count: number, value: number): Uint32Array {
+  const u = new Uint32Array(2);
+  u[0] = count;
+  new Float32Array(u.buffer)[1] = value;
+  return u;
+}
+
+/** Whether ops should record a node now: grad mode is on and an input requires grad. */
+export function shouldRecord(...inputs: (Tensor | null | undefined)[]): boolean {
+  return isGradEnabled() && inputs.some((t) => t?.requiresGrad);
+}
+
+/**
+ * Attaches a tape node to `output` (which then requires grad). Ops call this only when
+ * {@link shouldRecord} holds.
+ */
+export function record(output: Tensor, node: GradNode): Tensor {
+  output.gradFn = node;
+  output.requiresGrad = true;
+  return output;
+}

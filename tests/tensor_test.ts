@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import { Tensor } from "../src/tensor.ts";
+import { tidy } from "../src/scope.ts";
+import { memoryStats } from "../src/gpu/buffer_pool.ts";
+import { gpuTest } from "./_gpu.ts";
+
+gpuTest("Tensor.from() round-trips values and checks the shape", async () => {
+  const x = Tensor.from([1.5, -2, 3, 4, 5, 6], [2, 3]);
+  assert.deepEqual(x.shape, [2, 3]);
+  assert.equal(x.size, 6);
+  assert.deepEqual(Array.from(await x.toArray()), [1.5, -2, 3, 4, 5, 6]);
+  assert.throws(() => Tensor.from([1, 2, 3], [2, 2]), RangeError);
+  assert.throws(() => Tensor.from([1, 2], [-1, -2]), RangeError);
+});
+
+gpuTest("Tensor.full/zeros/ones fill every element; randn is reproducible by seed", async () => {
+  assert.deepEqual(Array.from(await Tensor.full([3, 5], 2.5).toArray()), new Array(15).fill(2.5));
+  assert.deepEqual(Array.from(await Tensor.zeros([1027]).toArray()), new Array(1027).fill(0));
+  const a = await Tensor.randn([50], { seed: 7 }).toArray();
+  const b = await Tensor.randn([50], { seed: 7 }).toArray();
+  assert.deepEqual(a, b);
+  const mean = a.reduce((s, v) => s + v, 0) / a.length;
+  assert.ok(Math.abs(mean) < 0.5);
+});
+
+gpuTest("item() reads a scalar and refuses a larger tensor", async () => {
+  assert.equal(await Tensor.from([4], []).item(), 4);
+  await assert.rejects(() => Tensor.ones([2]).item(), RangeError);
+});
+
+gpuTest("dispose() returns the buffer and a disposed tensor throws a clear error", () => {
+  const before = memoryStats().inUseBytes;
+  const t = Tensor.zeros([100]);
+  assert.ok(memoryStats().inUseBytes > before);
+  t.dispose();
+  assert.equal(memoryStats().inUseBytes, before);
+  assert.throws(() => t.buffer, /disposed/);
+});
+
+gpuTest("tidy() disposes tensors made inside except the result", async () => {
+  const before = memoryStats().inUseBytes;
+  const kept = tidy(() => {
+    Tensor.ones([64]);
+    const a = Tensor.ones([8]);
+    a.accumulate(Tensor.full([8], 2));
+    return a;
+  });
+  assert.deepEqual(Array.from(await kept.toArray()), new Array(8).fill(3));
+  kept.dispose();
+  assert.equal(memoryStats().inUseBytes, before);
+});
+
+gpuTest("views share the buffer until the last one is disposed", async () => {
+  const t = Tensor.from([1, 2, 3, 4], [4]);
+  const v = t.viewAs([2, 2]);
+  t.dispose();
+  assert.deepEqual(Array.from(await v.toArray()), [1, 2, 3, 4]);
+  assert.throws(() => t.viewAs([3]), /disposed/);
+  assert.throws(() => v.viewAs([3]), RangeError);
+  v.dispose();
+});
