@@ -1,0 +1,50 @@
+/**
+ * Train ResNets on the GPU from TypeScript: tensors with reverse-mode autograd, WGSL kernels run
+ * through WebGPU (`navigator.gpu`), and modules that mirror PyTorch's `torch.nn`, with the same
+ * state-dict keys, so checkpoints move between this library and PyTorch.
+ *
+ * @example
+ * ```ts
+ * import { crossEntropy, initGPU, resnet, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const model = resnet(8, { numClasses: 10 });
+ * const x = Tensor.randn([2, 3, 16, 16], { seed: 0 });
+ * const loss = crossEntropy(model.forward(x), new Int32Array([3, 7]));
+ * loss.backward();
+ * console.log(await loss.item());
+ * ```
+ *
+ * @module
+ */
+export { adapterDescription, getDevice, initGPU, type InitGPUOptions } from "./src/gpu/device.ts";
+export { type MemoryStats, memoryStats, resetPeakMemory } from "./src/gpu/buffer_pool.ts";
+export { gpuCounters } from "./src/gpu/dispatch.ts";
+export {
+  type RandomOptions,
+  type Shape,
+  Tensor,
+  type TensorData,
+  type TensorOptions,
+} from "./src/tensor.ts";
+export { type BackwardOptions, type GradNode, isGradEnabled, noGrad } from "./src/autograd.ts";
+export { type Disposable, keep, tidy } from "./src/scope.ts";
+export { defaultGenerator, Generator, manualSeed } from "./src/random.ts";
+export * from "./src/ops/elementwise.ts";
+export * from "./src/ops/shape.ts";
+export * from "./src/ops/reduce.ts";
+export * from "./src/ops/linear.ts";
+export * from "./src/ops/loss.ts";
+export * from "./src/ops/conv2d.ts";
+export * from "./src/ops/batch_norm.ts";
+export * from "./src/ops/pool.ts";
+export * as nn from "./src/nn/mod.ts";
+export {
+  BottleneckResidualBlock,
+  ResidualBlock,
+  resnet,
+  ResNetBase,
+  type ResNetBaseOptions,
+  type ResNetOptions,
+  ShortcutProjection,
+} from "./src/nn/resnet.ts";
+export { loadSafetensors, saveSafetensors } from "./src/io/safetensors.ts";

@@ -1,0 +1,14 @@
+/**
+ * Layers that mirror `torch.nn`: the same class names, constructor arguments (optional ones in an
+ * options object) and state-dict keys.
+ *
+ * @module
+ */
+export { type LoadStateDictOptions, type LoadStateDictResult, Module } from "./module.ts";
+export { Conv2d, type Conv2dOptions } from "./conv2d.ts";
+export { BatchNorm2d, type BatchNorm2dOptions } from "./batch_norm2d.ts";
+export { Linear, type LinearOptions } from "./linear.ts";
+export { Flatten, Identity, ReLU } from "./activation.ts";
+export { AvgPool2d, type AvgPoolOptions, MaxPool2d, type PoolOptions } from "./pool.ts";
+export { Sequential } from "./sequential.ts";
+export { type InitOptions } from "./init.ts";

@@ -1,0 +1,304 @@
+/**
+ * `Module`: the base of every layer, with PyTorch's registration order, dotted state-dict keys,
+ * train/eval modes and a repr like PyTorch's.
+ *
+ * @module
+ */
+import { formatShape, Tensor } from "../tensor.ts";
+import { keep } from "../scope.ts";
+
+/** What {@link Module.loadStateDict} found: keys missing from and unexpected in the dict. */
+export interface LoadStateDictResult {
+  missingKeys: string[];
+  unexpectedKeys: string[];
+}
+
+/** Options of {@link Module.loadStateDict}. */
+export interface LoadStateDictOptions {
+  /**
+   * Refuse a dict with missing, unexpected or wrongly shaped keys (default true). With false,
+   * matching keys load and the others are reported; a wrong shape is an error either way.
+   */
+  strict?: boolean;
+}
+
+/**
+ * The base class of all layers, like `torch.nn.Module`. Subclasses register their parameters,
+ * buffers and children in declaration order in the constructor (as PyTorch does by attribute
+ * assignment), which fixes the state-dict keys, and implement {@link Module.forward}.
+ *
+ * @example
+ * ```ts
+ * import { initGPU, nn, relu, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * class TwoLayer extends nn.Module {
+ *   fc1 = this.registerModule("fc1", new nn.Linear(4, 8));
+ *   fc2 = this.registerModule("fc2", new nn.Linear(8, 2));
+ *   forward(x: Tensor): Tensor {
+ *     return this.fc2.forward(relu(this.fc1.forward(x)));
+ *   }
+ * }
+ * const model = new TwoLayer();
+ * console.log([...model.stateDict().keys()]); // ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+ * ```
+ */
+export abstract class Module {
+  /** True in training mode (the default), false after {@link Module.eval}. */
+  training = true;
+  #parameters = new Map<string, Tensor | null>();
+  #buffers = new Map<string, Tensor | null>();
+  #children = new Map<string, Module>();
+
+  /** Computes the module's output for `input`. */
+  abstract forward(input: Tensor): Tensor;
+
+  /** Registers a trainable tensor under `name` (sets `requiresGrad`); returns it. */
+  protected registerParameter(name: string, tensor: Tensor): Tensor;
+  protected registerParameter(name: string, tensor: Tensor | null): Tensor | null;
+  protected registerParameter(name: string, tensor: Tensor | null): Tensor | null {
+    this.#checkName(name);
+    if (tensor) {
+      tensor.requiresGrad = true;
+      keep(tensor);
+    }
+    this.#parameters.set(name, tensor);
+    return tensor;
+  }
+
+  /** Registers a state tensor that is not trained (running statistics) under `name`. */
+  protected registerBuffer(name: string, tensor: Tensor): Tensor;
+  protected registerBuffer(name: string, tensor: Tensor | null): Tensor | null;
+  protected registerBuffer(name: string, tensor: Tensor | null): Tensor | null {
+    this.#checkName(name);
+    if (tensor) keep(tensor);
+    this.#buffers.set(name, tensor);
+    return tensor;
+  }
+
+  /** Registers a child module under `name`; returns it. */
+  protected registerModule<M extends Module>(name: string, module: M): M {
+    this.#checkName(name);
+    if (!(module instanceof Module)) {
+      throw new TypeError(`registerModule("${name}"): expected an nn.Module, got ${module}`);
+    }
+    this.#children.set(name, module);
+    return module;
+  }
+
+  #checkName(name: string): void {
+    if (!name || name.includes(".")) {
+      throw new RangeError(`A module member name must be non-empty without ".", got "${name}"`);
+    }
+    if (this.#parameters.has(name) || this.#buffers.has(name) || this.#children.has(name)) {
+      throw new RangeError(`"${name}" is already registered on ${this.constructor.name}`);
+    }
+  }
+
+  /** Runs {@link Module.forward}; modules can be called as `model.call(x)` too. */
+  call(input: Tensor): Tensor {
+    return this.forward(input);
+  }
+
+  /** The direct children with their names, in registration order. */
+  namedChildren(): [string, Module][] {
+    return [...this.#children];
+  }
+
+  /** The direct children, in registration order. */
+  children(): Module[] {
+    return [...this.#children.values()];
+  }
+
+  /** This module (named `""`) and every descendant, depth first, with dotted names. */
+  namedModules(prefix = ""): [string, Module][] {
+    const out: [string, Module][] = [[prefix, this]];
+    for (const [name, child] of this.#children) {
+      out.push(...child.namedModules(prefix ? `${prefix}.${name}` : name));
+    }
+    return out;
+  }
+
+  /** Every parameter with its dotted name, like `blocks.0.conv1.weight`. */
+  namedParameters(): [string, Tensor][] {
+    return this.#collect((m) => m.#parameters);
+  }
+
+  /**
+   * Every parameter, in state-dict order.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, nn } from "@resnet/webgpu";
+   * await initGPU();
+   * console.log(new nn.Linear(3, 2).parameters().map((p) => p.shape)); // [[2, 3], [2]]
+   * ```
+   */
+  parameters(): Tensor[] {
+    return this.namedParameters().map(([, t]) => t);
+  }
+
+  /** Every buffer (running statistics) with its dotted name. */
+  namedBuffers(): [string, Tensor][] {
+    return this.#collect((m) => m.#buffers);
+  }
+
+  /** Every buffer, in state-dict order. */
+  buffers(): Tensor[] {
+    return this.namedBuffers().map(([, t]) => t);
+  }
+
+  #collect(pick: (m: Module) => Map<string, Tensor | null>): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const [prefix, module] of this.namedModules()) {
+      for (const [name, tensor] of pick(module)) {
+        if (tensor) out.push([prefix ? `${prefix}.${name}` : name, tensor]);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Parameters and buffers under PyTorch's dotted keys, in PyTorch's order (each module's own
+   * parameters, then its buffers, then its children). The tensors are the module's own: copy
+   * them (`clone()`) to keep a snapshot.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, nn } from "@resnet/webgpu";
+   * await initGPU();
+   * const bn = new nn.BatchNorm2d(4);
+   * console.log([...bn.stateDict().keys()]);
+   * // ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+   * ```
+   */
+  stateDict(): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    const visit = (module: Module, prefix: string) => {
+      for (const [name, t] of module.#parameters) if (t) out.set(prefix + name, t);
+      for (const [name, t] of module.#buffers) if (t) out.set(prefix + name, t);
+      for (const [name, child] of module.#children) visit(child, `${prefix}${name}.`);
+    };
+    visit(this, "");
+    return out;
+  }
+
+  /**
+   * Copies values from `stateDict` (a `Map` or plain object of tensors, e.g. from
+   * `loadSafetensors`) into this module's parameters and buffers. Strict by default: one error
+   * lists every missing, unexpected and wrongly shaped key, and nothing is copied.
+   *
+   * @throws {Error} when keys do not match (strict) or a shape differs.
+   * @example
+   * ```ts
+   * import { initGPU, nn } from "@resnet/webgpu";
+   * await initGPU();
+   * const a = new nn.Linear(3, 2, { seed: 1 });
+   * const b = new nn.Linear(3, 2, { seed: 2 });
+   * b.loadStateDict(a.stateDict());
+   * ```
+   */
+  loadStateDict(
+    stateDict: Map<string, Tensor> | Record<string, Tensor>,
+    options: LoadStateDictOptions = {},
+  ): LoadStateDictResult {
+    const strict = options.strict ?? true;
+    const given = stateDict instanceof Map ? stateDict : new Map(Object.entries(stateDict));
+    const own = this.stateDict();
+    const missingKeys = [...own.keys()].filter((k) => !given.has(k));
+    const unexpectedKeys = [...given.keys()].filter((k) => !own.has(k));
+    const wrongShapes: string[] = [];
+    for (const [key, target] of own) {
+      const source = given.get(key);
+      if (!source) continue;
+      if (!(source instanceof Tensor)) {
+        wrongShapes.push(`${key}: expected a Tensor, got ${typeof source}`);
+      } else if (!sameShape(source.shape, target.shape) && !scalarLike(source, target)) {
+        wrongShapes.push(
+          `${key}: expected shape ${formatShape(target.shape)}, got ${formatShape(source.shape)}`,
+        );
+      }
+    }
+    const problems: string[] = [];
+    if (strict && missingKeys.length) problems.push(`missing keys: ${missingKeys.join(", ")}`);
+    if (strict && unexpectedKeys.length) {
+      problems.push(`unexpected keys: ${unexpectedKeys.join(", ")}`);
+    }
+    if (wrongShapes.length) problems.push(`wrong shapes: ${wrongShapes.join("; ")}`);
+    if (problems.length) {
+      throw new Error(
+        `loadStateDict() into ${this.constructor.name} failed: ${problems.join(". ")}. ` +
+          "Check that the model was built with the same configuration as the checkpoint" +
+          (strict ? ", or pass { strict: false } to load the matching keys only." : "."),
+      );
+    }
+    for (const [key, target] of own) {
+      const source = given.get(key);
+      if (source && source !== target) target.copyFrom(source);
+    }
+    return { missingKeys, unexpectedKeys };
+  }
+
+  /**
+   * Sets training mode (batch statistics in batch norm) on this module and its descendants.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, nn } from "@resnet/webgpu";
+   * await initGPU();
+   * const model = new nn.Sequential(new nn.BatchNorm2d(3)).eval();
+   * console.log(model.training); // false
+   * model.train();
+   * ```
+   */
+  train(mode = true): this {
+    for (const [, module] of this.namedModules()) module.training = mode;
+    return this;
+  }
+
+  /** Sets evaluation mode (running statistics in batch norm); same as `train(false)`. */
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Drops every parameter's gradient (PyTorch's `zero_grad(set_to_none=True)`). */
+  zeroGrad(): void {
+    for (const p of this.parameters()) {
+      p.grad?.dispose();
+      p.grad = null;
+    }
+  }
+
+  /** Releases the GPU memory of every parameter, buffer and gradient. */
+  dispose(): void {
+    for (const t of [...this.parameters(), ...this.buffers()]) {
+      t.grad?.dispose();
+      t.grad = null;
+      t.dispose();
+    }
+  }
+
+  /** The part of {@link Module.toString} inside the parentheses, like PyTorch's `extra_repr`. */
+  extraRepr(): string {
+    return "";
+  }
+
+  /** A repr like PyTorch's: the class, its settings, and its children indented. */
+  toString(): string {
+    const children = this.namedChildren();
+    if (children.length === 0) return `${this.constructor.name}(${this.extraRepr()})`;
+    const lines = children.map(([name, child]) =>
+      `  (${name}): ${child.toString().replaceAll("\n", "\n  ")}`
+    );
+    const extra = this.extraRepr();
+    return `${this.constructor.name}(${extra ? `\n  ${extra}` : ""}\n${lines.join("\n")}\n)`;
+  }
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+// PyTorch stores num_batches_tracked with shape []; files that flattened it to [1] still load.
+function scalarLike(a: Tensor, b: Tensor): boolean {
+  return a.size === 1 && b.size === 1 && a.shape.length <= 1 && b.shape.length <= 1;
+}

@@ -1,0 +1,52 @@
+import type { Tensor } from "../tensor.ts";
+import { Module } from "./module.ts";
+
+/**
+ * Runs its modules in order, like `torch.nn.Sequential`; children are named `"0"`, `"1"`, …, so
+ * state-dict keys read `0.conv.weight`, `1.bias`.
+ *
+ * @example
+ * ```ts
+ * import { initGPU, nn, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const model = new nn.Sequential(new nn.Linear(4, 8), new nn.ReLU(), new nn.Linear(8, 2));
+ * console.log(model.forward(Tensor.ones([3, 4])).shape); // [3, 2]
+ * console.log(model.toString());
+ * ```
+ */
+export class Sequential extends Module {
+  readonly #layers: Module[];
+
+  constructor(...modules: Module[]) {
+    super();
+    this.#layers = modules.map((m, i) => this.registerModule(String(i), m));
+  }
+
+  /** Number of modules. */
+  get length(): number {
+    return this.#layers.length;
+  }
+
+  /** The module at `index` (negative counts from the end). */
+  at(index: number): Module {
+    const m = this.#layers.at(index);
+    if (!m) {
+      throw new RangeError(
+        `Sequential.at(${index}): index out of range for ${this.#layers.length} modules`,
+      );
+    }
+    return m;
+  }
+
+  /** Feeds `input` through every module in order. */
+  forward(input: Tensor): Tensor {
+    let x = input;
+    for (const m of this.#layers) x = m.forward(x);
+    return x;
+  }
+
+  /** The modules in order. */
+  [Symbol.iterator](): Iterator<Module> {
+    return this.#layers[Symbol.iterator]();
+  }
+}

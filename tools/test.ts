@@ -1,0 +1,76 @@
+// `deno task test`: every check CI runs, in order, ending with `tests: N passed, N failed`.
+// Each step runs to the end even when an earlier one failed, so one run shows every problem.
+
+const steps: { name: string; args: string[]; countsTests?: boolean }[] = [
+  { name: "format", args: ["fmt", "--check"] },
+  { name: "lint", args: ["lint"] },
+  { name: "type check", args: ["check", "mod.ts", "examples/", "tests/", "tools/"] },
+  { name: "doc lint", args: ["doc", "--lint", "mod.ts"] },
+  {
+    name: "tests",
+    args: [
+      "test",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-net=127.0.0.1",
+      "--doc",
+      "tests/",
+      "src/",
+      "mod.ts",
+    ],
+    countsTests: true,
+  },
+  { name: "publish dry run", args: ["publish", "--dry-run", "--allow-dirty"] },
+];
+
+let passed = 0;
+let failed = 0;
+const failedSteps: string[] = [];
+const decoder = new TextDecoder();
+
+for (const step of steps) {
+  const started = performance.now();
+  console.log(`\n=== ${step.name}: deno ${step.args.join(" ")}`);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: step.args,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const [stdout, stderr] = await Promise.all([
+    pipe(child.stdout, Deno.stdout),
+    pipe(child.stderr, Deno.stderr),
+  ]);
+  const status = await child.status;
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  if (step.countsTests) {
+    // Deno's summary line: "ok | 12 passed (3 steps) | 0 failed (4s)".
+    const summary = (stdout + stderr).match(/\| (\d+) passed.*?\| (\d+) failed/);
+    if (summary) {
+      passed += Number(summary[1]);
+      failed += Number(summary[2]);
+    } else if (!status.success) {
+      failed++;
+    }
+  } else if (status.success) {
+    passed++;
+  } else {
+    failed++;
+  }
+  if (!status.success) failedSteps.push(step.name);
+  console.log(`=== ${step.name}: ${status.success ? "ok" : "FAILED"} (${seconds} s)`);
+}
+
+if (failedSteps.length) console.log(`\nfailed steps: ${failedSteps.join(", ")}`);
+console.log(`tests: ${passed} passed, ${failed} failed`);
+Deno.exit(failedSteps.length ? 1 : 0);
+
+async function pipe(stream: ReadableStream<Uint8Array>, sink: typeof Deno.stdout) {
+  let text = "";
+  for await (const chunk of stream) {
+    text += decoder.decode(chunk, { stream: true });
+    await sink.write(chunk);
+  }
+  return text;
+}
