@@ -13,6 +13,9 @@ let allocatedBytes = 0;
 let inUseBytes = 0;
 let peakInUseBytes = 0;
 let allocations = 0;
+let poolDevice: GPUDevice | null = null;
+// Buffers of the current device; a lost device's buffers are never handed out again.
+let owned = new WeakSet<GPUBuffer>();
 
 /** Rounds a byte length up to the pool's size class (a multiple of 16, at least 16). */
 export function sizeClass(byteLength: number): number {
@@ -24,13 +27,19 @@ export function sizeClass(byteLength: number): number {
  * none of that size class is free. Its contents are undefined: the caller writes all of it.
  */
 export function acquireBuffer(byteLength: number): GPUBuffer {
+  const device = getDevice();
+  if (device !== poolDevice) {
+    free.clear();
+    owned = new WeakSet();
+    allocatedBytes = inUseBytes = peakInUseBytes = 0;
+    poolDevice = device;
+  }
   const size = sizeClass(byteLength);
   const list = free.get(size);
   const reused = list?.pop();
   inUseBytes += size;
   peakInUseBytes = Math.max(peakInUseBytes, inUseBytes);
   if (reused) return reused;
-  const device = getDevice();
   const limit = device.limits.maxStorageBufferBindingSize;
   if (size > limit) {
     throw new RangeError(
@@ -40,7 +49,9 @@ export function acquireBuffer(byteLength: number): GPUBuffer {
   }
   allocatedBytes += size;
   allocations++;
-  return device.createBuffer({ size, usage: STORAGE_USAGE, label: `pool:${size}` });
+  const buffer = device.createBuffer({ size, usage: STORAGE_USAGE, label: `pool:${size}` });
+  owned.add(buffer);
+  return buffer;
 }
 
 /**
@@ -48,6 +59,7 @@ export function acquireBuffer(byteLength: number): GPUBuffer {
  * executes in order, so a later writer cannot overtake an earlier reader.
  */
 export function releaseBuffer(buffer: GPUBuffer): void {
+  if (!owned.has(buffer)) return;
   const size = buffer.size;
   inUseBytes -= size;
   let list = free.get(size);

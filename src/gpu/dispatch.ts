@@ -206,15 +206,27 @@ export function flush(): void {
 }
 
 /**
- * Writes `data` into `buffer` at `byteOffset`, after all work encoded so far (which is submitted
- * first, since `queue.writeBuffer` would otherwise overtake it).
+ * Writes `data` into `buffer` at `byteOffset`, ordered after all work encoded so far. With work
+ * pending, the bytes go through a staging buffer copied inside the encoder (`queue.writeBuffer`
+ * would overtake that work), so uploads never split a step into several submits.
  */
 export function writeBuffer(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
   const device = deviceForCaches();
-  if (pendingCommands > 0) flush();
-  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  const padded = padTo4(bytes);
-  device.queue.writeBuffer(buffer, byteOffset, padded as Uint8Array<ArrayBuffer>, 0, padded.byteLength);
+  const bytes = padTo4(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  if (pendingCommands === 0) {
+    device.queue.writeBuffer(buffer, byteOffset, bytes as Uint8Array<ArrayBuffer>, 0, bytes.length);
+    return;
+  }
+  const staging = device.createBuffer({
+    size: bytes.byteLength,
+    usage: GPUBufferUsage.COPY_SRC,
+    mappedAtCreation: true,
+    label: "upload",
+  });
+  new Uint8Array(staging.getMappedRange()).set(bytes);
+  staging.unmap();
+  copyBuffer(staging, 0, buffer, byteOffset, bytes.byteLength);
+  destroyAfterSubmit.push(staging);
 }
 
 /**

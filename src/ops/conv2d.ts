@@ -1,0 +1,302 @@
+/**
+ * 2-D convolution (PyTorch's `Conv2d` with dilation 1 and groups 1) and its gradients.
+ *
+ * @module
+ */
+import forwardSource from "../../kernels/conv2d_forward.wgsl" with { type: "text" };
+import backwardInputSource from "../../kernels/conv2d_backward_input.wgsl" with { type: "text" };
+import backwardWeightSource from "../../kernels/conv2d_backward_weight.wgsl" with { type: "text" };
+import backwardBiasSource from "../../kernels/conv2d_backward_bias.wgsl" with { type: "text" };
+import reduceChunksSource from "../../kernels/conv2d_reduce_chunks.wgsl" with { type: "text" };
+import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+
+const FORWARD = { name: "conv2d_forward", source: forwardSource };
+const BACKWARD_INPUT = { name: "conv2d_backward_input", source: backwardInputSource };
+const BACKWARD_WEIGHT = { name: "conv2d_backward_weight", source: backwardWeightSource };
+const BACKWARD_BIAS = { name: "conv2d_backward_bias", source: backwardBiasSource };
+const REDUCE_CHUNKS = { name: "conv2d_reduce_chunks", source: reduceChunksSource };
+
+/** Workgroup size of the blocked kernels (their `WG` override). */
+const WG = 64;
+/**
+ * Split-K sizing of the weight and bias gradients: cut the N * OH output rows into chunks until
+ * about this many invocations run...
+ */
+const TARGET_INVOCATIONS = 16384;
+/** ...but give each chunk at least this many terms (output pixels), so partials stay few. */
+const MIN_TERMS_PER_CHUNK = 256;
+
+/** Options of {@link conv2d}; a number applies to both height and width. */
+export interface Conv2dOptions {
+  /** Step between windows, `[strideH, strideW]` or one number for both; positive; default 1. */
+  stride?: number | [number, number];
+  /** Zeros added on each side, `[padH, padW]` or one number for both; default 0. */
+  padding?: number | [number, number];
+}
+
+/** The sizes of one convolution, shared by its kernels' uniform structs. */
+interface Geometry {
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  o: number;
+  kh: number;
+  kw: number;
+  oh: number;
+  ow: number;
+  strideH: number;
+  strideW: number;
+  padH: number;
+  padW: number;
+}
+
+function pair(
+  value: number | [number, number] | undefined,
+  name: string,
+  fallback: number,
+  min: number,
+): [number, number] {
+  if (value === undefined) return [fallback, fallback];
+  const wanted = min > 0 ? "positive integers" : "non-negative integers";
+  let values: [number, number];
+  if (typeof value === "number") {
+    values = [value, value];
+  } else if (Array.isArray(value) && value.length === 2) {
+    values = [value[0], value[1]];
+  } else {
+    throw new TypeError(
+      `conv2d(): ${name} must be a number or a pair [${name}H, ${name}W] of ${wanted}, got ` +
+        (Array.isArray(value) ? `an array of length ${value.length}` : String(value)),
+    );
+  }
+  for (const v of values) {
+    if (typeof v !== "number") {
+      throw new TypeError(`conv2d(): ${name} must hold numbers, got ${String(v)}`);
+    }
+    if (!Number.isInteger(v) || v < min) {
+      throw new RangeError(
+        `conv2d(): ${name} must be ${wanted}, got ${
+          typeof value === "number" ? value : `[${values.join(", ")}]`
+        }`,
+      );
+    }
+  }
+  return values;
+}
+
+function geometry(
+  input: Tensor,
+  weight: Tensor,
+  bias: Tensor | null | undefined,
+  options: Conv2dOptions,
+): Geometry {
+  if (!(input instanceof Tensor)) {
+    throw new TypeError(`conv2d(): input must be a Tensor [N, C, H, W], got ${String(input)}`);
+  }
+  if (!(weight instanceof Tensor)) {
+    throw new TypeError(`conv2d(): weight must be a Tensor [O, C, KH, KW], got ${String(weight)}`);
+  }
+  if (bias !== undefined && bias !== null && !(bias instanceof Tensor)) {
+    throw new TypeError(`conv2d(): bias must be a Tensor [O], null or undefined, got ${bias}`);
+  }
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`conv2d(): options must be an object, got ${String(options)}`);
+  }
+  if (weight.ndim !== 4 || weight.shape.some((d) => d < 1)) {
+    throw new RangeError(
+      `conv2d(): weight must be [O, C, KH, KW] with every size >= 1, got ` +
+        formatShape(weight.shape),
+    );
+  }
+  const [o, c, kh, kw] = weight.shape;
+  if (input.ndim !== 4 || input.shape[1] !== c) {
+    throw new RangeError(
+      `conv2d(): input must be [N, C, H, W] with C = ${c} (weight is ` +
+        `${formatShape(weight.shape)}), got ${formatShape(input.shape)}`,
+    );
+  }
+  if (bias && (bias.ndim !== 1 || bias.shape[0] !== o)) {
+    throw new RangeError(
+      `conv2d(): bias must be [O] = [${o}] (weight is ${formatShape(weight.shape)}), got ` +
+        formatShape(bias.shape),
+    );
+  }
+  const [strideH, strideW] = pair(options.stride, "stride", 1, 1);
+  const [padH, padW] = pair(options.padding, "padding", 0, 0);
+  const [n, , h, w] = input.shape;
+  const oh = Math.floor((h + 2 * padH - kh) / strideH) + 1;
+  const ow = Math.floor((w + 2 * padW - kw) / strideW) + 1;
+  if (!(oh >= 1 && ow >= 1)) {
+    throw new RangeError(
+      `conv2d(): the ${kh}x${kw} kernel (weight ${formatShape(weight.shape)}) does not fit ` +
+        `input ${formatShape(input.shape)} with padding [${padH}, ${padW}] and stride ` +
+        `[${strideH}, ${strideW}]: output would be ${oh}x${ow}`,
+    );
+  }
+  return { n, c, h, w, o, kh, kw, oh, ow, strideH, strideW, padH, padW };
+}
+
+/** The u32 fields every conv2d kernel's uniform struct starts with. */
+function common(g: Geometry): number[] {
+  return [
+    g.n,
+    g.c,
+    g.h,
+    g.w,
+    g.o,
+    g.oh,
+    g.ow,
+    g.kh,
+    g.kw,
+    g.strideH,
+    g.strideW,
+    g.padH,
+    g.padW,
+  ];
+}
+
+/** Workgroups for `count` invocations flat over x and z (y is taken by a channel block). */
+function gridXZ(count: number, y: number): [number, number, number] {
+  const [gx, gz] = grid1d(count, WG);
+  return [gx, y, gz];
+}
+
+/**
+ * 2-D convolution of `input` [N, C, H, W] with `weight` [O, C, KH, KW] (OIHW) plus `bias` [O],
+ * like PyTorch's `torch.nn.functional.conv2d` (cross-correlation, zero padding, dilation 1,
+ * groups 1). The output is [N, O, OH, OW] with OH = floor((H + 2 * padH - KH) / strideH) + 1 and
+ * likewise OW. Differentiable in all three.
+ *
+ * @param input Images [N, C, H, W].
+ * @param weight Filters [O, C, KH, KW]; any kernel size, square or not.
+ * @param bias Per-output-channel offsets [O], or null/undefined for none.
+ * @param options Stride (default 1) and zero padding (default 0), each a number or [h, w].
+ * @returns The feature maps [N, O, OH, OW].
+ * @throws {TypeError} when an argument is not a Tensor or an option has the wrong type.
+ * @throws {RangeError} when ranks or channel counts disagree, the bias is not [O], the stride is
+ * not a positive integer, the padding not a non-negative integer, or the kernel does not fit.
+ * @example
+ * ```ts
+ * import { conv2d, initGPU, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const x = Tensor.randn([2, 3, 32, 32], { seed: 0 });                 // [N, C, H, W]
+ * const w = Tensor.randn([16, 3, 3, 3], { seed: 1, requiresGrad: true }); // [O, C, KH, KW]
+ * const y = conv2d(x, w, null, { stride: 2, padding: 1 });
+ * console.log(y.shape); // [2, 16, 16, 16]
+ * ```
+ */
+export function conv2d(
+  input: Tensor,
+  weight: Tensor,
+  bias?: Tensor | null,
+  options: Conv2dOptions = {},
+): Tensor {
+  const g = geometry(input, weight, bias, options);
+  const out = Tensor.empty([g.n, g.o, g.oh, g.ow]);
+  const blocksW = Math.ceil(g.ow / 4);
+  const pixelBlocks = g.n * g.oh * blocksW;
+  dispatch(FORWARD, {
+    // Without a bias the weight buffer fills the binding; has_bias = 0 keeps it from being read.
+    buffers: [input.buffer, weight.buffer, (bias ?? weight).buffer, out.buffer],
+    uniforms: packParams([...common(g), bias ? 1 : 0, blocksW, pixelBlocks]),
+    workgroups: gridXZ(pixelBlocks, Math.ceil(g.o / 4)),
+    constants: { WG },
+  });
+  if (shouldRecord(input, weight, bias)) {
+    // Saved for the backward: `input` (for the weight gradient) and `weight` (for the input
+    // gradient); both are the op's inputs, so nothing is an internal.
+    const inputs = bias ? [input, weight, bias] : [input, weight];
+    record(out, {
+      name: "conv2d",
+      inputs,
+      backward: (gy) => conv2dBackward(g, input, weight, bias ?? null, gy),
+    });
+  }
+  return out;
+}
+
+function conv2dBackward(
+  g: Geometry,
+  input: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  gy: Tensor,
+): (Tensor | null)[] {
+  const grads: (Tensor | null)[] = [
+    input.requiresGrad ? inputGradient(g, weight, gy) : null,
+    weight.requiresGrad ? weightGradient(g, input, gy) : null,
+  ];
+  if (bias) grads.push(bias.requiresGrad ? biasGradient(g, gy) : null);
+  return grads;
+}
+
+function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
+  const gx = Tensor.empty([g.n, g.c, g.h, g.w]);
+  const rows = Math.ceil(g.h / g.strideH);
+  const blocksW = Math.ceil(Math.ceil(g.w / g.strideW) / 4);
+  const pixelBlocks = g.n * rows * blocksW;
+  dispatch(BACKWARD_INPUT, {
+    buffers: [gy.buffer, weight.buffer, gx.buffer],
+    uniforms: packParams([...common(g), rows, blocksW, pixelBlocks]),
+    workgroups: gridXZ(pixelBlocks, Math.ceil(g.c / 4) * g.strideH * g.strideW),
+    constants: { WG },
+  });
+  return gx;
+}
+
+/**
+ * How many chunks of output rows a split-K reduction uses when `parallel` invocations exist per
+ * chunk, and how many rows each chunk holds.
+ */
+function splitRows(parallel: number, rows: number, rowLength: number) {
+  const wanted = Math.max(1, Math.min(rows, Math.ceil(TARGET_INVOCATIONS / parallel)));
+  const minRows = Math.ceil(MIN_TERMS_PER_CHUNK / rowLength);
+  const rowsPerChunk = Math.max(1, Math.ceil(rows / wanted), minRows);
+  const chunks = Math.max(1, Math.ceil(rows / rowsPerChunk));
+  return { chunks, rowsPerChunk };
+}
+
+/** Sums `partial` [chunks, count] over its chunks into a fresh [shape] tensor; disposes it. */
+function reduceChunks(partial: Tensor, chunks: number, shape: number[]): Tensor {
+  const out = Tensor.empty(shape);
+  dispatch(REDUCE_CHUNKS, {
+    buffers: [partial.buffer, out.buffer],
+    uniforms: packParams([out.size, chunks]),
+    workgroups: grid1d(out.size, 64),
+  });
+  partial.dispose();
+  return out;
+}
+
+function weightGradient(g: Geometry, input: Tensor, gy: Tensor): Tensor {
+  const shape = [g.o, g.c, g.kh, g.kw];
+  const lanes = Math.ceil(g.c / 4) * g.kh * g.kw;
+  const blocksO = Math.ceil(g.o / 4);
+  const rows = g.n * g.oh;
+  const { chunks, rowsPerChunk } = splitRows(blocksO * lanes, rows, g.ow);
+  // Small lane counts (e.g. 36 for 16 channels, 3x3) would leave most of a 64-wide group idle.
+  const wg = Math.min(WG, Math.ceil(lanes / 8) * 8);
+  const out = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
+  dispatch(BACKWARD_WEIGHT, {
+    buffers: [input.buffer, gy.buffer, out.buffer],
+    uniforms: packParams([...common(g), lanes, rowsPerChunk, rows]),
+    workgroups: [Math.ceil(lanes / wg), blocksO, chunks],
+    constants: { WG: wg },
+  });
+  return chunks > 1 ? reduceChunks(out, chunks, shape) : out;
+}
+
+function biasGradient(g: Geometry, gy: Tensor): Tensor {
+  const rows = g.n * g.oh;
+  const { chunks, rowsPerChunk } = splitRows(g.o, rows, g.ow);
+  const count = g.o * chunks;
+  const out = Tensor.empty(chunks > 1 ? [chunks, g.o] : [g.o]);
+  dispatch(BACKWARD_BIAS, {
+    buffers: [gy.buffer, out.buffer],
+    uniforms: packParams([g.o, g.oh, g.ow, rowsPerChunk, rows, count]),
+    workgroups: grid1d(count, 64),
+  });
+  return chunks > 1 ? reduceChunks(out, chunks, [g.o]) : out;
+}

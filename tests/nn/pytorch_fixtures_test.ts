@@ -1,0 +1,75 @@
+// The seed's models against PyTorch 1.13: forward, loss, every parameter gradient, the running
+// statistics after a training step, and the eval-mode output, from fixtures written by
+// tests/fixtures/make_fixtures.py.
+import assert from "node:assert/strict";
+import { loadSafetensors } from "../../src/io/safetensors.ts";
+import * as nn from "../../src/nn/mod.ts";
+import { resnet, ResNetBase } from "../../src/nn/resnet.ts";
+import { crossEntropy } from "../../src/ops/loss.ts";
+import { noGrad } from "../../src/autograd.ts";
+import type { Tensor } from "../../src/tensor.ts";
+import { gpuTest, relativeL2 } from "../_gpu.ts";
+
+const configs: Record<string, () => nn.Module> = {
+  basic: () =>
+    new nn.Sequential(
+      new ResNetBase([2, 1], [6, 10], { firstKernelSize: 3 }),
+      new nn.Linear(10, 5),
+    ),
+  bottleneck: () =>
+    new nn.Sequential(
+      new ResNetBase([1, 2], [6, 10], { bottlenecks: [4, 5], firstKernelSize: 7 }),
+      new nn.Linear(10, 5),
+    ),
+  paper: () => resnet(8, { numClasses: 10 }),
+};
+
+async function values(t: Tensor): Promise<Float32Array> {
+  return await t.toArray();
+}
+
+for (const [name, build] of Object.entries(configs)) {
+  gpuTest(`${name} ResNet matches PyTorch: output, loss, gradients, running stats`, async () => {
+    const fixture = await loadSafetensors(
+      new URL(`../fixtures/${name}.safetensors`, import.meta.url),
+    );
+    const get = (key: string) => {
+      const t = fixture.get(key);
+      if (!t) throw new Error(`fixture ${name} lacks ${key}`);
+      return t;
+    };
+    const model = build();
+    const weights = new Map<string, Tensor>();
+    for (const [key, t] of fixture) if (key.startsWith("model.")) weights.set(key.slice(6), t);
+    model.loadStateDict(weights);
+    model.train();
+
+    const targets = Int32Array.from(await values(get("target")));
+    const output = model.forward(get("input"));
+    const loss = crossEntropy(output, targets);
+    loss.backward();
+
+    const outErr = relativeL2(await values(output), await values(get("output")));
+    assert.ok(outErr <= 1e-4, `output relative L2 error ${outErr}`);
+    const lossErr = relativeL2([await loss.item()], await values(get("loss")));
+    assert.ok(lossErr <= 1e-4, `loss relative error ${lossErr}`);
+    const params = model.namedParameters();
+    assert.ok(params.length > 0);
+    for (const [key, p] of params) {
+      assert.ok(p.grad, `${key} has no gradient`);
+      const err = relativeL2(await values(p.grad), await values(get(`grad.${key}`)));
+      assert.ok(err <= 1e-3, `gradient of ${key}: relative L2 error ${err}`);
+    }
+    for (const [key, b] of model.namedBuffers()) {
+      const err = relativeL2(await values(b), await values(get(`after.${key}`)));
+      assert.ok(err <= 1e-4, `${key} after one training forward: relative L2 error ${err}`);
+    }
+
+    model.eval();
+    const evalOut = noGrad(() => model.forward(get("input")));
+    const evalErr = relativeL2(await values(evalOut), await values(get("eval_output")));
+    assert.ok(evalErr <= 1e-4, `eval output relative L2 error ${evalErr}`);
+    model.dispose();
+    for (const t of fixture.values()) t.dispose();
+  });
+}

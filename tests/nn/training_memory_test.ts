@@ -1,0 +1,65 @@
+import assert from "node:assert/strict";
+import { noGrad } from "../../src/autograd.ts";
+import { memoryStats } from "../../src/gpu/buffer_pool.ts";
+import { gpuCounters } from "../../src/gpu/dispatch.ts";
+import { add, mulScalar } from "../../src/ops/elementwise.ts";
+import { crossEntropy } from "../../src/ops/loss.ts";
+import { resnet } from "../../src/nn/resnet.ts";
+import { tidy } from "../../src/scope.ts";
+import { Tensor } from "../../src/tensor.ts";
+import { gpuTest } from "../_gpu.ts";
+
+gpuTest(
+  "GPU memory in use is the same after step 20 as after step 2 of a training loop",
+  async () => {
+    const model = resnet(8, { numClasses: 4, seed: 3 });
+    const x = Tensor.randn([2, 3, 8, 8], { seed: 4 });
+    const labels = new Int32Array([1, 3]);
+    const inUse: number[] = [];
+    const allocated: number[] = [];
+    let lastLoss = 0;
+    for (let step = 1; step <= 20; step++) {
+      const loss = tidy(() => {
+        model.zeroGrad();
+        const loss = crossEntropy(model.forward(x), labels);
+        loss.backward();
+        noGrad(() => {
+          for (const p of model.parameters()) p.copyFrom(add(p, mulScalar(p.grad!, -0.05)));
+        });
+        return loss;
+      });
+      if (step === 2 || step === 20) lastLoss = await loss.item();
+      loss.dispose();
+      inUse.push(memoryStats().inUseBytes);
+      allocated.push(memoryStats().allocatedBytes);
+    }
+    assert.ok(Number.isFinite(lastLoss));
+    assert.equal(inUse[19], inUse[1], `in use: step 2 ${inUse[1]} B, step 20 ${inUse[19]} B`);
+    assert.equal(allocated[19], allocated[1], "the pool allocated new buffers in steady state");
+    model.dispose();
+    x.dispose();
+  },
+);
+
+gpuTest("a training step is encoded without submits; only the readback submits", async () => {
+  const model = resnet(8, { numClasses: 4, seed: 5 });
+  const x = Tensor.randn([2, 3, 8, 8], { seed: 6 });
+  const labels = new Int32Array([0, 2]);
+  const step = () =>
+    tidy(() => {
+      model.zeroGrad();
+      const loss = crossEntropy(model.forward(x), labels);
+      loss.backward();
+      return loss;
+    });
+  await step().item();
+  const before = gpuCounters();
+  const loss = step();
+  const encoded = gpuCounters();
+  await loss.item();
+  const after = gpuCounters();
+  assert.equal(encoded.submits - before.submits, 0, "the step submitted while encoding");
+  assert.equal(after.submits - encoded.submits, 1);
+  assert.equal(after.readbacks - before.readbacks, 1);
+  model.dispose();
+});
