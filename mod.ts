@@ -47,4 +47,13 @@ export {
   type ResNetOptions,
   ShortcutProjection,
 } from "./src/nn/resnet.ts";
-export { loadSafetensors, saveSafetensors } from "./src/io/safetensors.ts";
+export {
+  type DecodedTensor,
+  decodeSafetensors,
+  encodeSafetensors,
+  loadSafetensors,
+  type LoadSafetensorsOptions,
+  readSafetensorsMetadata,
+  type SafetensorsEntry,
+  saveSafetensors,
+} from "./src/io/safetensors.ts";

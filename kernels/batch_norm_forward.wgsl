@@ -1,5 +1,5 @@
-// batch_norm_forward: y = (x - mean[c]) * invstd[c] * weight[c] + bias[c], as PyTorch's
-// y = x * alpha + beta with alpha = invstd * weight, beta = bias - mean * alpha.
+// batch_norm_forward: y = (x - mean[c]) * (invstd[c] * weight[c]) + bias[c]; subtracting the mean
+// first avoids the cancellation of x * alpha - mean * alpha when |mean| >> std.
 // Bindings: 0 uniform Params; 1 x: array<f32> [N, C, H, W] (reads); 2 stats: array<f32> [2, C] =
 // (mean, invstd) (reads); 3 weight: array<f32> [C] (reads; any buffer when !HAS_WEIGHT);
 // 4 bias: array<f32> [C] (reads; any buffer when !HAS_BIAS); 5 y: array<f32> [N, C, H, W]
@@ -27,14 +27,15 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let plane = t / p.chunks;
   let chunk = t - plane * p.chunks;
   let c = plane % p.channels;
-  var alpha = stats[p.channels + c];
-  if (HAS_WEIGHT) { alpha *= weight[c]; }
-  var beta = -stats[c] * alpha;
-  if (HAS_BIAS) { beta += bias[c]; }
+  let mean = stats[c];
+  var scale = stats[p.channels + c];
+  if (HAS_WEIGHT) { scale *= weight[c]; }
+  var shift = 0.0;
+  if (HAS_BIAS) { shift = bias[c]; }
   let start = chunk * 4u;
   let end = min(start + 4u, p.hw);
   let base = plane * p.hw;
   for (var i = start; i < end; i++) {
-    y[base + i] = x[base + i] * alpha + beta;
+    y[base + i] = (x[base + i] - mean) * scale + shift;
   }
 }

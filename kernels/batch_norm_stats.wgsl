@@ -53,28 +53,31 @@ fn workgroup_sum(v: f32, tid: u32) -> f32 {
   return total;
 }
 
-// (mean, sum of squared deviations) of channel c.
+// (mean, sum of squared deviations) of channel c. Both passes sum differences from the channel's
+// first value, which are exact and small when the values sit far from zero (say 100 +- 0.1), so
+// the mean is not lost in the rounding of large partial sums.
 fn moments(c: u32, tid: u32) -> vec2f {
   let lane = tid % p.lanes;
   let row = tid / p.lanes;
   let image = p.channels * p.hw;
+  let shift = x[c * p.hw];
   var s = 0.0;
   for (var n = row; n < p.batch; n += p.rows) {
     let base = n * image + c * p.hw;
     for (var i = lane; i < p.hw; i += p.lanes) {
-      s += x[base + i];
+      s += x[base + i] - shift;
     }
   }
-  let mean = workgroup_sum(s, tid) / p.count;
+  let centre = workgroup_sum(s, tid) / p.count;
   var q = 0.0;
   for (var n = row; n < p.batch; n += p.rows) {
     let base = n * image + c * p.hw;
     for (var i = lane; i < p.hw; i += p.lanes) {
-      let d = x[base + i] - mean;
+      let d = (x[base + i] - shift) - centre;
       q += d * d;
     }
   }
-  return vec2f(mean, workgroup_sum(q, tid));
+  return vec2f(shift + centre, workgroup_sum(q, tid));
 }
 
 fn write_stats(c: u32, m: vec2f) {

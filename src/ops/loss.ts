@@ -1,0 +1,211 @@
+/**
+ * Classification loss and accuracy: `crossEntropy` (PyTorch's `F.cross_entropy` with class-index
+ * targets) and `correctCount`.
+ *
+ * @module
+ */
+import crossEntropyForwardSource from "../../kernels/cross_entropy_forward.wgsl" with {
+  type: "text",
+};
+import crossEntropyBackwardSource from "../../kernels/cross_entropy_backward.wgsl" with {
+  type: "text",
+};
+import argmaxCorrectSource from "../../kernels/argmax_correct.wgsl" with { type: "text" };
+import { noGrad } from "../autograd.ts";
+import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import { mean, sum } from "./reduce.ts";
+
+const CE_FORWARD = { name: "cross_entropy_forward", source: crossEntropyForwardSource };
+const CE_BACKWARD = { name: "cross_entropy_backward", source: crossEntropyBackwardSource };
+const ARGMAX_CORRECT = { name: "argmax_correct", source: argmaxCorrectSource };
+
+/** A quiet NaN's bits, for kernels to write where a target is invalid. */
+const NAN_BITS = 0x7fc00000;
+
+/** Options of {@link crossEntropy}. */
+export interface CrossEntropyOptions {
+  /**
+   * `"mean"` (default): the average over the N rows, shape `[]`; `"sum"`: their sum, shape `[]`;
+   * `"none"`: one loss per row, shape `[N]`.
+   */
+  reduction?: "mean" | "sum" | "none";
+}
+
+/**
+ * Checks `logits` `[N, C]` and the targets, and returns the targets as a float tensor of class
+ * indices plus whether this call created it (and so must dispose it).
+ */
+function prepare(
+  op: string,
+  logits: Tensor,
+  targets: Int32Array | Tensor,
+): { n: number; c: number; t: Tensor; owned: boolean } {
+  if (!(logits instanceof Tensor)) {
+    throw new TypeError(`${op}(): logits must be a Tensor [N, C], got ${typeName(logits)}`);
+  }
+  if (logits.ndim !== 2 || logits.shape[0] < 1 || logits.shape[1] < 1) {
+    throw new RangeError(
+      `${op}(): logits must be [N, C] with N >= 1 and C >= 1, got ${formatShape(logits.shape)}`,
+    );
+  }
+  const [n, c] = logits.shape;
+  if (targets instanceof Tensor) {
+    if (targets.ndim !== 1 || targets.shape[0] !== n) {
+      throw new RangeError(
+        `${op}(): targets must be [N] = [${n}] for logits ${formatShape(logits.shape)}, got ` +
+          formatShape(targets.shape),
+      );
+    }
+    return { n, c, t: targets, owned: false };
+  }
+  if (!(targets instanceof Int32Array)) {
+    throw new TypeError(
+      `${op}(): targets must be an Int32Array of class indices or a Tensor [N], got ` +
+        typeName(targets),
+    );
+  }
+  if (targets.length !== n) {
+    throw new RangeError(
+      `${op}(): targets must hold N = ${n} class indices for logits ${formatShape(logits.shape)}, ` +
+        `got ${targets.length}`,
+    );
+  }
+  for (let i = 0; i < n; i++) {
+    if (targets[i] < 0 || targets[i] >= c) {
+      throw new RangeError(
+        `${op}(): targets[${i}] is ${targets[i]}, outside the classes [0, ${c - 1}] of logits ` +
+          formatShape(logits.shape),
+      );
+    }
+  }
+  // Class indices are exact in float32 below 2^24; the kernels convert them back with u32().
+  return { n, c, t: Tensor.from(Float32Array.from(targets)), owned: true };
+}
+
+function typeName(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value === "object") return value.constructor?.name ?? "object";
+  return typeof value;
+}
+
+function reductionOption(options: unknown): "mean" | "sum" | "none" {
+  if (options === undefined) return "mean";
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`crossEntropy(): options must be an object like { reduction: "sum" }`);
+  }
+  const reduction = (options as CrossEntropyOptions).reduction ?? "mean";
+  if (typeof reduction !== "string") {
+    throw new TypeError(
+      `crossEntropy(): options.reduction must be a string, got ${typeName(reduction)}`,
+    );
+  }
+  if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
+    throw new RangeError(
+      `crossEntropy(): options.reduction must be "mean", "sum" or "none", got "${reduction}"`,
+    );
+  }
+  return reduction;
+}
+
+/**
+ * Cross-entropy between `logits` `[N, C]` (unnormalised scores) and integer class `targets`,
+ * computed through a stable log-softmax, like PyTorch's `F.cross_entropy(logits, targets,
+ * reduction=...)`; the mean over the N rows by default (shape `[]`).
+ *
+ * `targets` is an `Int32Array` of N class indices, checked on the CPU, or a float Tensor `[N]`
+ * holding class indices (already on the GPU, so it cannot be checked without a readback: a target
+ * that is not an integer in `[0, C)` makes that row's loss, and hence a mean or sum, NaN).
+ *
+ * @throws {TypeError} when `logits` is not a Tensor or `targets` neither an Int32Array nor a
+ * Tensor.
+ * @throws {RangeError} when `logits` is not `[N, C]`, the targets do not hold N values, an
+ * Int32Array target is outside `[0, C)` (the message names the first), or the reduction is
+ * unknown.
+ * @example
+ * ```ts
+ * import { crossEntropy, initGPU, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const logits = Tensor.from([2, 0, 0, 0, 3, 0], [2, 3], { requiresGrad: true });
+ * const loss = crossEntropy(logits, new Int32Array([0, 1]));
+ * loss.backward();
+ * console.log(await loss.item()); // ≈ 0.1698
+ * ```
+ */
+export function crossEntropy(
+  logits: Tensor,
+  targets: Int32Array | Tensor,
+  options?: CrossEntropyOptions,
+): Tensor {
+  const { n, c, t, owned } = prepare("crossEntropy", logits, targets);
+  const reduction = reductionOption(options);
+  const losses = Tensor.empty([n]);
+  const lse = Tensor.empty([n]);
+  dispatch(CE_FORWARD, {
+    buffers: [logits.buffer, t.buffer, losses.buffer, lse.buffer],
+    uniforms: packParams([n, c, NAN_BITS]),
+    workgroups: grid1d(n, 64),
+  });
+  let out = losses;
+  if (reduction !== "none") {
+    out = noGrad(() => reduction === "mean" ? mean(losses) : sum(losses));
+    losses.dispose();
+  }
+  // Saves the input logits, and as internals the per-row log-sum-exp (and the uploaded targets):
+  // gx = (softmax - onehot) * gy (/ N for the mean).
+  if (shouldRecord(logits)) {
+    record(out, {
+      name: "crossEntropy",
+      inputs: [logits],
+      internals: owned ? [lse, t] : [lse],
+      backward: (gy) => {
+        const gx = Tensor.empty([n, c]);
+        dispatch(CE_BACKWARD, {
+          buffers: [logits.buffer, t.buffer, lse.buffer, gy.buffer, gx.buffer],
+          uniforms: packParams(
+            [n, c, reduction === "none" ? 1 : 0, NAN_BITS],
+            [reduction === "mean" ? 1 / n : 1],
+          ),
+          workgroups: grid1d(n * c, 256),
+        });
+        return [gx];
+      },
+    });
+  } else {
+    lse.dispose();
+    if (owned) t.dispose();
+  }
+  return out;
+}
+
+/**
+ * The number of rows of `logits` `[N, C]` whose arg-max (the first maximum) equals the target
+ * class, as a one-element float tensor of shape `[]`, so that a training loop can accumulate
+ * accuracy on the GPU and read it back once per epoch. Not recorded for autograd. `targets` as in
+ * {@link crossEntropy}; an invalid Tensor target never counts as correct.
+ *
+ * @throws {TypeError} when `logits` is not a Tensor or `targets` neither an Int32Array nor a
+ * Tensor.
+ * @throws {RangeError} when `logits` is not `[N, C]`, the targets do not hold N values, or an
+ * Int32Array target is outside `[0, C)`.
+ * @example
+ * ```ts
+ * import { correctCount, initGPU, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const logits = Tensor.from([2, 0, 0, 0, 3, 0], [2, 3]);
+ * console.log(await correctCount(logits, new Int32Array([0, 2])).item()); // 1
+ * ```
+ */
+export function correctCount(logits: Tensor, targets: Int32Array | Tensor): Tensor {
+  const { n, c, t, owned } = prepare("correctCount", logits, targets);
+  const correct = Tensor.empty([n]);
+  dispatch(ARGMAX_CORRECT, {
+    buffers: [logits.buffer, t.buffer, correct.buffer],
+    uniforms: packParams([n, c]),
+    workgroups: grid1d(n, 64),
+  });
+  if (owned) t.dispose();
+  const count = noGrad(() => sum(correct));
+  correct.dispose();
+  return count;
+}

@@ -1,0 +1,353 @@
+import assert from "node:assert/strict";
+import { conv2d, type Conv2dOptions } from "../../src/ops/conv2d.ts";
+import { Tensor } from "../../src/tensor.ts";
+import { noGrad } from "../../src/autograd.ts";
+import { gpuCounters } from "../../src/gpu/dispatch.ts";
+import { memoryStats } from "../../src/gpu/buffer_pool.ts";
+import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
+
+// ---- float64 reference -------------------------------------------------------------------------
+
+interface Geo {
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  o: number;
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  ph: number;
+  pw: number;
+  oh: number;
+  ow: number;
+}
+
+function geo(
+  [n, c, h, w]: number[],
+  [o, , kh, kw]: number[],
+  stride: [number, number],
+  padding: [number, number],
+): Geo {
+  const [sh, sw] = stride;
+  const [ph, pw] = padding;
+  const oh = Math.floor((h + 2 * ph - kh) / sh) + 1;
+  const ow = Math.floor((w + 2 * pw - kw) / sw) + 1;
+  return { n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow };
+}
+
+/** y[n, o, oy, ox] = b[o] + sum x[n, c, oy*sh - ph + ky, ox*sw - pw + kx] * w[o, c, ky, kx]. */
+function refForward(
+  x: ArrayLike<number>,
+  wt: ArrayLike<number>,
+  b: ArrayLike<number> | null,
+  g: Geo,
+): Float64Array {
+  const y = new Float64Array(g.n * g.o * g.oh * g.ow);
+  for (let n = 0; n < g.n; n++) {
+    for (let o = 0; o < g.o; o++) {
+      for (let oy = 0; oy < g.oh; oy++) {
+        for (let ox = 0; ox < g.ow; ox++) {
+          let s = b ? b[o] : 0;
+          for (let c = 0; c < g.c; c++) {
+            for (let ky = 0; ky < g.kh; ky++) {
+              const iy = oy * g.sh - g.ph + ky;
+              if (iy < 0 || iy >= g.h) continue;
+              for (let kx = 0; kx < g.kw; kx++) {
+                const ix = ox * g.sw - g.pw + kx;
+                if (ix < 0 || ix >= g.w) continue;
+                s += x[((n * g.c + c) * g.h + iy) * g.w + ix] *
+                  wt[((o * g.c + c) * g.kh + ky) * g.kw + kx];
+              }
+            }
+          }
+          y[((n * g.o + o) * g.oh + oy) * g.ow + ox] = s;
+        }
+      }
+    }
+  }
+  return y;
+}
+
+/** Gradients of sum(y * gy) with respect to x, w and b, by scattering each output's gradient. */
+function refBackward(x: ArrayLike<number>, wt: ArrayLike<number>, gy: ArrayLike<number>, g: Geo) {
+  const gx = new Float64Array(g.n * g.c * g.h * g.w);
+  const gw = new Float64Array(g.o * g.c * g.kh * g.kw);
+  const gb = new Float64Array(g.o);
+  for (let n = 0; n < g.n; n++) {
+    for (let o = 0; o < g.o; o++) {
+      for (let oy = 0; oy < g.oh; oy++) {
+        for (let ox = 0; ox < g.ow; ox++) {
+          const d = gy[((n * g.o + o) * g.oh + oy) * g.ow + ox];
+          gb[o] += d;
+          for (let c = 0; c < g.c; c++) {
+            for (let ky = 0; ky < g.kh; ky++) {
+              const iy = oy * g.sh - g.ph + ky;
+              if (iy < 0 || iy >= g.h) continue;
+              for (let kx = 0; kx < g.kw; kx++) {
+                const ix = ox * g.sw - g.pw + kx;
+                if (ix < 0 || ix >= g.w) continue;
+                const xi = ((n * g.c + c) * g.h + iy) * g.w + ix;
+                const wi = ((o * g.c + c) * g.kh + ky) * g.kw + kx;
+                gx[xi] += d * wt[wi];
+                gw[wi] += d * x[xi];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return { gx, gw, gb };
+}
+
+// ---- GPU vs reference --------------------------------------------------------------------------
+
+interface Case {
+  input: number[];
+  weight: number[];
+  bias: boolean;
+  stride: [number, number];
+  padding: [number, number];
+}
+
+const f32 = (values: Float64Array) => Float64Array.from(Float32Array.from(values));
+
+/** Random float32-exact inputs for a case (the reference then sees exactly what the GPU sees). */
+function inputs(c: Case, seed: number) {
+  const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+  const x = f32(randomValues(size(c.input), seed));
+  const w = f32(randomValues(size(c.weight), seed + 1, 0.5));
+  const b = c.bias ? f32(randomValues(c.weight[0], seed + 2)) : null;
+  return { x, w, b };
+}
+
+async function checkCase(c: Case, seed: number, grads = true): Promise<void> {
+  const g = geo(c.input, c.weight, c.stride, c.padding);
+  const { x, w, b } = inputs(c, seed);
+  const options: Conv2dOptions = { stride: c.stride, padding: c.padding };
+  const xt = Tensor.from(x, c.input, { requiresGrad: grads });
+  const wt = Tensor.from(w, c.weight, { requiresGrad: grads });
+  const bt = b ? Tensor.from(b, [c.weight[0]], { requiresGrad: grads }) : null;
+  const y = conv2d(xt, wt, bt, options);
+  assert.deepEqual(y.shape, [g.n, g.o, g.oh, g.ow]);
+  assertClose(await y.toArray(), refForward(x, w, b, g), { what: "y" });
+  if (!grads) return;
+
+  const r = f32(randomValues(y.size, seed + 3));
+  const rt = Tensor.from(r, y.shape);
+  y.backward(rt);
+  const expected = refBackward(x, w, r, g);
+  assertClose(await xt.grad!.toArray(), expected.gx, { what: "grad input" });
+  assertClose(await wt.grad!.toArray(), expected.gw, { what: "grad weight" });
+  if (bt) assertClose(await bt.grad!.toArray(), expected.gb, { what: "grad bias" });
+  for (const t of [xt, wt, bt, y, rt, xt.grad, wt.grad, bt?.grad]) t?.dispose();
+}
+
+const cases: [string, Case][] = [
+  ["batch 1, 3 -> 5 channels, 3x3, stride 1, padding 1, 9x7, bias", {
+    input: [1, 3, 9, 7],
+    weight: [5, 3, 3, 3],
+    bias: true,
+    stride: [1, 1],
+    padding: [1, 1],
+  }],
+  ["batch 2, 6 -> 7 channels, 3x3, stride 2, padding 1, 11x11, no bias", {
+    input: [2, 6, 11, 11],
+    weight: [7, 6, 3, 3],
+    bias: false,
+    stride: [2, 2],
+    padding: [1, 1],
+  }],
+  ["batch 2, 3 -> 5 channels, 7x7, stride 2, padding 3, 11x11, bias", {
+    input: [2, 3, 11, 11],
+    weight: [5, 3, 7, 7],
+    bias: true,
+    stride: [2, 2],
+    padding: [3, 3],
+  }],
+  ["batch 3, 5 -> 6 channels, 1x1, stride 1, padding 0, 9x7, bias", {
+    input: [3, 5, 9, 7],
+    weight: [6, 5, 1, 1],
+    bias: true,
+    stride: [1, 1],
+    padding: [0, 0],
+  }],
+  ["batch 2, 6 -> 9 channels, 1x1, stride 2, padding 0, 11x9, no bias", {
+    input: [2, 6, 11, 9],
+    weight: [9, 6, 1, 1],
+    bias: false,
+    stride: [2, 2],
+    padding: [0, 0],
+  }],
+  ["batch 2, 4 -> 8 channels, 7x7, stride 1, padding 3, 9x7, no bias", {
+    input: [2, 4, 9, 7],
+    weight: [8, 4, 7, 7],
+    bias: false,
+    stride: [1, 1],
+    padding: [3, 3],
+  }],
+  ["batch 1, 5 -> 3 channels, 3x3, stride 1, padding 0, 11x11, bias", {
+    input: [1, 5, 11, 11],
+    weight: [3, 5, 3, 3],
+    bias: true,
+    stride: [1, 1],
+    padding: [0, 0],
+  }],
+  ["batch 2, non-square 3x1 kernel, stride [2, 1], padding [1, 0], 9x7, bias", {
+    input: [2, 3, 9, 7],
+    weight: [5, 3, 3, 1],
+    bias: true,
+    stride: [2, 1],
+    padding: [1, 0],
+  }],
+  ["batch 2, 2x2 kernel with stride 3 (inputs no window reads), padding 1, 11x10", {
+    input: [2, 6, 11, 10],
+    weight: [7, 6, 2, 2],
+    bias: true,
+    stride: [3, 3],
+    padding: [1, 1],
+  }],
+];
+
+for (const [i, [name, c]] of cases.entries()) {
+  gpuTest(`conv2d() forward and gradients match float64 reference: ${name}`, async () => {
+    await checkCase(c, 100 * i + 1);
+  });
+}
+
+gpuTest("conv2d() takes a single number for stride and padding", async () => {
+  const { x, w } = inputs({
+    input: [2, 3, 9, 7],
+    weight: [4, 3, 3, 3],
+    bias: false,
+    stride: [2, 2],
+    padding: [1, 1],
+  }, 7);
+  const y = conv2d(Tensor.from(x, [2, 3, 9, 7]), Tensor.from(w, [4, 3, 3, 3]), undefined, {
+    stride: 2,
+    padding: 1,
+  });
+  const g = geo([2, 3, 9, 7], [4, 3, 3, 3], [2, 2], [1, 1]);
+  assert.deepEqual(y.shape, [2, 4, 5, 4]);
+  assertClose(await y.toArray(), refForward(x, w, null, g));
+});
+
+gpuTest("conv2d() gradients use the split-K reduction for many output pixels", async () => {
+  const c: Case = {
+    input: [4, 16, 16, 16],
+    weight: [16, 16, 3, 3],
+    bias: true,
+    stride: [1, 1],
+    padding: [1, 1],
+  };
+  const before = memoryStats().inUseBytes;
+  await checkCase(c, 900);
+  // Garbage collection may return earlier tests' buffers meanwhile, never add any.
+  assert.ok(memoryStats().inUseBytes <= before, "partial sums are released");
+
+  // The weight gradient alone: the partial-sum kernel and the chunk reduction.
+  const { x, w } = inputs(c, 901);
+  const xt = Tensor.from(x, c.input);
+  const wt = Tensor.from(w, c.weight, { requiresGrad: true });
+  const y = conv2d(xt, wt, null, { padding: 1 });
+  const r = Tensor.from(f32(randomValues(y.size, 902)), y.shape);
+  const start = gpuCounters().dispatches;
+  y.backward(r);
+  assert.equal(gpuCounters().dispatches - start, 2);
+  assert.equal(xt.grad, null);
+  const g = geo(c.input, c.weight, [1, 1], [1, 1]);
+  assertClose(await wt.grad!.toArray(), refBackward(x, w, await r.toArray(), g).gw);
+});
+
+gpuTest("conv2d() computes only the gradients whose input requires grad", async () => {
+  const c: Case = {
+    input: [1, 3, 9, 7],
+    weight: [5, 3, 3, 3],
+    bias: true,
+    stride: [1, 1],
+    padding: [1, 1],
+  };
+  const { x, w, b } = inputs(c, 11);
+  const xt = Tensor.from(x, c.input, { requiresGrad: true });
+  const wt = Tensor.from(w, c.weight);
+  const bt = Tensor.from(b!, [5]);
+  const y = conv2d(xt, wt, bt, { padding: 1 });
+  const r = f32(randomValues(y.size, 12));
+  const start = gpuCounters().dispatches;
+  y.backward(Tensor.from(r, y.shape));
+  assert.equal(gpuCounters().dispatches - start, 1, "only the input-gradient kernel runs");
+  assert.equal(wt.grad, null);
+  assert.equal(bt.grad, null);
+  const g = geo(c.input, c.weight, [1, 1], [1, 1]);
+  assertClose(await xt.grad!.toArray(), refBackward(x, w, r, g).gx);
+
+  const plain = conv2d(Tensor.from(x, c.input), wt, bt, { padding: 1 });
+  assert.equal(plain.gradFn, null);
+  const untracked = noGrad(() => conv2d(xt, wt, bt, { padding: 1 }));
+  assert.equal(untracked.requiresGrad, false);
+});
+
+// ---- the reference backward against finite differences -----------------------------------------
+
+for (
+  const [name, c] of [
+    ["3x3, stride 2, padding 1", {
+      input: [2, 3, 5, 4],
+      weight: [2, 3, 3, 3],
+      bias: true,
+      stride: [2, 2],
+      padding: [1, 1],
+    }],
+    ["non-square 2x3 kernel, stride [1, 2], padding [0, 2]", {
+      input: [1, 2, 4, 5],
+      weight: [3, 2, 2, 3],
+      bias: true,
+      stride: [1, 2],
+      padding: [0, 2],
+    }],
+  ] as [string, Case][]
+) {
+  Deno.test(`float64 reference conv2d backward matches finite differences: ${name}`, () => {
+    const g = geo(c.input, c.weight, c.stride, c.padding);
+    const { x, w, b } = inputs(c, 5);
+    const r = randomValues(g.n * g.o * g.oh * g.ow, 6);
+    const loss = (xx: Float64Array, ww: Float64Array, bb: Float64Array) =>
+      dot(refForward(xx, ww, bb, g), r);
+    const expected = refBackward(x, w, r, g);
+    const opts = { rtol: 1e-6, atol: 1e-8, maxRelL2: 1e-7 };
+    assertClose(expected.gx, finiteDifferences((v) => loss(v, w, b!), x), { ...opts, what: "gx" });
+    assertClose(expected.gw, finiteDifferences((v) => loss(x, v, b!), w), { ...opts, what: "gw" });
+    assertClose(expected.gb, finiteDifferences((v) => loss(x, w, v), b!), { ...opts, what: "gb" });
+  });
+}
+
+// ---- bad input ---------------------------------------------------------------------------------
+
+gpuTest("conv2d() rejects wrong ranks, shapes and options with named errors", () => {
+  const x = Tensor.zeros([2, 3, 8, 8]);
+  const w = Tensor.zeros([4, 3, 3, 3]);
+  const b = Tensor.zeros([4]);
+  const throwsRange = (fn: () => unknown, pattern: RegExp) =>
+    assert.throws(fn, (e: unknown) => e instanceof RangeError && pattern.test(e.message));
+  throwsRange(() => conv2d(Tensor.zeros([3, 8, 8]), w), /conv2d\(\).*\[N, C, H, W\].*\[3, 8, 8\]/);
+  throwsRange(() => conv2d(Tensor.zeros([2, 4, 8, 8]), w), /C = 3 \(weight is \[4, 3, 3, 3\]\)/);
+  throwsRange(() => conv2d(x, Tensor.zeros([4, 3, 3])), /conv2d\(\): weight.*\[4, 3, 3\]/);
+  throwsRange(() => conv2d(x, Tensor.zeros([4, 3, 0, 3])), /weight/);
+  throwsRange(() => conv2d(x, w, Tensor.zeros([5])), /bias must be \[O\] = \[4\].*got \[5\]/);
+  throwsRange(() => conv2d(x, w, Tensor.zeros([1, 4])), /bias/);
+  throwsRange(() => conv2d(x, w, b, { stride: 0 }), /stride.*positive/);
+  throwsRange(() => conv2d(x, w, b, { stride: 1.5 }), /stride/);
+  throwsRange(() => conv2d(x, w, b, { stride: [1, -2] }), /stride/);
+  throwsRange(() => conv2d(x, w, b, { padding: -1 }), /padding.*non-negative/);
+  throwsRange(() => conv2d(x, Tensor.zeros([4, 3, 9, 9]), b), /does not fit/);
+  throwsRange(() => conv2d(x, Tensor.zeros([4, 3, 9, 9]), b, { padding: [1, 0] }), /0x-0|fit/);
+  assert.throws(() => conv2d([1, 2] as unknown as Tensor, w), TypeError);
+  assert.throws(() => conv2d(x, "w" as unknown as Tensor), TypeError);
+  assert.throws(() => conv2d(x, w, [1, 2, 3, 4] as unknown as Tensor), TypeError);
+  assert.throws(() => conv2d(x, w, b, { stride: "2" as unknown as number }), TypeError);
+  assert.throws(() => conv2d(x, w, b, { padding: [1, 1, 1] as unknown as number }), TypeError);
+  // A kernel that fits only thanks to the padding is fine.
+  assert.deepEqual(conv2d(x, Tensor.zeros([4, 3, 9, 9]), b, { padding: 1 }).shape, [2, 4, 2, 2]);
+});
