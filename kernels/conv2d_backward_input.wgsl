@@ -1,20 +1,23 @@
-// conv2d_backward_input: gx = d(sum(y * gy)) / dx for y = conv2d(x, w), as a gather (no atomics):
-// gx[n, c, iy, ix] = sum over (o, ky, kx) with iy = oy * stride_h - pad_h + ky and
-// ix = ox * stride_w - pad_w + kx (oy, ox integers inside the output) of gy[n, o, oy, ox] *
-// w[o, c, ky, kx].
+// conv2d_backward_input: gx = d(sum(y * gy)) / dx for y = conv2d(x, w), gathered (no atomics):
+// gx[n, c, iy, ix] = sum of gy[n, o, oy, ox] * w[o, c, ky, kx] over the (o, ky, kx) with
+// iy = oy * stride_h - pad_h + ky and ix = ox * stride_w - pad_w + kx for an output position
+// (oy, ox) inside [OH, OW].
 // Bindings: 0 uniform Params (below); 1 gy: array<f32> [N, O, OH, OW]; 2 w: array<f32>
-// [O, C, KH, KW] (OIHW); 3 gx: array<f32> [N, C, H, W] (writes every element, zeros where no
-// output position reads the input element).
-// Params: n, c, h, w, o, oh, ow, kh, kw, stride_h, stride_w, pad_h, pad_w,
-// rows = ceil(H / stride_h), blocks_w = ceil(ceil(W / stride_w) / 4),
-// pixel_blocks = N * rows * blocks_w (all u32).
+// [O, C, KH, KW] (OIHW); 3 gx: array<f32> [N, C, H, W] (writes every element, zero where no
+// output position reads it).
+// Params (u32): n, c, h, w, o, oh, ow, kh, kw, stride_h, stride_w, pad_h, pad_w,
+// rows = ceil(H / stride_h), blocks_w = ceil(ceil(W / stride_w) / 8),
+// pixel_blocks = N * rows * blocks_w.
 // Workgroup WG (override, default 64). Grid: x and z cover the pixel blocks flat
-// (f = gid.x + wid.z * nwg.x * WG, as grid1d splits them); y = ceil(C / 4) * stride_h * stride_w:
-// the input-channel block and the residues (ry, rx) of the input pixels modulo the stride.
-// One invocation computes 4 input channels x 4 input pixels of one row that share their residue
-// modulo stride_w (ix = rx + stride_w * (4 * block + j)), so the same (ky, kx) taps reach all
-// four and only taps with ky = iy + pad_h, kx = ix + pad_w (mod stride) are visited. Channel
-// block, residues and taps come from the workgroup id, so weight loads are uniform.
+// (f = gid.x + wid.z * nwg.x * WG, as grid1d splits them); y = ceil(C / 8) * stride_h * stride_w
+// enumerates the input-channel block and the residues (ry, rx) of the input pixels modulo the
+// stride.
+// One invocation computes a register block of 8 input channels x 8 input pixels of one row that
+// share their residue modulo the stride: iy = ry + stride_h * my, ix = rx + stride_w * (8 * wb + j).
+// They are reached by the same taps, only ky = iy + pad_h and kx = ix + pad_w (mod stride), from
+// the consecutive output columns ox0 + j, so no divisibility test is left in the loops. Channel
+// block, residues and so the taps come from the workgroup id: the weight loads are uniform.
+// Accumulators a<pixel>l / a<pixel>h hold input channels 0-3 / 4-7.
 struct Params {
   n: u32, c: u32, h: u32, w: u32,
   o: u32, oh: u32, ow: u32, kh: u32,
@@ -29,9 +32,11 @@ override WG: u32 = 64;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read_write> gx: array<f32>;
 
-fn load_gy(row: u32, ox: i32) -> f32 {
-  let inside = ox >= 0 && ox < i32(p.ow);
-  return select(0.0, gy[row + u32(clamp(ox, 0, i32(p.ow) - 1))], inside);
+// Writes channels 0..count-1 of one input pixel (channel stride H * W).
+fn store(at: u32, count: u32, lo: vec4f, hi: vec4f) {
+  let ipix = p.h * p.w;
+  for (var i = 0u; i < min(count, 4u); i++) { gx[at + i * ipix] = lo[i]; }
+  for (var i = 4u; i < count; i++) { gx[at + i * ipix] = hi[i - 4u]; }
 }
 
 @compute @workgroup_size(WG)
@@ -46,60 +51,120 @@ fn main(
   let rest = f / p.blocks_w;
   let my = rest % p.rows;
   let n = rest / p.rows;
-
-  let residues = p.stride_h * p.stride_w;
   let rx = wid.y % p.stride_w;
   let ry = (wid.y / p.stride_w) % p.stride_h;
-  let c0 = (wid.y / residues) * 4u;
+  let c0 = (wid.y / (p.stride_w * p.stride_h)) * 8u;
   let iy = ry + p.stride_h * my;
   if (iy >= p.h) { return; }
-  let m0 = wb * 4u;
+  let m0 = wb * 8u;
+  let ix0 = rx + p.stride_w * m0;
 
+  // Weight offsets of the 8 channels, clamped to the last one past C (never stored).
   let ksize = p.kh * p.kw;
   let last_c = p.c - 1u;
-  let wc0 = min(c0, last_c) * ksize;
+  let wc0 = min(c0 + 0u, last_c) * ksize;
   let wc1 = min(c0 + 1u, last_c) * ksize;
   let wc2 = min(c0 + 2u, last_c) * ksize;
   let wc3 = min(c0 + 3u, last_c) * ksize;
+  let wc4 = min(c0 + 4u, last_c) * ksize;
+  let wc5 = min(c0 + 5u, last_c) * ksize;
+  let wc6 = min(c0 + 6u, last_c) * ksize;
+  let wc7 = min(c0 + 7u, last_c) * ksize;
   let per_o = p.c * ksize;
   let opix = p.oh * p.ow;
-  let sh = i32(p.stride_h);
-  let sw = i32(p.stride_w);
+  let olast = i32(p.ow) - 1;
+  let gbase = n * p.o * opix;
 
-  var a0 = vec4f(0.0);
-  var a1 = vec4f(0.0);
-  var a2 = vec4f(0.0);
-  var a3 = vec4f(0.0);
-  for (var o = 0u; o < p.o; o++) {
-    let gplane = (n * p.o + o) * opix;
-    let wo = o * per_o;
-    for (var ky = (ry + p.pad_h) % p.stride_h; ky < p.kh; ky += p.stride_h) {
-      let oy = i32(my) + (i32(ry + p.pad_h) - i32(ky)) / sh;
-      if (oy < 0 || oy >= i32(p.oh)) { continue; }
-      let row = gplane + u32(oy) * p.ow;
-      let wk = wo + ky * p.kw;
-      for (var kx = (rx + p.pad_w) % p.stride_w; kx < p.kw; kx += p.stride_w) {
-        let k = wk + kx;
-        let wv = vec4f(wt[wc0 + k], wt[wc1 + k], wt[wc2 + k], wt[wc3 + k]);
-        let ox = i32(m0) + (i32(rx + p.pad_w) - i32(kx)) / sw;
-        a0 += load_gy(row, ox) * wv;
-        a1 += load_gy(row, ox + 1) * wv;
-        a2 += load_gy(row, ox + 2) * wv;
-        a3 += load_gy(row, ox + 3) * wv;
+  var a0l = vec4f(0.0);
+  var a0h = vec4f(0.0);
+  var a1l = vec4f(0.0);
+  var a1h = vec4f(0.0);
+  var a2l = vec4f(0.0);
+  var a2h = vec4f(0.0);
+  var a3l = vec4f(0.0);
+  var a3h = vec4f(0.0);
+  var a4l = vec4f(0.0);
+  var a4h = vec4f(0.0);
+  var a5l = vec4f(0.0);
+  var a5h = vec4f(0.0);
+  var a6l = vec4f(0.0);
+  var a6h = vec4f(0.0);
+  var a7l = vec4f(0.0);
+  var a7h = vec4f(0.0);
+  for (var ky = (ry + p.pad_h) % p.stride_h; ky < p.kh; ky += p.stride_h) {
+    let oy = i32(my) + (i32(ry + p.pad_h) - i32(ky)) / i32(p.stride_h);
+    if (oy < 0 || oy >= i32(p.oh)) { continue; }
+    let row = gbase + u32(oy) * p.ow;
+    for (var kx = (rx + p.pad_w) % p.stride_w; kx < p.kw; kx += p.stride_w) {
+      // Output columns clamped into the row; the masks drop those outside it.
+      let ox = i32(m0) + (i32(rx + p.pad_w) - i32(kx)) / i32(p.stride_w);
+        let ox0 = ox + 0;
+        let col0 = row + u32(clamp(ox0, 0, olast));
+        let in0 = ox0 >= 0 && ox0 <= olast;
+        let ox1 = ox + 1;
+        let col1 = row + u32(clamp(ox1, 0, olast));
+        let in1 = ox1 >= 0 && ox1 <= olast;
+        let ox2 = ox + 2;
+        let col2 = row + u32(clamp(ox2, 0, olast));
+        let in2 = ox2 >= 0 && ox2 <= olast;
+        let ox3 = ox + 3;
+        let col3 = row + u32(clamp(ox3, 0, olast));
+        let in3 = ox3 >= 0 && ox3 <= olast;
+        let ox4 = ox + 4;
+        let col4 = row + u32(clamp(ox4, 0, olast));
+        let in4 = ox4 >= 0 && ox4 <= olast;
+        let ox5 = ox + 5;
+        let col5 = row + u32(clamp(ox5, 0, olast));
+        let in5 = ox5 >= 0 && ox5 <= olast;
+        let ox6 = ox + 6;
+        let col6 = row + u32(clamp(ox6, 0, olast));
+        let in6 = ox6 >= 0 && ox6 <= olast;
+        let ox7 = ox + 7;
+        let col7 = row + u32(clamp(ox7, 0, olast));
+        let in7 = ox7 >= 0 && ox7 <= olast;
+      var k = ky * p.kw + kx;
+      var go = 0u;
+      for (var o = 0u; o < p.o; o++) {
+        let wl = vec4f(wt[wc0 + k], wt[wc1 + k], wt[wc2 + k], wt[wc3 + k]);
+        let wh = vec4f(wt[wc4 + k], wt[wc5 + k], wt[wc6 + k], wt[wc7 + k]);
+        let g0 = select(0.0, gy[col0 + go], in0);
+        a0l += g0 * wl;
+        a0h += g0 * wh;
+        let g1 = select(0.0, gy[col1 + go], in1);
+        a1l += g1 * wl;
+        a1h += g1 * wh;
+        let g2 = select(0.0, gy[col2 + go], in2);
+        a2l += g2 * wl;
+        a2h += g2 * wh;
+        let g3 = select(0.0, gy[col3 + go], in3);
+        a3l += g3 * wl;
+        a3h += g3 * wh;
+        let g4 = select(0.0, gy[col4 + go], in4);
+        a4l += g4 * wl;
+        a4h += g4 * wh;
+        let g5 = select(0.0, gy[col5 + go], in5);
+        a5l += g5 * wl;
+        a5h += g5 * wh;
+        let g6 = select(0.0, gy[col6 + go], in6);
+        a6l += g6 * wl;
+        a6h += g6 * wh;
+        let g7 = select(0.0, gy[col7 + go], in7);
+        a7l += g7 * wl;
+        a7h += g7 * wh;
+        k += per_o;
+        go += opix;
       }
     }
   }
 
-  let ipix = p.h * p.w;
-  let base = (n * p.c + c0) * ipix + iy * p.w;
-  let results = array<vec4f, 4>(a0, a1, a2, a3);
-  for (var j = 0u; j < 4u; j++) {
-    let ix = rx + p.stride_w * (m0 + j);
-    if (ix >= p.w) { break; }
-    let r = results[j];
-    for (var i = 0u; i < 4u; i++) {
-      if (c0 + i >= p.c) { break; }
-      gx[base + i * ipix + ix] = r[i];
-    }
-  }
+  let count = min(8u, p.c - c0);
+  let base = (n * p.c + c0) * p.h * p.w + iy * p.w + ix0;
+  store(base + 0u * p.stride_w, count, a0l, a0h);
+  if (ix0 + 1u * p.stride_w < p.w) { store(base + 1u * p.stride_w, count, a1l, a1h); }
+  if (ix0 + 2u * p.stride_w < p.w) { store(base + 2u * p.stride_w, count, a2l, a2h); }
+  if (ix0 + 3u * p.stride_w < p.w) { store(base + 3u * p.stride_w, count, a3l, a3h); }
+  if (ix0 + 4u * p.stride_w < p.w) { store(base + 4u * p.stride_w, count, a4l, a4h); }
+  if (ix0 + 5u * p.stride_w < p.w) { store(base + 5u * p.stride_w, count, a5l, a5h); }
+  if (ix0 + 6u * p.stride_w < p.w) { store(base + 6u * p.stride_w, count, a6l, a6h); }
+  if (ix0 + 7u * p.stride_w < p.w) { store(base + 7u * p.stride_w, count, a7l, a7h); }
 }

@@ -6,8 +6,8 @@
 // 1 a: array<vec4f> (reads); 2 b: array<vec4f> (reads); 3 bias: array<f32> [N] (reads only when
 // has_bias is 1; another read-only buffer is bound otherwise); 4 c: array<f32> [M, N] (writes).
 // a and b are read as vec4s when the stored rows have a multiple of 4 elements (pooled buffers are
-// padded to 16 bytes, so such loads stay inside the buffer), element by element with bounds checks
-// otherwise.
+// padded to 16 bytes, so such loads stay inside the buffer), without bounds checks for blocks
+// inside c, element by element with bounds checks otherwise.
 // Workgroup 64; dispatch grid1d(ceil(M / 4) * ceil(N / 4), 64); one invocation computes a 4x4
 // block of c (rows m0..m0+3, columns n0..n0+3) in registers, 4 steps of K at a time as
 // 4x4 outer products, and writes the block's in-range elements.
@@ -58,7 +58,34 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   var acc1 = vec4f(0.0);
   var acc2 = vec4f(0.0);
   var acc3 = vec4f(0.0);
-  for (var k = 0u; k < p.K; k += 4u) {
+  // Blocks inside c whose stored rows of a and b are vec4-aligned take unchecked vec4 loads for
+  // the whole multiple-of-4 part of K (about twice as fast); the rest goes through loadA/loadB.
+  let alignedA = select((p.K & 3u) == 0u, (p.M & 3u) == 0u, TRANS_A);
+  let alignedB = select((p.N & 3u) == 0u, (p.K & 3u) == 0u, TRANS_B);
+  var kChecked = 0u;
+  if (alignedA && alignedB && m0 + 3u < p.M && n0 + 3u < p.N) {
+    kChecked = p.K & ~3u;
+    // Vec4 index of the first load, distance between the 4 loads, advance per 4 steps of K.
+    var ia = select((m0 * p.K) >> 2u, m0 >> 2u, TRANS_A);
+    let sa = select(p.K >> 2u, p.M >> 2u, TRANS_A);
+    let stepA = select(1u, p.M, TRANS_A);
+    var ib = select(n0 >> 2u, (n0 * p.K) >> 2u, TRANS_B);
+    let sb = select(p.N >> 2u, p.K >> 2u, TRANS_B);
+    let stepB = select(p.N, 1u, TRANS_B);
+    for (var k = 0u; k < kChecked; k += 4u) {
+      var ar = mat4x4f(a[ia], a[ia + sa], a[ia + 2u * sa], a[ia + 3u * sa]);
+      if (TRANS_A) { ar = transpose(ar); }
+      var bk = mat4x4f(b[ib], b[ib + sb], b[ib + 2u * sb], b[ib + 3u * sb]);
+      if (TRANS_B) { bk = transpose(bk); }
+      acc0 += bk * ar[0];
+      acc1 += bk * ar[1];
+      acc2 += bk * ar[2];
+      acc3 += bk * ar[3];
+      ia += stepA;
+      ib += stepB;
+    }
+  }
+  for (var k = kChecked; k < p.K; k += 4u) {
     // ar[r] = op(a)[m0 + r, k..k+3]
     var ar: mat4x4f;
     if (TRANS_A) {

@@ -4,9 +4,10 @@
 // Bindings: 0 uniform Params; 1 x: array<f32> [N, C, H, W] (reads); 2 y: array<f32>
 // [N, C, OH, OW] (writes); 3 indices: array<f32> [N, C, OH, OW] (writes, entry main_indices only):
 // the arg-max as the flat offset ih * W + iw within its plane, exact in f32 up to 2^24.
-// Params { count: N*C*OH*OW, height: H, width: W, out_h: OH, out_w: OW, kernel_h, kernel_w,
-//   stride_h, stride_w, pad_h, pad_w }.
-// Workgroup 256; dispatch grid1d(count, 256); one invocation writes one output (and its index).
+// Params { count: N*C*OH*chunks, height: H, width: W, out_h: OH, out_w: OW, kernel_h, kernel_w,
+//   stride_h, stride_w, pad_h, pad_w, chunks: ceil(OW / 4) }.
+// Workgroup 256; dispatch grid1d(count, 256); one invocation writes up to 4 consecutive outputs of
+// one row (and their indices): integer division, slow on CPU implementations, once per 4.
 struct Params {
   count: u32,
   height: u32,
@@ -19,6 +20,7 @@ struct Params {
   stride_w: u32,
   pad_h: u32,
   pad_w: u32,
+  chunks: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -26,19 +28,12 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> indices: array<f32>;
 
-// (max, flat offset of its first occurrence) of output i's window.
-fn window_max(i: u32) -> vec2f {
-  let ow = i % p.out_w;
-  let r = i / p.out_w;
-  let oh = r % p.out_h;
-  let plane = r / p.out_h;
-  let hs = i32(oh * p.stride_h) - i32(p.pad_h);
+// (max, flat offset of its first occurrence) of the window of output column ow whose valid rows
+// are h0..h1, in the plane starting at base.
+fn window_max(base: u32, h0: u32, h1: u32, ow: u32) -> vec2f {
   let ws = i32(ow * p.stride_w) - i32(p.pad_w);
-  let h0 = u32(max(hs, 0));
   let w0 = u32(max(ws, 0));
-  let h1 = u32(min(hs + i32(p.kernel_h), i32(p.height)));
   let w1 = u32(min(ws + i32(p.kernel_w), i32(p.width)));
-  let base = plane * p.height * p.width;
   var best = bitcast<f32>(0xff800000u); // -inf
   var arg = h0 * p.width + w0;
   for (var ih = h0; ih < h1; ih++) {
@@ -54,18 +49,46 @@ fn window_max(i: u32) -> vec2f {
   return vec2f(best, f32(arg));
 }
 
+// The outputs of invocation t: up to 4 consecutive ones of one row.
+struct Outputs {
+  first: u32, // flat index of the first
+  n: u32, // how many
+  ow0: u32, // column of the first
+  base: u32, // index of the plane's first input
+  h0: u32, // the windows' valid input rows h0..h1
+  h1: u32,
+}
+
+fn outputs_of(t: u32) -> Outputs {
+  let row = t / p.chunks;
+  let ow0 = (t - row * p.chunks) * 4u;
+  let oh = row % p.out_h;
+  let plane = row / p.out_h;
+  let hs = i32(oh * p.stride_h) - i32(p.pad_h);
+  let h0 = u32(max(hs, 0));
+  let h1 = u32(min(hs + i32(p.kernel_h), i32(p.height)));
+  return Outputs(row * p.out_w + ow0, min(4u, p.out_w - ow0), ow0, plane * p.height * p.width,
+    h0, h1);
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * 256u;
-  if (i >= p.count) { return; }
-  y[i] = window_max(i).x;
+  let t = gid.x + gid.y * nwg.x * 256u;
+  if (t >= p.count) { return; }
+  let o = outputs_of(t);
+  for (var j = 0u; j < o.n; j++) {
+    y[o.first + j] = window_max(o.base, o.h0, o.h1, o.ow0 + j).x;
+  }
 }
 
 @compute @workgroup_size(256)
 fn main_indices(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * 256u;
-  if (i >= p.count) { return; }
-  let m = window_max(i);
-  y[i] = m.x;
-  indices[i] = m.y;
+  let t = gid.x + gid.y * nwg.x * 256u;
+  if (t >= p.count) { return; }
+  let o = outputs_of(t);
+  for (var j = 0u; j < o.n; j++) {
+    let m = window_max(o.base, o.h0, o.h1, o.ow0 + j);
+    y[o.first + j] = m.x;
+    indices[o.first + j] = m.y;
+  }
 }

@@ -22,7 +22,21 @@ const BACKWARD_INPUT = { name: "batch_norm_backward_input", source: inputGradSou
 /** Workgroup size of the per-channel reduction kernels. */
 const REDUCE_WG = 256;
 
-/** Options of {@link batchNorm2d}. */
+/**
+ * Options of {@link batchNorm2d}: the parameters and buffers of PyTorch's `BatchNorm2d`.
+ *
+ * @example
+ * ```ts
+ * import { batchNorm2d, type BatchNorm2dOptions, initGPU, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const options: BatchNorm2dOptions = {
+ *   runningMean: Tensor.zeros([16]),
+ *   runningVar: Tensor.ones([16]),
+ *   training: false,
+ * };
+ * console.log(batchNorm2d(Tensor.randn([2, 16, 4, 4], { seed: 0 }), options).shape);
+ * ```
+ */
 export interface BatchNorm2dOptions {
   /** Per-channel scale `[C]` (the affine weight, gamma); omitted or null: 1. */
   weight?: Tensor | null;

@@ -195,13 +195,13 @@ export function conv2d(
 ): Tensor {
   const g = geometry(input, weight, bias, options);
   const out = Tensor.empty([g.n, g.o, g.oh, g.ow]);
-  const blocksW = Math.ceil(g.ow / 4);
+  const blocksW = Math.ceil(g.ow / 8);
   const pixelBlocks = g.n * g.oh * blocksW;
   dispatch(FORWARD, {
     // Without a bias the weight buffer fills the binding; has_bias = 0 keeps it from being read.
     buffers: [input.buffer, weight.buffer, (bias ?? weight).buffer, out.buffer],
     uniforms: packParams([...common(g), bias ? 1 : 0, blocksW, pixelBlocks]),
-    workgroups: gridXZ(pixelBlocks, Math.ceil(g.o / 4)),
+    workgroups: gridXZ(pixelBlocks, Math.ceil(g.o / 8)),
     constants: { WG },
   });
   if (shouldRecord(input, weight, bias)) {
@@ -235,12 +235,12 @@ function conv2dBackward(
 function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
   const gx = Tensor.empty([g.n, g.c, g.h, g.w]);
   const rows = Math.ceil(g.h / g.strideH);
-  const blocksW = Math.ceil(Math.ceil(g.w / g.strideW) / 4);
+  const blocksW = Math.ceil(Math.ceil(g.w / g.strideW) / 8);
   const pixelBlocks = g.n * rows * blocksW;
   dispatch(BACKWARD_INPUT, {
     buffers: [gy.buffer, weight.buffer, gx.buffer],
     uniforms: packParams([...common(g), rows, blocksW, pixelBlocks]),
-    workgroups: gridXZ(pixelBlocks, Math.ceil(g.c / 4) * g.strideH * g.strideW),
+    workgroups: gridXZ(pixelBlocks, Math.ceil(g.c / 8) * g.strideH * g.strideW),
     constants: { WG },
   });
   return gx;
@@ -272,8 +272,8 @@ function reduceChunks(partial: Tensor, chunks: number, shape: number[]): Tensor 
 
 function weightGradient(g: Geometry, input: Tensor, gy: Tensor): Tensor {
   const shape = [g.o, g.c, g.kh, g.kw];
-  const lanes = Math.ceil(g.c / 4) * g.kh * g.kw;
-  const blocksO = Math.ceil(g.o / 4);
+  const lanes = Math.ceil(g.c / 8) * g.kh * g.kw;
+  const blocksO = Math.ceil(g.o / 8);
   const rows = g.n * g.oh;
   const { chunks, rowsPerChunk } = splitRows(blocksO * lanes, rows, g.ow);
   // Small lane counts (e.g. 36 for 16 channels, 3x3) would leave most of a 64-wide group idle.

@@ -28,7 +28,17 @@ const GLOBAL_BACKWARD = { name: "global_avg_pool2d_backward", source: globalBack
 /** Arg-max offsets are stored as float32 values, exact up to 2^24. */
 const MAX_PLANE = 2 ** 24;
 
-/** Window options of {@link maxPool2d} and {@link avgPool2d}; a number applies to H and W. */
+/**
+ * Window options of {@link maxPool2d} and {@link avgPool2d}; a number applies to H and W.
+ *
+ * @example
+ * ```ts
+ * import { initGPU, maxPool2d, type Pool2dOptions, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const stem: Pool2dOptions = { kernelSize: 3, stride: 2, padding: 1 };
+ * console.log(maxPool2d(Tensor.randn([1, 8, 16, 16], { seed: 0 }), stem).shape); // [1, 8, 8, 8]
+ * ```
+ */
 export interface Pool2dOptions {
   /** Window size `k` or `[kH, kW]`. */
   kernelSize: number | [number, number];
@@ -38,7 +48,17 @@ export interface Pool2dOptions {
   padding?: number | [number, number];
 }
 
-/** Options of {@link avgPool2d}. */
+/**
+ * Options of {@link avgPool2d}.
+ *
+ * @example
+ * ```ts
+ * import { type AvgPool2dOptions, avgPool2d, initGPU, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const options: AvgPool2dOptions = { kernelSize: 2, countIncludePad: false };
+ * console.log(avgPool2d(Tensor.ones([1, 1, 4, 4]), options).shape); // [1, 1, 2, 2]
+ * ```
+ */
 export interface AvgPool2dOptions extends Pool2dOptions {
   /** Divide by the whole window, padding included (true, PyTorch's default) or by the valid part. */
   countIncludePad?: boolean;
@@ -93,8 +113,7 @@ export function maxPool2d(input: Tensor, options: Pool2dOptions): Tensor {
   if (indices) buffers.push(indices.buffer);
   dispatch(indices ? MAX_FORWARD_INDICES : MAX_FORWARD, {
     buffers,
-    uniforms: windowParams(out.size, g),
-    workgroups: grid1d(out.size, 256),
+    ...windowArgs(g, g.N * g.C * g.OH, g.OW),
   });
   if (!indices) return out;
   return record(out, {
@@ -111,8 +130,7 @@ function maxPool2dBackward(gy: Tensor, indices: Tensor, g: Geometry): Tensor {
   const gx = Tensor.empty([g.N, g.C, g.H, g.W]);
   dispatch(MAX_BACKWARD, {
     buffers: [gy.buffer, indices.buffer, gx.buffer],
-    uniforms: windowParams(gx.size, g),
-    workgroups: grid1d(gx.size, 256),
+    ...windowArgs(g, g.N * g.C * g.H, g.W),
   });
   return gx;
 }
@@ -147,8 +165,7 @@ export function avgPool2d(input: Tensor, options: AvgPool2dOptions): Tensor {
   const out = Tensor.empty([g.N, g.C, g.OH, g.OW]);
   dispatch(AVG_FORWARD, {
     buffers: [input.buffer, out.buffer],
-    uniforms: windowParams(out.size, g),
-    workgroups: grid1d(out.size, 256),
+    ...windowArgs(g, g.N * g.C * g.OH, g.OW),
     constants,
   });
   if (!shouldRecord(input)) return out;
@@ -168,8 +185,7 @@ function avgPool2dBackward(
   const gx = Tensor.empty([g.N, g.C, g.H, g.W]);
   dispatch(AVG_BACKWARD, {
     buffers: [gy.buffer, gx.buffer],
-    uniforms: windowParams(gx.size, g),
-    workgroups: grid1d(gx.size, 256),
+    ...windowArgs(g, g.N * g.C * g.H, g.W),
     constants,
   });
   return gx;
@@ -216,21 +232,35 @@ export function globalAvgPool2d(input: Tensor): Tensor {
 // The forward saves no tensor, only the input's shape.
 function globalAvgPool2dBackward(gy: Tensor, shape: readonly number[]): Tensor {
   const gx = Tensor.empty(shape);
+  const hw = shape[2] * shape[3];
+  const chunks = Math.ceil(hw / 4);
+  const count = shape[0] * shape[1] * chunks;
   dispatch(GLOBAL_BACKWARD, {
     buffers: [gy.buffer, gx.buffer],
-    uniforms: packParams([gx.size, shape[2] * shape[3]]),
-    workgroups: grid1d(gx.size, 256),
+    uniforms: packParams([hw, chunks, count]),
+    workgroups: grid1d(count, 256),
   });
   return gx;
 }
 
-function windowParams(count: number, g: Geometry): Uint32Array {
-  return packParams([count, g.H, g.W, g.OH, g.OW, g.kH, g.kW, g.sH, g.sW, g.pH, g.pW]);
+/**
+ * The pooling kernels' uniforms and grid: each invocation handles up to 4 consecutive elements of
+ * one row of `rows` rows of `width` elements (outputs for the forwards, inputs for the backwards).
+ */
+function windowArgs(g: Geometry, rows: number, width: number) {
+  const chunks = Math.ceil(width / 4);
+  const count = rows * chunks;
+  return {
+    uniforms: packParams([count, g.H, g.W, g.OH, g.OW, g.kH, g.kW, g.sH, g.sW, g.pH, g.pW, chunks]),
+    workgroups: grid1d(count, 256),
+  };
 }
 
 function checkInput(op: string, input: Tensor): void {
   if (!(input instanceof Tensor)) {
-    throw new TypeError(`${op}: input must be a Tensor, got ${input === null ? "null" : typeof input}`);
+    throw new TypeError(
+      `${op}: input must be a Tensor, got ${input === null ? "null" : typeof input}`,
+    );
   }
   if (input.ndim !== 4) {
     throw new RangeError(`${op}: input must be [N, C, H, W], got ${formatShape(input.shape)}`);

@@ -166,7 +166,9 @@ function reducedMask(op: string, x: Tensor, dims: unknown): boolean[] {
   if (typeof dims === "number") list = [dims];
   else if (Array.isArray(dims)) list = dims;
   else {
-    throw new TypeError(`${op}(): dims must be a number or an array of numbers, got ${typeof dims}`);
+    throw new TypeError(
+      `${op}(): dims must be a number or an array of numbers, got ${typeof dims}`,
+    );
   }
   // Like PyTorch 1.13: an empty list reduces every dimension.
   if (list.length === 0) return mask.fill(true);

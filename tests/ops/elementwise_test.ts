@@ -45,8 +45,10 @@ gpuTest("add() and mul() match float64 references and their gradients", async ()
       const gb = op === "add" ? r : map(r, (v, i) => v * a[i]);
       assertClose(await ta.grad!.toArray(), ga, { what: `${op} grad a` });
       assertClose(await tb.grad!.toArray(), gb, { what: `${op} grad b` });
-      const fa = (v: Float64Array) => op === "add" ? map(v, (u, i) => u + b[i]) : map(v, (u, i) => u * b[i]);
-      const fb = (v: Float64Array) => op === "add" ? map(v, (u, i) => a[i] + u) : map(v, (u, i) => a[i] * u);
+      const fa = (v: Float64Array) =>
+        op === "add" ? map(v, (u, i) => u + b[i]) : map(v, (u, i) => u * b[i]);
+      const fb = (v: Float64Array) =>
+        op === "add" ? map(v, (u, i) => a[i] + u) : map(v, (u, i) => a[i] * u);
       assertReferenceGradient(fa, a, r, ga);
       assertReferenceGradient(fb, b, r, gb);
     }

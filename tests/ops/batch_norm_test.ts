@@ -1,0 +1,458 @@
+import assert from "node:assert/strict";
+import { Tensor } from "../../src/tensor.ts";
+import { noGrad } from "../../src/autograd.ts";
+import { batchNorm2d, type BatchNorm2dOptions } from "../../src/ops/batch_norm.ts";
+import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
+
+// ---- float64 reference -------------------------------------------------------------------
+
+interface RefOptions {
+  weight?: Float64Array | null;
+  bias?: Float64Array | null;
+  runningMean?: Float64Array | null;
+  runningVar?: Float64Array | null;
+  training: boolean;
+  momentum?: number;
+  eps?: number;
+}
+
+interface RefResult {
+  y: Float64Array;
+  mean: Float64Array;
+  invstd: Float64Array;
+  /** The running statistics after a training call (PyTorch's update), or as given. */
+  runningMean: Float64Array | null;
+  runningVar: Float64Array | null;
+}
+
+/** PyTorch's batch_norm in float64, written out with plain loops. */
+function bnForward(x: Float64Array, shape: number[], o: RefOptions): RefResult {
+  const [N, C, H, W] = shape;
+  const hw = H * W;
+  const n = N * hw;
+  const eps = o.eps ?? 1e-5;
+  const momentum = o.momentum ?? 0.1;
+  const mean = new Float64Array(C);
+  const invstd = new Float64Array(C);
+  const runningMean = o.runningMean ? Float64Array.from(o.runningMean) : null;
+  const runningVar = o.runningVar ? Float64Array.from(o.runningVar) : null;
+  for (let c = 0; c < C; c++) {
+    if (o.training) {
+      let s = 0;
+      for (let b = 0; b < N; b++) for (let i = 0; i < hw; i++) s += x[(b * C + c) * hw + i];
+      const m = s / n;
+      let q = 0;
+      for (let b = 0; b < N; b++) {
+        for (let i = 0; i < hw; i++) q += (x[(b * C + c) * hw + i] - m) ** 2;
+      }
+      mean[c] = m;
+      invstd[c] = 1 / Math.sqrt(q / n + eps); // biased variance normalizes
+      if (runningMean && runningVar) {
+        runningMean[c] = (1 - momentum) * runningMean[c] + momentum * m;
+        runningVar[c] = (1 - momentum) * runningVar[c] + momentum * (q / (n - 1)); // unbiased
+      }
+    } else {
+      mean[c] = o.runningMean![c];
+      invstd[c] = 1 / Math.sqrt(o.runningVar![c] + eps);
+    }
+  }
+  const y = new Float64Array(x.length);
+  for (let b = 0; b < N; b++) {
+    for (let c = 0; c < C; c++) {
+      const w = o.weight ? o.weight[c] : 1;
+      const bias = o.bias ? o.bias[c] : 0;
+      for (let i = 0; i < hw; i++) {
+        const k = (b * C + c) * hw + i;
+        y[k] = (x[k] - mean[c]) * invstd[c] * w + bias;
+      }
+    }
+  }
+  return { y, mean, invstd, runningMean, runningVar };
+}
+
+/** The reference backward from the closed forms (checked against finite differences below). */
+function bnBackward(
+  x: Float64Array,
+  gy: Float64Array,
+  shape: number[],
+  o: RefOptions,
+): { gx: Float64Array; gw: Float64Array; gb: Float64Array } {
+  const [N, C, H, W] = shape;
+  const hw = H * W;
+  const n = N * hw;
+  const { mean, invstd } = bnForward(x, shape, o);
+  const gx = new Float64Array(x.length);
+  const gw = new Float64Array(C);
+  const gb = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    let sumDy = 0;
+    let sumDyXhat = 0;
+    for (let b = 0; b < N; b++) {
+      for (let i = 0; i < hw; i++) {
+        const k = (b * C + c) * hw + i;
+        sumDy += gy[k];
+        sumDyXhat += gy[k] * (x[k] - mean[c]) * invstd[c];
+      }
+    }
+    gw[c] = sumDyXhat;
+    gb[c] = sumDy;
+    const w = o.weight ? o.weight[c] : 1;
+    for (let b = 0; b < N; b++) {
+      for (let i = 0; i < hw; i++) {
+        const k = (b * C + c) * hw + i;
+        const xhat = (x[k] - mean[c]) * invstd[c];
+        gx[k] = o.training
+          ? (w * invstd[c] / n) * (n * gy[k] - sumDy - xhat * sumDyXhat)
+          : gy[k] * w * invstd[c];
+      }
+    }
+  }
+  return { gx, gw, gb };
+}
+
+// ---- helpers ----------------------------------------------------------------------------
+
+/** Values as the GPU holds them (rounded to float32), in float64. */
+function f32(values: ArrayLike<number>): Float64Array {
+  return Float64Array.from(Float32Array.from(values));
+}
+
+function size(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Random positive variances in [0.5, 1.5). */
+function variances(n: number, seed: number): Float64Array {
+  return f32(randomValues(n, seed, 0.5).map((v) => 1 + v));
+}
+
+async function read(t: Tensor): Promise<Float64Array> {
+  return Float64Array.from(await t.toArray());
+}
+
+/** Finite-difference tolerance for float64 references (central differences, eps 1e-6). */
+const FD = { rtol: 1e-6, atol: 1e-7, maxRelL2: 1e-6 };
+
+// ---- forward ----------------------------------------------------------------------------
+
+gpuTest(
+  "batchNorm2d() training matches float64 reference and updates running stats and counter " +
+    "as PyTorch (momentum, unbiased variance)",
+  async () => {
+    const shape = [3, 5, 7, 9];
+    const C = shape[1];
+    const x = f32(randomValues(size(shape), 1, 2).map((v, i) => v + (i % 3)));
+    const weight = f32(randomValues(C, 2));
+    const bias = f32(randomValues(C, 3));
+    const rm0 = f32(randomValues(C, 4));
+    const rv0 = variances(C, 5);
+    const runningMean = Tensor.from(rm0);
+    const runningVar = Tensor.from(rv0);
+    const counter = Tensor.zeros([]);
+    const opts = (extra: Partial<BatchNorm2dOptions>): BatchNorm2dOptions => ({
+      weight: Tensor.from(weight),
+      bias: Tensor.from(bias),
+      runningMean,
+      runningVar,
+      numBatchesTracked: counter,
+      training: true,
+      ...extra,
+    });
+
+    const y1 = batchNorm2d(Tensor.from(x, shape), opts({}));
+    const r1 = bnForward(x, shape, {
+      weight,
+      bias,
+      runningMean: rm0,
+      runningVar: rv0,
+      training: true,
+    });
+    assertClose(await read(y1), r1.y, { what: "y" });
+    assertClose(await read(runningMean), r1.runningMean!, { what: "running mean" });
+    assertClose(await read(runningVar), r1.runningVar!, { what: "running var" });
+    assert.equal(await counter.item(), 1);
+
+    // A second step starts from the updated running statistics, with other momentum and eps.
+    const x2 = f32(randomValues(size(shape), 6));
+    const y2 = batchNorm2d(Tensor.from(x2, shape), opts({ momentum: 0.3, eps: 1e-3 }));
+    const r2 = bnForward(x2, shape, {
+      weight,
+      bias,
+      runningMean: r1.runningMean,
+      runningVar: r1.runningVar,
+      training: true,
+      momentum: 0.3,
+      eps: 1e-3,
+    });
+    assertClose(await read(y2), r2.y, { what: "y (step 2)" });
+    assertClose(await read(runningMean), r2.runningMean!, { what: "running mean (step 2)" });
+    assertClose(await read(runningVar), r2.runningVar!, { what: "running var (step 2)" });
+    assert.equal(await counter.item(), 2);
+
+    // The unbiased factor n / (n - 1) is really applied: momentum 1 stores the batch variance.
+    const rv = Tensor.ones([C]);
+    batchNorm2d(Tensor.from(x2, shape), {
+      runningMean: Tensor.zeros([C]),
+      runningVar: rv,
+      training: true,
+      momentum: 1,
+    });
+    const n = shape[0] * shape[2] * shape[3];
+    const biased = r2.invstd.map((s) => 1 / (s * s) - 1e-3);
+    assertClose(await read(rv), biased.map((v) => v * n / (n - 1)), { what: "unbiased var" });
+  },
+);
+
+gpuTest(
+  "batchNorm2d() training without affine or running stats matches float64 reference for " +
+    "batch 1, H*W above 256 and N*H*W = 2",
+  async () => {
+    for (
+      const [shape, seed] of [[[1, 7, 3, 5], 10], [[2, 3, 17, 19], 11], [[2, 3, 1, 1], 12]] as [
+        number[],
+        number,
+      ][]
+    ) {
+      const x = f32(randomValues(size(shape), seed));
+      const y = batchNorm2d(Tensor.from(x, shape), { training: true });
+      assertClose(await read(y), bnForward(x, shape, { training: true }).y, {
+        what: `y ${shape}`,
+      });
+    }
+  },
+);
+
+gpuTest(
+  "batchNorm2d() keeps an accurate variance for values far from zero (100 +- 0.1)",
+  async () => {
+    const shape = [4, 3, 9, 9];
+    const x = f32(randomValues(size(shape), 13, 0.1).map((v) => 100 + v));
+    const runningMean = Tensor.zeros([3]);
+    const runningVar = Tensor.zeros([3]);
+    batchNorm2d(Tensor.from(x, shape), { runningMean, runningVar, training: true, momentum: 1 });
+    const r = bnForward(x, shape, {
+      runningMean: new Float64Array(3),
+      runningVar: new Float64Array(3),
+      training: true,
+      momentum: 1,
+    });
+    // E[x^2] - E[x]^2 in float32 would lose every digit here (1e4 - 1e4 for a variance of 3e-3).
+    assertClose(await read(runningMean), r.runningMean!, { rtol: 1e-6, atol: 0, what: "mean" });
+    assertClose(await read(runningVar), r.runningVar!, { rtol: 1e-4, atol: 0, what: "var" });
+  },
+);
+
+gpuTest(
+  "batchNorm2d() eval mode normalizes with the running statistics and leaves them unchanged",
+  async () => {
+    const shape = [2, 5, 3, 3];
+    const C = 5;
+    const x = f32(randomValues(size(shape), 20, 2));
+    const weight = f32(randomValues(C, 21));
+    const bias = f32(randomValues(C, 22));
+    const rm = f32(randomValues(C, 23));
+    const rv = variances(C, 24);
+    const runningMean = Tensor.from(rm);
+    const runningVar = Tensor.from(rv);
+    const counter = Tensor.full([], 5);
+    const base = { runningMean, runningVar, numBatchesTracked: counter, training: false };
+    const cases: [string, Float64Array | null, Float64Array | null][] = [
+      ["affine", weight, bias],
+      ["plain", null, null],
+      ["weight only", weight, null],
+      ["bias only", null, bias],
+    ];
+    for (const [what, w, b] of cases) {
+      const y = batchNorm2d(Tensor.from(x, shape), {
+        ...base,
+        weight: w && Tensor.from(w),
+        bias: b && Tensor.from(b),
+        eps: 1e-4,
+      });
+      const ref = bnForward(x, shape, {
+        weight: w,
+        bias: b,
+        runningMean: rm,
+        runningVar: rv,
+        training: false,
+        eps: 1e-4,
+      });
+      assertClose(await read(y), ref.y, { what });
+    }
+    assert.deepEqual(await read(runningMean), rm);
+    assert.deepEqual(await read(runningVar), rv);
+    assert.equal(await counter.item(), 5);
+  },
+);
+
+// ---- backward ---------------------------------------------------------------------------
+
+/** Runs the op with gradients, seeds y with r, and returns the gradients of x, weight, bias. */
+async function gpuGrads(
+  x: Float64Array,
+  shape: number[],
+  r: Float64Array,
+  o: RefOptions,
+): Promise<{ gx: Float64Array; gw: Float64Array | null; gb: Float64Array | null }> {
+  const xt = Tensor.from(x, shape, { requiresGrad: true });
+  const wt = o.weight ? Tensor.from(o.weight, undefined, { requiresGrad: true }) : null;
+  const bt = o.bias ? Tensor.from(o.bias, undefined, { requiresGrad: true }) : null;
+  const y = batchNorm2d(xt, {
+    weight: wt,
+    bias: bt,
+    runningMean: o.runningMean && Tensor.from(o.runningMean),
+    runningVar: o.runningVar && Tensor.from(o.runningVar),
+    training: o.training,
+    eps: o.eps,
+  });
+  y.backward(Tensor.from(r, shape));
+  return {
+    gx: await read(xt.grad!),
+    gw: wt ? await read(wt.grad!) : null,
+    gb: bt ? await read(bt.grad!) : null,
+  };
+}
+
+async function checkGradients(shape: number[], o: RefOptions, seed: number): Promise<void> {
+  const x = f32(randomValues(size(shape), seed, 2));
+  const r = f32(randomValues(size(shape), seed + 1));
+  const ref = bnBackward(x, r, shape, o);
+  const gpu = await gpuGrads(x, shape, r, o);
+  assertClose(gpu.gx, ref.gx, { what: "grad x" });
+  if (o.weight) assertClose(gpu.gw!, ref.gw, { what: "grad weight" });
+  if (o.bias) assertClose(gpu.gb!, ref.gb, { what: "grad bias" });
+
+  // The closed forms against central differences of the float64 forward.
+  const loss = (xv: Float64Array, wv = o.weight, bv = o.bias) =>
+    dot(bnForward(xv, shape, { ...o, weight: wv, bias: bv }).y, r);
+  assertClose(ref.gx, finiteDifferences((v) => loss(v), x), { ...FD, what: "fd x" });
+  if (o.weight) {
+    assertClose(ref.gw, finiteDifferences((v) => loss(x, v), o.weight), { ...FD, what: "fd w" });
+  }
+  if (o.bias) {
+    const fd = finiteDifferences((v) => loss(x, o.weight, v), o.bias);
+    assertClose(ref.gb, fd, { ...FD, what: "fd b" });
+  }
+}
+
+gpuTest(
+  "batchNorm2d() training gradients of x, weight, bias match float64 reference and finite " +
+    "differences",
+  async () => {
+    const C = 3;
+    await checkGradients([2, C, 5, 7], {
+      weight: f32(randomValues(C, 31)),
+      bias: f32(randomValues(C, 32)),
+      runningMean: new Float64Array(C),
+      runningVar: new Float64Array(C).fill(1),
+      training: true,
+    }, 30);
+  },
+);
+
+gpuTest(
+  "batchNorm2d() training gradient without affine matches float64 reference (batch 1, 7 " +
+    "channels, odd spatial size)",
+  async () => {
+    await checkGradients([1, 7, 3, 5], { training: true }, 40);
+  },
+);
+
+gpuTest(
+  "batchNorm2d() eval gradients (dx = dy * w * invstd, dweight, dbias) match float64 reference " +
+    "and finite differences",
+  async () => {
+    const C = 5;
+    await checkGradients([3, C, 3, 3], {
+      weight: f32(randomValues(C, 51)),
+      bias: f32(randomValues(C, 52)),
+      runningMean: f32(randomValues(C, 53)),
+      runningVar: variances(C, 54),
+      training: false,
+      eps: 1e-3,
+    }, 50);
+  },
+);
+
+gpuTest(
+  "batchNorm2d() backward gives weight/bias gradients only where required, and none under " +
+    "noGrad()",
+  async () => {
+    const shape = [2, 3, 3, 3];
+    const C = 3;
+    const x = f32(randomValues(size(shape), 60));
+    const r = f32(randomValues(size(shape), 61));
+    const w = f32(randomValues(C, 62));
+    const xt = Tensor.from(x, shape, { requiresGrad: true });
+    const wt = Tensor.from(w); // a constant weight, no bias
+    const y = batchNorm2d(xt, { weight: wt, training: true });
+    y.backward(Tensor.from(r, shape));
+    const ref = bnBackward(x, r, shape, { weight: w, training: true });
+    assertClose(await read(xt.grad!), ref.gx, { what: "grad x" });
+    assert.equal(wt.grad, null);
+
+    // Only the weight requires grad: dweight still comes from the batch statistics.
+    const wg = Tensor.from(w, undefined, { requiresGrad: true });
+    batchNorm2d(Tensor.from(x, shape), { weight: wg, training: true }).backward(
+      Tensor.from(r, shape),
+    );
+    assertClose(await read(wg.grad!), ref.gw, { what: "grad weight" });
+
+    const untracked = noGrad(() => batchNorm2d(xt, { weight: wg, training: true }));
+    assert.equal(untracked.requiresGrad, false);
+    assert.equal(untracked.gradFn, null);
+  },
+);
+
+// ---- errors -----------------------------------------------------------------------------
+
+gpuTest("batchNorm2d() rejects bad shapes, missing running stats and bad options", () => {
+  const x = Tensor.zeros([2, 3, 4, 4]);
+  const c3 = Tensor.zeros([3]);
+  const c4 = Tensor.zeros([4]);
+  assert.throws(() => batchNorm2d(Tensor.zeros([2, 3, 4]), { training: true }), RangeError);
+  assert.throws(() => batchNorm2d(Tensor.zeros([2, 3, 4, 4, 1]), { training: true }), RangeError);
+  assert.throws(
+    () => batchNorm2d(x, { weight: c4, training: true }),
+    /weight must be \[C\] = \[3\]/,
+  );
+  assert.throws(() => batchNorm2d(x, { bias: Tensor.zeros([3, 1]), training: true }), RangeError);
+  assert.throws(
+    () => batchNorm2d(x, { runningMean: c4, runningVar: Tensor.zeros([4]), training: true }),
+    RangeError,
+  );
+  assert.throws(() => batchNorm2d(x, { training: false }), /eval mode/);
+  assert.throws(() => batchNorm2d(x, { runningMean: c3, training: false }), RangeError);
+  assert.throws(
+    () => batchNorm2d(x, { runningMean: c3, runningVar: c3, training: true }),
+    RangeError,
+  );
+  assert.throws(
+    () => batchNorm2d(x, { numBatchesTracked: Tensor.zeros([]), training: true }),
+    RangeError,
+  );
+  assert.throws(
+    () =>
+      batchNorm2d(x, {
+        runningMean: c3,
+        runningVar: Tensor.ones([3]),
+        numBatchesTracked: Tensor.zeros([2]),
+        training: true,
+      }),
+    RangeError,
+  );
+  // PyTorch: "Expected more than 1 value per channel when training".
+  assert.throws(
+    () => batchNorm2d(Tensor.zeros([1, 3, 1, 1]), { training: true }),
+    /more than 1 value per channel/,
+  );
+  assert.throws(() => batchNorm2d(x, { training: true, eps: -1 }), RangeError);
+  assert.throws(() => batchNorm2d(x, { training: true, momentum: NaN }), RangeError);
+  // deno-lint-ignore no-explicit-any
+  const loose = batchNorm2d as any;
+  assert.throws(() => loose([1, 2], { training: true }), TypeError);
+  assert.throws(() => loose(x), TypeError);
+  assert.throws(() => loose(x, { training: "yes" }), TypeError);
+  assert.throws(() => loose(x, { weight: [1, 2, 3], training: true }), TypeError);
+  assert.throws(() => loose(x, { training: true, momentum: "0.1" }), TypeError);
+});
