@@ -274,9 +274,6 @@ function validate(input: Tensor, options: BatchNorm2dOptions): Validated {
         (runningMean ? "runningMean" : "runningVar"),
     );
   }
-  if (runningMean && runningMean === runningVar) {
-    throw new RangeError(`${op}: runningMean and runningVar must be different tensors`);
-  }
   let counter: Tensor | null = null;
   const tracked = options.numBatchesTracked;
   if (tracked !== undefined && tracked !== null) {
@@ -298,6 +295,14 @@ function validate(input: Tensor, options: BatchNorm2dOptions): Validated {
       );
     }
     counter = tracked;
+  }
+  // The kernel writes all three in place: they must not share a buffer (views included).
+  const written = [runningMean, runningVar, counter].filter((t) => t !== null);
+  if (new Set(written.map((t) => t.buffer)).size !== written.length) {
+    throw new RangeError(
+      `${op}: runningMean, runningVar and numBatchesTracked must be distinct tensors, not views ` +
+        "of one buffer",
+    );
   }
   const momentum = options.momentum ?? 0.1;
   const eps = options.eps ?? 1e-5;

@@ -60,7 +60,7 @@ export interface Pool2dOptions {
  * ```
  */
 export interface AvgPool2dOptions extends Pool2dOptions {
-  /** Divide by the whole window, padding included (true, PyTorch's default) or by the valid part. */
+  /** Divide by the whole window with its padding (true, PyTorch's default) or its valid part. */
   countIncludePad?: boolean;
 }
 

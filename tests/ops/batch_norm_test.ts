@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { Tensor } from "../../src/tensor.ts";
 import { noGrad } from "../../src/autograd.ts";
+import { memoryStats } from "../../src/gpu/buffer_pool.ts";
+import { tidy } from "../../src/scope.ts";
 import { batchNorm2d, type BatchNorm2dOptions } from "../../src/ops/batch_norm.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
 
@@ -398,11 +400,54 @@ gpuTest(
     );
     assertClose(await read(wg.grad!), ref.gw, { what: "grad weight" });
 
+    // Eval mode with only x requiring grad skips the reduction.
+    const rm = f32(randomValues(C, 63));
+    const rv = variances(C, 64);
+    const xe = Tensor.from(x, shape, { requiresGrad: true });
+    batchNorm2d(xe, {
+      weight: wt,
+      runningMean: Tensor.from(rm),
+      runningVar: Tensor.from(rv),
+      training: false,
+    }).backward(Tensor.from(r, shape));
+    const refEval = bnBackward(x, r, shape, {
+      weight: w,
+      runningMean: rm,
+      runningVar: rv,
+      training: false,
+    });
+    assertClose(await read(xe.grad!), refEval.gx, { what: "eval grad x" });
+
     const untracked = noGrad(() => batchNorm2d(xt, { weight: wg, training: true }));
     assert.equal(untracked.requiresGrad, false);
     assert.equal(untracked.gradFn, null);
   },
 );
+
+gpuTest("batchNorm2d() steps with and without grad leave no GPU buffer behind", async () => {
+  const shape = [2, 3, 5, 5];
+  const x = Tensor.randn(shape, { seed: 70, requiresGrad: true });
+  const weight = Tensor.ones([3], { requiresGrad: true });
+  const bias = Tensor.zeros([3], { requiresGrad: true });
+  const running = { runningMean: Tensor.zeros([3]), runningVar: Tensor.ones([3]) };
+  const counter = Tensor.zeros([]);
+  await counter.toArray();
+  const before = memoryStats().inUseBytes;
+  for (const training of [true, false]) {
+    const options = { weight, bias, ...running, numBatchesTracked: counter, training };
+    tidy(() => {
+      const y = batchNorm2d(x, options);
+      y.backward(Tensor.ones(shape));
+      noGrad(() => batchNorm2d(x, options));
+    });
+    for (const t of [x, weight, bias]) {
+      t.grad!.dispose();
+      t.grad = null;
+    }
+  }
+  assert.equal(await counter.item(), 2);
+  assert.equal(memoryStats().inUseBytes, before);
+});
 
 // ---- errors -----------------------------------------------------------------------------
 

@@ -174,15 +174,15 @@ const cases: [string, Case][] = [
     stride: [1, 1],
     padding: [0, 0],
   }],
-  ["batch 2, 6 -> 9 channels, 1x1, stride 2, padding 0, 11x9, no bias", {
-    input: [2, 6, 11, 9],
-    weight: [9, 6, 1, 1],
+  ["batch 2, 10 -> 9 channels, 1x1, stride 2, padding 0, 11x9, no bias", {
+    input: [2, 10, 11, 9],
+    weight: [9, 10, 1, 1],
     bias: false,
     stride: [2, 2],
     padding: [0, 0],
   }],
-  ["batch 2, 4 -> 8 channels, 7x7, stride 1, padding 3, 9x7, no bias", {
-    input: [2, 4, 9, 7],
+  ["batch 2, 4 -> 8 channels, 7x7, stride 1, padding 3, 19x17 (several pixel blocks), no bias", {
+    input: [2, 4, 19, 17],
     weight: [8, 4, 7, 7],
     bias: false,
     stride: [1, 1],
@@ -202,9 +202,9 @@ const cases: [string, Case][] = [
     stride: [2, 1],
     padding: [1, 0],
   }],
-  ["batch 2, 2x2 kernel with stride 3 (inputs no window reads), padding 1, 11x10", {
-    input: [2, 6, 11, 10],
-    weight: [7, 6, 2, 2],
+  ["batch 2, 9 -> 7 channels, 2x2 kernel, stride 3 (inputs no window reads), padding 1", {
+    input: [2, 9, 11, 10],
+    weight: [7, 9, 2, 2],
     bias: true,
     stride: [3, 3],
     padding: [1, 1],
@@ -236,8 +236,8 @@ gpuTest("conv2d() takes a single number for stride and padding", async () => {
 
 gpuTest("conv2d() gradients use the split-K reduction for many output pixels", async () => {
   const c: Case = {
-    input: [4, 16, 16, 16],
-    weight: [16, 16, 3, 3],
+    input: [4, 12, 16, 16],
+    weight: [17, 12, 3, 3],
     bias: true,
     stride: [1, 1],
     padding: [1, 1],
@@ -259,6 +259,18 @@ gpuTest("conv2d() gradients use the split-K reduction for many output pixels", a
   assert.equal(xt.grad, null);
   const g = geo(c.input, c.weight, [1, 1], [1, 1]);
   assertClose(await wt.grad!.toArray(), refBackward(x, w, await r.toArray(), g).gw);
+});
+
+gpuTest("conv2d() handles an empty batch: empty output, zero weight and bias gradients", async () => {
+  const x = Tensor.from([], [0, 3, 5, 5], { requiresGrad: true });
+  const w = Tensor.from(f32(randomValues(4 * 3 * 3 * 3, 3)), [4, 3, 3, 3], { requiresGrad: true });
+  const b = Tensor.from([1, 2, 3, 4], [4], { requiresGrad: true });
+  const y = conv2d(x, w, b, { padding: 1 });
+  assert.deepEqual(y.shape, [0, 4, 5, 5]);
+  y.backward(Tensor.from([], y.shape));
+  assert.deepEqual(x.grad!.shape, [0, 3, 5, 5]);
+  assert.deepEqual(Array.from(await w.grad!.toArray()), new Array(108).fill(0));
+  assert.deepEqual(Array.from(await b.grad!.toArray()), [0, 0, 0, 0]);
 });
 
 gpuTest("conv2d() computes only the gradients whose input requires grad", async () => {

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { Tensor } from "../../src/tensor.ts";
 import { noGrad } from "../../src/autograd.ts";
+import { memoryStats } from "../../src/gpu/buffer_pool.ts";
+import { tidy } from "../../src/scope.ts";
 import { avgPool2d, globalAvgPool2d, maxPool2d, type Pool2dOptions } from "../../src/ops/pool.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
 
@@ -66,7 +68,7 @@ function maxPoolBackwardRef(x: Float64Array, shape: number[], w: Window, gy: Flo
   return gx;
 }
 
-/** Calls `visit(inputIndex, outputIndex, divisor)` for every (input, window) pair of avg pooling. */
+/** Calls `visit(inputIndex, outputIndex, divisor)` for each (input, window) pair of avg pooling. */
 function avgPoolWindows(
   shape: number[],
   w: Window,
@@ -303,6 +305,26 @@ gpuTest(
     }
   },
 );
+
+gpuTest("pooling steps leave no GPU buffer behind (arg-max indices are released)", async () => {
+  const x = Tensor.randn([2, 3, 9, 7], { seed: 400, requiresGrad: true });
+  await x.toArray();
+  const before = memoryStats().inUseBytes;
+  const ops = [
+    (t: Tensor) => maxPool2d(t, { kernelSize: 3, stride: 2, padding: 1 }),
+    (t: Tensor) => avgPool2d(t, { kernelSize: 2 }),
+    globalAvgPool2d,
+  ];
+  for (const op of ops) {
+    tidy(() => {
+      const y = op(x);
+      y.backward(Tensor.ones(y.shape));
+    });
+    x.grad!.dispose();
+    x.grad = null;
+  }
+  assert.equal(memoryStats().inUseBytes, before);
+});
 
 // ---- errors -----------------------------------------------------------------------------
 
