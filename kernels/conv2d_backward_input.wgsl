@@ -13,7 +13,8 @@
 // enumerates the input-channel block and the residues (ry, rx) of the input pixels modulo the
 // stride.
 // One invocation computes a register block of 8 input channels x 8 input pixels of one row that
-// share their residue modulo the stride: iy = ry + stride_h * my, ix = rx + stride_w * (8 * wb + j).
+// share their residue modulo the stride: iy = ry + stride_h * my and
+// ix = rx + stride_w * (8 * wb + j).
 // They are reached by the same taps, only ky = iy + pad_h and kx = ix + pad_w (mod stride), from
 // the consecutive output columns ox0 + j, so no divisibility test is left in the loops. Channel
 // block, residues and so the taps come from the workgroup id: the weight loads are uniform.
@@ -54,15 +55,16 @@ fn main(
   let rx = wid.y % p.stride_w;
   let ry = (wid.y / p.stride_w) % p.stride_h;
   let c0 = (wid.y / (p.stride_w * p.stride_h)) * 8u;
-  let iy = ry + p.stride_h * my;
-  if (iy >= p.h) { return; }
   let m0 = wb * 8u;
+  let iy = ry + p.stride_h * my;
   let ix0 = rx + p.stride_w * m0;
+  // Rows and column blocks are counted for the largest residue class; some start past the edge.
+  if (iy >= p.h || ix0 >= p.w) { return; }
 
   // Weight offsets of the 8 channels, clamped to the last one past C (never stored).
   let ksize = p.kh * p.kw;
   let last_c = p.c - 1u;
-  let wc0 = min(c0 + 0u, last_c) * ksize;
+  let wc0 = min(c0, last_c) * ksize;
   let wc1 = min(c0 + 1u, last_c) * ksize;
   let wc2 = min(c0 + 2u, last_c) * ksize;
   let wc3 = min(c0 + 3u, last_c) * ksize;
@@ -98,35 +100,35 @@ fn main(
     for (var kx = (rx + p.pad_w) % p.stride_w; kx < p.kw; kx += p.stride_w) {
       // Output columns clamped into the row; the masks drop those outside it.
       let ox = i32(m0) + (i32(rx + p.pad_w) - i32(kx)) / i32(p.stride_w);
-        let ox0 = ox + 0;
-        let col0 = row + u32(clamp(ox0, 0, olast));
-        let in0 = ox0 >= 0 && ox0 <= olast;
-        let ox1 = ox + 1;
-        let col1 = row + u32(clamp(ox1, 0, olast));
-        let in1 = ox1 >= 0 && ox1 <= olast;
-        let ox2 = ox + 2;
-        let col2 = row + u32(clamp(ox2, 0, olast));
-        let in2 = ox2 >= 0 && ox2 <= olast;
-        let ox3 = ox + 3;
-        let col3 = row + u32(clamp(ox3, 0, olast));
-        let in3 = ox3 >= 0 && ox3 <= olast;
-        let ox4 = ox + 4;
-        let col4 = row + u32(clamp(ox4, 0, olast));
-        let in4 = ox4 >= 0 && ox4 <= olast;
-        let ox5 = ox + 5;
-        let col5 = row + u32(clamp(ox5, 0, olast));
-        let in5 = ox5 >= 0 && ox5 <= olast;
-        let ox6 = ox + 6;
-        let col6 = row + u32(clamp(ox6, 0, olast));
-        let in6 = ox6 >= 0 && ox6 <= olast;
-        let ox7 = ox + 7;
-        let col7 = row + u32(clamp(ox7, 0, olast));
-        let in7 = ox7 >= 0 && ox7 <= olast;
+      let ox0 = ox;
+      let col0 = row + u32(clamp(ox0, 0, olast));
+      let in0 = ox0 >= 0 && ox0 <= olast;
+      let ox1 = ox + 1;
+      let col1 = row + u32(clamp(ox1, 0, olast));
+      let in1 = ox1 >= 0 && ox1 <= olast;
+      let ox2 = ox + 2;
+      let col2 = row + u32(clamp(ox2, 0, olast));
+      let in2 = ox2 >= 0 && ox2 <= olast;
+      let ox3 = ox + 3;
+      let col3 = row + u32(clamp(ox3, 0, olast));
+      let in3 = ox3 >= 0 && ox3 <= olast;
+      let ox4 = ox + 4;
+      let col4 = row + u32(clamp(ox4, 0, olast));
+      let in4 = ox4 >= 0 && ox4 <= olast;
+      let ox5 = ox + 5;
+      let col5 = row + u32(clamp(ox5, 0, olast));
+      let in5 = ox5 >= 0 && ox5 <= olast;
+      let ox6 = ox + 6;
+      let col6 = row + u32(clamp(ox6, 0, olast));
+      let in6 = ox6 >= 0 && ox6 <= olast;
+      let ox7 = ox + 7;
+      let col7 = row + u32(clamp(ox7, 0, olast));
+      let in7 = ox7 >= 0 && ox7 <= olast;
       var k = ky * p.kw + kx;
       var go = 0u;
       for (var o = 0u; o < p.o; o++) {
-        let wl = vec4f(wt[wc0 + k], wt[wc1 + k], wt[wc2 + k], wt[wc3 + k]);
-        let wh = vec4f(wt[wc4 + k], wt[wc5 + k], wt[wc6 + k], wt[wc7 + k]);
+          let wl = vec4f(wt[wc0 + k], wt[wc1 + k], wt[wc2 + k], wt[wc3 + k]);
+          let wh = vec4f(wt[wc4 + k], wt[wc5 + k], wt[wc6 + k], wt[wc7 + k]);
         let g0 = select(0.0, gy[col0 + go], in0);
         a0l += g0 * wl;
         a0h += g0 * wh;
@@ -151,16 +153,16 @@ fn main(
         let g7 = select(0.0, gy[col7 + go], in7);
         a7l += g7 * wl;
         a7h += g7 * wh;
-        k += per_o;
-        go += opix;
+          k += per_o;
+          go += opix;
       }
     }
   }
 
   let count = min(8u, p.c - c0);
   let base = (n * p.c + c0) * p.h * p.w + iy * p.w + ix0;
-  store(base + 0u * p.stride_w, count, a0l, a0h);
-  if (ix0 + 1u * p.stride_w < p.w) { store(base + 1u * p.stride_w, count, a1l, a1h); }
+  store(base, count, a0l, a0h);
+  if (ix0 + p.stride_w < p.w) { store(base + p.stride_w, count, a1l, a1h); }
   if (ix0 + 2u * p.stride_w < p.w) { store(base + 2u * p.stride_w, count, a2l, a2h); }
   if (ix0 + 3u * p.stride_w < p.w) { store(base + 3u * p.stride_w, count, a3l, a3h); }
   if (ix0 + 4u * p.stride_w < p.w) { store(base + 4u * p.stride_w, count, a4l, a4h); }

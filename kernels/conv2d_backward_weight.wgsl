@@ -49,7 +49,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: v
   let opix = p.oh * p.ow;
   let last_c = p.c - 1u;
   let last_o = p.o - 1u;
-  let xc0 = min(c0 + 0u, last_c) * ipix;
+  let xc0 = min(c0, last_c) * ipix;
   let xc1 = min(c0 + 1u, last_c) * ipix;
   let xc2 = min(c0 + 2u, last_c) * ipix;
   let xc3 = min(c0 + 3u, last_c) * ipix;
@@ -57,7 +57,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: v
   let xc5 = min(c0 + 5u, last_c) * ipix;
   let xc6 = min(c0 + 6u, last_c) * ipix;
   let xc7 = min(c0 + 7u, last_c) * ipix;
-  let go0 = min(o0 + 0u, last_o) * opix;
+  let go0 = min(o0, last_o) * opix;
   let go1 = min(o0 + 1u, last_o) * opix;
   let go2 = min(o0 + 2u, last_o) * opix;
   let go3 = min(o0 + 3u, last_o) * opix;
@@ -133,8 +133,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: v
   let ksize = p.kh * p.kw;
   let count = min(8u, p.o - o0);
   let base = (chunk * p.o + o0) * p.c * ksize + c0 * ksize + ky * p.kw + kx;
-  if (c0 + 0u < p.c) { store(base + 0u * ksize, count, a0l, a0h); }
-  if (c0 + 1u < p.c) { store(base + 1u * ksize, count, a1l, a1h); }
+  store(base, count, a0l, a0h);
+  if (c0 + 1u < p.c) { store(base + ksize, count, a1l, a1h); }
   if (c0 + 2u < p.c) { store(base + 2u * ksize, count, a2l, a2h); }
   if (c0 + 3u < p.c) { store(base + 3u * ksize, count, a3l, a3h); }
   if (c0 + 4u < p.c) { store(base + 4u * ksize, count, a4l, a4h); }

@@ -63,7 +63,7 @@ fn main(
   let w7 = min(o0 + 7u, last_o) * per_o;
 
   let iy0 = i32(oy * p.stride_h) - i32(p.pad_h);
-  let ix0 = i32(ox0 * p.stride_w) - i32(p.pad_w);
+  let ix_first = i32(ox0 * p.stride_w) - i32(p.pad_w);
   let sw = i32(p.stride_w);
   let wlast = i32(p.w) - 1;
   let plane = p.h * p.w;
@@ -91,11 +91,11 @@ fn main(
     let row = xbase + u32(iy) * p.w;
     for (var kx = 0u; kx < p.kw; kx++) {
       // Columns clamped into the row; the masks zero the padding.
-      let ix = ix0 + i32(kx);
-      let ix0 = ix + 0 * sw;
+      let ix = ix_first + i32(kx);
+      let ix0 = ix;
       let col0 = row + u32(clamp(ix0, 0, wlast));
       let in0 = ix0 >= 0 && ix0 <= wlast;
-      let ix1 = ix + 1 * sw;
+      let ix1 = ix + sw;
       let col1 = row + u32(clamp(ix1, 0, wlast));
       let in1 = ix1 >= 0 && ix1 <= wlast;
       let ix2 = ix + 2 * sw;
@@ -161,7 +161,7 @@ fn main(
   }
   let count = min(8u, p.o - o0);
   let base = (n * p.o + o0) * p.oh * p.ow + oy * p.ow + ox0;
-  store(base + 0u, count, a0l + bl, a0h + bh);
+  store(base, count, a0l + bl, a0h + bh);
   if (ox0 + 1u < p.ow) { store(base + 1u, count, a1l + bl, a1h + bh); }
   if (ox0 + 2u < p.ow) { store(base + 2u, count, a2l + bl, a2h + bh); }
   if (ox0 + 3u < p.ow) { store(base + 3u, count, a3l + bl, a3h + bh); }

@@ -124,7 +124,9 @@ async function readNamed(dir: string, name: string): Promise<Uint8Array> {
     if (cause instanceof Deno.errors.NotFound) {
       throw new Error(
         `CIFAR-10 file ${name} is missing from the folder ${dir} (expected ${path}); a CIFAR-10 ` +
-          `folder holds ${[...CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE, CIFAR10_META_FILE].join(", ")}`,
+          `folder holds ${
+            [...CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE, CIFAR10_META_FILE].join(", ")
+          }`,
         { cause },
       );
     }

@@ -278,11 +278,14 @@ async function receive(
 ): Promise<void> {
   const body = response.body;
   if (!body) throw networkError(job, "the server sent no data");
-  const file = await Deno.open(part, start > 0 ? { append: true } : {
-    write: true,
-    create: true,
-    truncate: true,
-  });
+  const file = await Deno.open(
+    part,
+    start > 0 ? { append: true } : {
+      write: true,
+      create: true,
+      truncate: true,
+    },
+  );
   const began = performance.now();
   let received = start;
   let lastReport = -Infinity;

@@ -9,13 +9,10 @@
 const K = new Int32Array(64);
 for (let i = 0; i < 64; i++) K[i] = Math.floor(Math.abs(Math.sin(i + 1)) * 4294967296) | 0;
 
-// Per-step left-rotation amounts, four per round.
-const S = new Uint8Array([
-  7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
-  5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
-  4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
-  6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
-]);
+// Per-step left-rotation amounts: four per round, repeated four times within the round.
+const ROTATIONS = [[7, 12, 17, 22], [5, 9, 14, 20], [4, 11, 16, 23], [6, 10, 15, 21]];
+const S = new Uint8Array(64);
+for (let i = 0; i < 64; i++) S[i] = ROTATIONS[i >> 4][i & 3];
 
 // Which message word each step reads.
 const G = new Uint8Array(64);

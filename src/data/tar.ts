@@ -35,7 +35,7 @@ export interface TarEntry {
 /** Pulls exact byte counts from a stream of arbitrarily sized chunks. */
 class ByteReader {
   #reader: ReadableStreamDefaultReader<Uint8Array>;
-  #chunk = new Uint8Array(0);
+  #chunk: Uint8Array = new Uint8Array(0);
   /** Bytes consumed so far: the archive offset, for error messages. */
   offset = 0;
 

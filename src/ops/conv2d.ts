@@ -17,7 +17,11 @@ const BACKWARD_WEIGHT = { name: "conv2d_backward_weight", source: backwardWeight
 const BACKWARD_BIAS = { name: "conv2d_backward_bias", source: backwardBiasSource };
 const REDUCE_CHUNKS = { name: "conv2d_reduce_chunks", source: reduceChunksSource };
 
-/** Workgroup size of the blocked kernels (their `WG` override). */
+/**
+ * Workgroup size of the blocked kernels (their `WG` override). Each of their invocations computes
+ * an 8 x 8 register block (8 channels x 8 pixels, or 8 x 8 channels for the weight gradient),
+ * hence the divisions by 8 in the grids below: on llvmpipe loads cost far more than FMAs.
+ */
 const WG = 64;
 /**
  * Split-K sizing of the weight and bias gradients: cut the N * OH output rows into chunks until

@@ -104,7 +104,15 @@ gpuTest("ResNetBase strides: the seed's rule by default, stageStrides when given
   });
   assert.deepEqual(strides(paper), [1, 1, 2, 1, 2]);
   assert.deepEqual(paper.conv.stride, [1, 1]);
-  assert.deepEqual([...paper.stateDict().keys()], [...seed.stateDict().keys()]);
+  // Stride 1 and equal channels: the paper's first block needs no projection.
+  assert.equal(
+    paper.blocks.at(0).namedChildren().find(([k]) => k === "shortcut")![1].constructor.name,
+    "Identity",
+  );
+  assert.equal(
+    seed.blocks.at(0).namedChildren().find(([k]) => k === "shortcut")![1].constructor.name,
+    "ShortcutProjection",
+  );
   seed.dispose();
   paper.dispose();
 });

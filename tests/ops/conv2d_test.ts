@@ -209,6 +209,17 @@ const cases: [string, Case][] = [
     stride: [3, 3],
     padding: [1, 1],
   }],
+  [
+    "batch 2, 3x3, stride 3, padding 1, 7x25 (a block of columns that starts past the edge)",
+    { input: [2, 3, 7, 25], weight: [4, 3, 3, 3], bias: false, stride: [3, 3], padding: [1, 1] },
+  ],
+  ["batch 2, 1x1, stride 2, one column (residue columns outside the input)", {
+    input: [2, 3, 5, 1],
+    weight: [2, 3, 1, 1],
+    bias: true,
+    stride: [2, 2],
+    padding: [0, 0],
+  }],
 ];
 
 for (const [i, [name, c]] of cases.entries()) {
@@ -261,17 +272,22 @@ gpuTest("conv2d() gradients use the split-K reduction for many output pixels", a
   assertClose(await wt.grad!.toArray(), refBackward(x, w, await r.toArray(), g).gw);
 });
 
-gpuTest("conv2d() handles an empty batch: empty output, zero weight and bias gradients", async () => {
-  const x = Tensor.from([], [0, 3, 5, 5], { requiresGrad: true });
-  const w = Tensor.from(f32(randomValues(4 * 3 * 3 * 3, 3)), [4, 3, 3, 3], { requiresGrad: true });
-  const b = Tensor.from([1, 2, 3, 4], [4], { requiresGrad: true });
-  const y = conv2d(x, w, b, { padding: 1 });
-  assert.deepEqual(y.shape, [0, 4, 5, 5]);
-  y.backward(Tensor.from([], y.shape));
-  assert.deepEqual(x.grad!.shape, [0, 3, 5, 5]);
-  assert.deepEqual(Array.from(await w.grad!.toArray()), new Array(108).fill(0));
-  assert.deepEqual(Array.from(await b.grad!.toArray()), [0, 0, 0, 0]);
-});
+gpuTest(
+  "conv2d() handles an empty batch: empty output, zero weight and bias gradients",
+  async () => {
+    const x = Tensor.from([], [0, 3, 5, 5], { requiresGrad: true });
+    const w = Tensor.from(f32(randomValues(4 * 3 * 3 * 3, 3)), [4, 3, 3, 3], {
+      requiresGrad: true,
+    });
+    const b = Tensor.from([1, 2, 3, 4], [4], { requiresGrad: true });
+    const y = conv2d(x, w, b, { padding: 1 });
+    assert.deepEqual(y.shape, [0, 4, 5, 5]);
+    y.backward(Tensor.from([], y.shape));
+    assert.deepEqual(x.grad!.shape, [0, 3, 5, 5]);
+    assert.deepEqual(Array.from(await w.grad!.toArray()), new Array(108).fill(0));
+    assert.deepEqual(Array.from(await b.grad!.toArray()), [0, 0, 0, 0]);
+  },
+);
 
 gpuTest("conv2d() computes only the gradients whose input requires grad", async () => {
   const c: Case = {

@@ -1,0 +1,265 @@
+/**
+ * Adam (with L2 weight decay) and AdamW (with decoupled weight decay), as PyTorch 1.13's
+ * `torch.optim.Adam` and `torch.optim.AdamW`.
+ *
+ * @module
+ */
+import adamStepSource from "../../kernels/adam_step.wgsl" with { type: "text" };
+import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { Tensor } from "../tensor.ts";
+import {
+  checkNonNegative,
+  checkUnitInterval,
+  type HyperValue,
+  Optimizer,
+} from "./optimizer.ts";
+
+const ADAM_STEP = { name: "adam_step", source: adamStepSource };
+
+/** Options of {@link Adam} and {@link AdamW}. */
+export interface AdamOptions {
+  /** Learning rate; default 1e-3. */
+  lr?: number;
+  /** Decay rates of the gradient's running average and of its square's; default [0.9, 0.999]. */
+  betas?: readonly [number, number];
+  /** Added to the denominator for numerical stability; default 1e-8. */
+  eps?: number;
+  /**
+   * Weight decay; default 0 for {@link Adam} (an L2 penalty added to the gradient) and 1e-2 for
+   * {@link AdamW} (decoupled: `p *= 1 - lr * weightDecay` before the update).
+   */
+  weightDecay?: number;
+}
+
+interface AdamHyper {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+}
+
+/**
+ * Adam exactly as PyTorch 1.13 (`torch/optim/adam.py`, amsgrad off): for each parameter with a
+ * gradient, its step count `t` increases by one, `g = grad + weightDecay * p`,
+ * `m = beta1 * m + (1 - beta1) * g`, `v = beta2 * v + (1 - beta2) * g²`, and
+ * `p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)`. The bias corrections are
+ * computed on the CPU from the step counts, which the state dict keeps in `hyper.step` (one per
+ * parameter); `m` and `v` are the state tensors `"<i>.exp_avg"` and `"<i>.exp_avg_sq"`. One
+ * kernel dispatch per two parameters.
+ *
+ * @throws {RangeError} when `lr`, `eps` or `weightDecay` is negative or not finite, a beta is
+ *   outside `[0, 1)`, or `params` is empty.
+ * @throws {TypeError} when `params` holds something other than a Tensor.
+ * @example
+ * ```ts
+ * import { crossEntropy, initGPU, nn, optim, Tensor, tidy } from "@resnet/webgpu";
+ * await initGPU();
+ * const model = new nn.Linear(4, 3, { seed: 0 });
+ * const opt = new optim.Adam(model.parameters(), { lr: 1e-3, weightDecay: 1e-4 });
+ * const x = Tensor.randn([2, 4], { seed: 1 });
+ * tidy(() => {
+ *   crossEntropy(model.forward(x), new Int32Array([0, 2])).backward();
+ *   opt.step();
+ *   opt.zeroGrad();
+ * });
+ * console.log(opt.stateDict().hyper.step); // [1, 1]
+ * ```
+ */
+export class Adam extends Optimizer {
+  #hyper: AdamHyper;
+  #steps: number[];
+
+  constructor(params: Iterable<Tensor>, options: AdamOptions = {}) {
+    if (options === null || typeof options !== "object") {
+      throw new TypeError(`${new.target.name}: options must be an object, got ${options}`);
+    }
+    super(new.target.name, params, options.lr ?? 1e-3, ["exp_avg", "exp_avg_sq"]);
+    this.#hyper = checkAdam(this.owner, {
+      betas: options.betas ?? [0.9, 0.999],
+      eps: options.eps ?? 1e-8,
+      weightDecay: options.weightDecay ?? this.defaultWeightDecay(),
+    });
+    this.#steps = this.params.map(() => 0);
+  }
+
+  /** Whether weight decay is decoupled from the gradient (AdamW) rather than an L2 term. */
+  protected decoupled(): boolean {
+    return false;
+  }
+
+  /** The weight decay when the options give none. */
+  protected defaultWeightDecay(): number {
+    return 0;
+  }
+
+  /** The decay rates `[beta1, beta2]`. */
+  get betas(): [number, number] {
+    return [this.#hyper.beta1, this.#hyper.beta2];
+  }
+
+  /** The denominator's stabilizing term. */
+  get eps(): number {
+    return this.#hyper.eps;
+  }
+
+  /** Weight decay (L2 for Adam, decoupled for AdamW). */
+  get weightDecay(): number {
+    return this.#hyper.weightDecay;
+  }
+
+  /** How many updates each parameter has taken (PyTorch's per-parameter `state["step"]`). */
+  get steps(): readonly number[] {
+    return [...this.#steps];
+  }
+
+  /**
+   * Encodes the update of every parameter that has a gradient (two per dispatch); no readback,
+   * no submit. The first update of a parameter creates its zero-filled `exp_avg` and
+   * `exp_avg_sq`.
+   */
+  step(): void {
+    const { beta1, beta2, eps, weightDecay } = this.#hyper;
+    const lr = this.lr;
+    const decoupled = this.decoupled();
+    const active = this.withGradients();
+    for (let a = 0; a < active.length; a += 2) {
+      const pair = active.slice(a, a + 2);
+      const counts = [0, 0];
+      const stepSizes = [0, 0];
+      const bc2Sqrts = [1, 1];
+      const buffers: GPUBuffer[] = [];
+      pair.forEach((i, slot) => {
+        const p = this.params[i];
+        const state = this.state[i] ??= [
+          Tensor.zeros(p.shape).keep(),
+          Tensor.zeros(p.shape).keep(),
+        ];
+        const t = ++this.#steps[i];
+        counts[slot] = p.size;
+        stepSizes[slot] = lr / (1 - beta1 ** t);
+        bc2Sqrts[slot] = Math.sqrt(1 - beta2 ** t);
+        buffers.push(p.buffer, p.grad!.buffer, state[0].buffer, state[1].buffer);
+      });
+      if (pair.length === 1) buffers.push(...this.dummies(4));
+      dispatch(ADAM_STEP, {
+        buffers,
+        uniforms: packParams([counts[0], counts[1]], [
+          beta1,
+          1 - beta1,
+          beta2,
+          1 - beta2,
+          eps,
+          decoupled ? 0 : weightDecay,
+          decoupled ? 1 - lr * weightDecay : 1,
+          stepSizes[0],
+          bc2Sqrts[0],
+          stepSizes[1],
+          bc2Sqrts[1],
+        ]),
+        workgroups: grid1d(counts[0] + counts[1], 256),
+      });
+    }
+  }
+
+  protected hyperParams(): Record<string, HyperValue> {
+    const { beta1, beta2, eps, weightDecay } = this.#hyper;
+    return { lr: this.lr, betas: [beta1, beta2], eps, weightDecay, step: [...this.#steps] };
+  }
+
+  protected checkHyper(hyper: Record<string, HyperValue>, apply: boolean): string[] {
+    try {
+      checkNonNegative(this.owner, "lr", hyper.lr);
+      const checked = checkAdam(this.owner, {
+        betas: hyper.betas as unknown as [number, number],
+        eps: hyper.eps as number,
+        weightDecay: hyper.weightDecay as number,
+      });
+      const steps = hyper.step;
+      if (
+        !Array.isArray(steps) || steps.length !== this.params.length ||
+        !steps.every((s) => Number.isSafeInteger(s) && s >= 0)
+      ) {
+        throw new RangeError(
+          `step must hold ${this.params.length} non-negative integers (one per parameter), ` +
+            `got ${JSON.stringify(steps)}`,
+        );
+      }
+      if (apply) {
+        this.lr = hyper.lr as number;
+        this.#hyper = checked;
+        this.#steps = [...steps];
+      }
+      return [];
+    } catch (error) {
+      return [(error as Error).message];
+    }
+  }
+
+  protected override checkStateAgainstHyper(
+    hyper: Record<string, HyperValue>,
+    hasState: boolean[],
+  ): string[] {
+    const steps = hyper.step;
+    if (!Array.isArray(steps)) return [];
+    const wrong = hasState.flatMap((has, i) => has === steps[i] > 0 ? [] : [i]);
+    if (wrong.length === 0) return [];
+    return [
+      `parameters ${wrong.join(", ")}: exp_avg and exp_avg_sq must be given exactly for the ` +
+      "parameters whose step count is positive",
+    ];
+  }
+
+  /** Releases the state tensors and resets every step count. */
+  override dispose(): void {
+    super.dispose();
+    this.#steps = this.params.map(() => 0);
+  }
+}
+
+/**
+ * AdamW exactly as PyTorch 1.13 (`torch/optim/adamw.py`, amsgrad off): Adam whose weight decay
+ * is decoupled from the gradient, `p *= 1 - lr * weightDecay` first, then the Adam update of the
+ * raw gradient. Default `weightDecay` 1e-2. State and state dict as {@link Adam}.
+ *
+ * @throws {RangeError} when `lr`, `eps` or `weightDecay` is negative or not finite, a beta is
+ *   outside `[0, 1)`, or `params` is empty.
+ * @throws {TypeError} when `params` holds something other than a Tensor.
+ * @example
+ * ```ts
+ * import { crossEntropy, initGPU, nn, optim, Tensor, tidy } from "@resnet/webgpu";
+ * await initGPU();
+ * const model = new nn.Linear(4, 3, { seed: 0 });
+ * const opt = new optim.AdamW(model.parameters(), { lr: 1e-3, weightDecay: 1e-2 });
+ * const x = Tensor.randn([2, 4], { seed: 1 });
+ * tidy(() => {
+ *   crossEntropy(model.forward(x), new Int32Array([0, 2])).backward();
+ *   opt.step();
+ *   opt.zeroGrad();
+ * });
+ * ```
+ */
+export class AdamW extends Adam {
+  protected override decoupled(): boolean {
+    return true;
+  }
+
+  protected override defaultWeightDecay(): number {
+    return 1e-2;
+  }
+}
+
+function checkAdam(
+  owner: string,
+  h: { betas: readonly [number, number]; eps: number; weightDecay: number },
+): AdamHyper {
+  if (!Array.isArray(h.betas) || h.betas.length !== 2) {
+    throw new RangeError(
+      `${owner}: betas must be [beta1, beta2] such as [0.9, 0.999], got ${JSON.stringify(h.betas)}`,
+    );
+  }
+  const beta1 = checkUnitInterval(owner, "beta parameter at index 0", h.betas[0]);
+  const beta2 = checkUnitInterval(owner, "beta parameter at index 1", h.betas[1]);
+  const eps = checkNonNegative(owner, "eps", h.eps);
+  const weightDecay = checkNonNegative(owner, "weightDecay", h.weightDecay);
+  return { beta1, beta2, eps, weightDecay };
+}

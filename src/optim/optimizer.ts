@@ -1,0 +1,329 @@
+/**
+ * `Optimizer`: the base of {@link SGD}, {@link Adam} and {@link AdamW}: the parameter list, the
+ * learning rate, `zeroGrad()`, per-parameter state tensors and a state dict that round-trips
+ * through a safetensors file (tensors) plus JSON metadata (hyperparameters).
+ *
+ * @module
+ */
+import { formatShape, Tensor } from "../tensor.ts";
+
+/** A hyperparameter value in {@link OptimizerStateDict.hyper}: JSON-safe. */
+export type HyperValue = number | boolean | number[];
+
+/**
+ * An optimizer's state: per-parameter tensors under keys `"<index>.<name>"` (the parameter's
+ * index in {@link Optimizer.params}, as PyTorch numbers them), such as `"0.momentum_buffer"`,
+ * `"3.exp_avg"` and `"3.exp_avg_sq"`, and the hyperparameters (learning rate, step counts, …),
+ * which `JSON.stringify` stores exactly (e.g. in a safetensors file's metadata).
+ */
+export interface OptimizerStateDict {
+  /** State tensors by `"<param index>.<name>"`. */
+  state: Map<string, Tensor>;
+  /** Hyperparameters and step counts by name. */
+  hyper: Record<string, HyperValue>;
+}
+
+/** Checks that `value` is a finite number `>= min`; names the optimizer and option. */
+export function checkNonNegative(owner: string, option: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isFinite(value)) {
+    throw new RangeError(`${owner}: ${option} must be a finite number, got ${String(value)}`);
+  }
+  if (value < 0) throw new RangeError(`${owner}: invalid ${option} ${value}, must be >= 0`);
+  return value;
+}
+
+/** Checks a coefficient in `[0, 1)`, like PyTorch's `betas` check. */
+export function checkUnitInterval(owner: string, option: string, value: unknown): number {
+  if (typeof value !== "number" || !(value >= 0 && value < 1)) {
+    throw new RangeError(`${owner}: invalid ${option} ${String(value)}, must be in [0, 1)`);
+  }
+  return value;
+}
+
+// A one-element state tensor may be stored as [] or [1], as Module.loadStateDict allows.
+function sameShape(a: Tensor, b: Tensor): boolean {
+  if (a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i])) return true;
+  return a.size === 1 && b.size === 1 && a.ndim <= 1 && b.ndim <= 1;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value === "object") return value.constructor?.name ?? "object";
+  return typeof value;
+}
+
+/**
+ * The base of every optimizer: one parameter group (all parameters share the hyperparameters),
+ * like a PyTorch optimizer built from `model.parameters()`. Subclasses encode their update in
+ * {@link Optimizer.step}; parameters whose `grad` is `null` are skipped, as in PyTorch.
+ *
+ * @example
+ * ```ts
+ * import { initGPU, nn, optim } from "@resnet/webgpu";
+ * await initGPU();
+ * const layer = new nn.Linear(4, 2);
+ * const opt: optim.Optimizer = new optim.SGD(layer.parameters(), { lr: 0.1 });
+ * opt.lr = 0.01;
+ * console.log(opt.params.length, opt.lr); // 2 0.01
+ * ```
+ */
+export abstract class Optimizer {
+  /** The optimized tensors, in the order that numbers their state-dict keys. */
+  readonly params: readonly Tensor[];
+  /** The per-parameter state tensors' names, e.g. `["exp_avg", "exp_avg_sq"]`. */
+  protected readonly stateNames: readonly string[];
+  /** Each parameter's state tensors (in `stateNames` order), or null before its first update. */
+  protected readonly state: (Tensor[] | null)[];
+  /** The class name, for messages. */
+  protected readonly owner: string;
+  #lr = 0;
+  #dummies: Tensor[] = [];
+
+  /**
+   * @throws {TypeError} when `params` is not iterable or holds something other than a Tensor.
+   * @throws {RangeError} when `params` is empty, repeats a tensor or holds a non-leaf tensor, or
+   *   `lr` is negative.
+   */
+  protected constructor(
+    owner: string,
+    params: Iterable<Tensor>,
+    lr: number,
+    stateNames: readonly string[],
+  ) {
+    this.owner = owner;
+    if (params === null || typeof params !== "object" || !(Symbol.iterator in params)) {
+      throw new TypeError(
+        `${owner}: params must be an iterable of Tensors such as model.parameters(), got ` +
+          describe(params),
+      );
+    }
+    const list = [...params];
+    if (list.length === 0) {
+      throw new RangeError(`${owner}: got an empty parameter list; pass model.parameters()`);
+    }
+    const seen = new Set<Tensor>();
+    list.forEach((p, i) => {
+      if (!(p instanceof Tensor)) {
+        throw new TypeError(`${owner}: params[${i}] must be a Tensor, got ${describe(p)}`);
+      }
+      if (p.gradFn) {
+        throw new RangeError(
+          `${owner}: params[${i}] ${p} is not a leaf tensor (an op produced it); optimize the ` +
+            "tensors the model owns",
+        );
+      }
+      if (seen.has(p)) throw new RangeError(`${owner}: params[${i}] appears twice`);
+      seen.add(p);
+    });
+    this.params = Object.freeze(list);
+    this.stateNames = stateNames;
+    this.state = list.map(() => null);
+    this.lr = lr;
+  }
+
+  /** The learning rate used by the next {@link Optimizer.step}; schedules set it. */
+  get lr(): number {
+    return this.#lr;
+  }
+
+  /** @throws {RangeError} when the value is negative or not finite. */
+  set lr(value: number) {
+    this.#lr = checkNonNegative(this.owner, "lr", value);
+  }
+
+  /**
+   * Encodes one update of every parameter that has a gradient. Nothing is read back or
+   * submitted; the update runs with the next readback. State tensors are created on a
+   * parameter's first update and reused afterwards, so later steps allocate nothing.
+   */
+  abstract step(): void;
+
+  /** The hyperparameters as stored in {@link OptimizerStateDict.hyper}. */
+  protected abstract hyperParams(): Record<string, HyperValue>;
+
+  /**
+   * Checks `hyper` (already known to hold exactly the keys of {@link Optimizer.hyperParams}) and
+   * returns the problems found, or applies it when `apply` is true.
+   */
+  protected abstract checkHyper(hyper: Record<string, HyperValue>, apply: boolean): string[];
+
+  /**
+   * Drops every parameter's gradient (PyTorch's `zero_grad(set_to_none=True)`), returning its
+   * buffer to the pool; the next `backward()` creates fresh ones.
+   */
+  zeroGrad(): void {
+    for (const p of this.params) {
+      p.grad?.dispose();
+      p.grad = null;
+    }
+  }
+
+  /**
+   * The state tensors (the optimizer's own, not copies: `clone()` them to keep a snapshot) and
+   * the hyperparameters. Save the tensors with `saveSafetensors` and the hyperparameters as JSON
+   * metadata; {@link Optimizer.loadStateDict} restores both exactly.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, nn, optim, saveSafetensors } from "@resnet/webgpu";
+   * await initGPU();
+   * const layer = new nn.Linear(3, 2);
+   * const opt = new optim.Adam(layer.parameters());
+   * const { state, hyper } = opt.stateDict();
+   * await saveSafetensors("optimizer.safetensors", state, { hyper: JSON.stringify(hyper) });
+   * ```
+   */
+  stateDict(): OptimizerStateDict {
+    const state = new Map<string, Tensor>();
+    this.state.forEach((tensors, i) => {
+      tensors?.forEach((t, k) => state.set(`${i}.${this.stateNames[k]}`, t));
+    });
+    return { state, hyper: this.hyperParams() };
+  }
+
+  /**
+   * Restores state tensors (copied into the optimizer's own, so the caller may dispose the
+   * given ones) and hyperparameters from {@link Optimizer.stateDict}'s output, e.g. tensors from
+   * `loadSafetensors` and `JSON.parse` of the saved metadata. Everything is validated before
+   * anything changes; one error lists every problem.
+   *
+   * @throws {Error} when keys are missing or unexpected, a shape differs from its parameter's, a
+   *   parameter has only part of its state, or a hyperparameter is missing, unknown or invalid.
+   * @example
+   * ```ts
+   * import { initGPU, loadSafetensors, nn, optim, readSafetensorsMetadata } from "@resnet/webgpu";
+   * await initGPU();
+   * const layer = new nn.Linear(3, 2);
+   * const opt = new optim.Adam(layer.parameters());
+   * const state = await loadSafetensors("optimizer.safetensors");
+   * const { hyper } = await readSafetensorsMetadata("optimizer.safetensors");
+   * opt.loadStateDict({ state, hyper: JSON.parse(hyper) });
+   * ```
+   */
+  loadStateDict(dict: {
+    state: Map<string, Tensor> | Record<string, Tensor>;
+    hyper: Record<string, HyperValue>;
+  }): void {
+    const where = `${this.owner}.loadStateDict()`;
+    if (dict === null || typeof dict !== "object" || !dict.state || !dict.hyper) {
+      throw new TypeError(`${where}: expects { state, hyper } as stateDict() returns`);
+    }
+    const given = dict.state instanceof Map ? dict.state : new Map(Object.entries(dict.state));
+    const problems: string[] = [];
+    const found: (Map<number, Tensor> | undefined)[] = this.params.map(() => undefined);
+    for (const [key, t] of given) {
+      const match = /^(\d+)\.(.+)$/.exec(key);
+      const index = match ? Number(match[1]) : -1;
+      const name = match?.[2] ?? "";
+      const k = this.stateNames.indexOf(name);
+      if (!match || index >= this.params.length || k < 0) {
+        problems.push(
+          `unexpected key "${key}" (expected "<index>.<name>" with index < ` +
+            `${this.params.length} and name one of ${this.stateNames.join(", ")})`,
+        );
+        continue;
+      }
+      const p = this.params[index];
+      if (!(t instanceof Tensor)) {
+        problems.push(`"${key}" must be a Tensor, got ${describe(t)}`);
+      } else if (t.disposed) {
+        problems.push(`"${key}" was disposed`);
+      } else if (!sameShape(t, p)) {
+        problems.push(
+          `"${key}" has shape ${formatShape(t.shape)}, but parameter ${index} is ` +
+            formatShape(p.shape),
+        );
+      }
+      (found[index] ??= new Map()).set(k, t);
+    }
+    found.forEach((tensors, i) => {
+      if (tensors && tensors.size !== this.stateNames.length) {
+        const missing = this.stateNames.filter((_, k) => !tensors.has(k)).map((n) => `${i}.${n}`);
+        problems.push(`missing keys ${missing.join(", ")} (parameter ${i} has part of its state)`);
+      }
+    });
+    const hyper = dict.hyper;
+    const expected = Object.keys(this.hyperParams());
+    const missing = expected.filter((k) => !(k in hyper));
+    const unknown = Object.keys(hyper).filter((k) => !expected.includes(k));
+    if (missing.length) problems.push(`missing hyperparameters: ${missing.join(", ")}`);
+    if (unknown.length) problems.push(`unknown hyperparameters: ${unknown.join(", ")}`);
+    if (!missing.length && !unknown.length) {
+      problems.push(...this.checkHyper(hyper, false));
+      problems.push(...this.checkStateAgainstHyper(hyper, found.map((t) => t !== undefined)));
+    }
+    if (problems.length) {
+      throw new Error(
+        `${where} failed: ${problems.join("; ")}. Was the state saved from a ${this.owner} over ` +
+          "the same parameters?",
+      );
+    }
+    found.forEach((tensors, i) => {
+      if (!tensors) {
+        this.state[i]?.forEach((t) => t.dispose());
+        this.state[i] = null;
+        return;
+      }
+      const own = this.state[i] ??= this.stateNames.map(() => Tensor.empty(this.params[i].shape));
+      own.forEach((t, k) => {
+        const source = tensors.get(k)!;
+        t.keep();
+        if (source !== t) t.copyFrom(source);
+      });
+    });
+    this.checkHyper(hyper, true);
+  }
+
+  /**
+   * Problems between the hyperparameters being loaded and which parameters have state (Adam's
+   * step counts must be positive exactly where state exists); none by default.
+   */
+  protected checkStateAgainstHyper(
+    _hyper: Record<string, HyperValue>,
+    _hasState: boolean[],
+  ): string[] {
+    return [];
+  }
+
+  /**
+   * Parameters that have a gradient to apply, with their indices, checking that each gradient
+   * matches its parameter. Empty parameters are skipped (nothing to update).
+   */
+  protected withGradients(): number[] {
+    const active: number[] = [];
+    this.params.forEach((p, i) => {
+      const g = p.grad;
+      if (!g) return;
+      if (g.size !== p.size) {
+        throw new RangeError(
+          `${this.owner}.step(): parameter ${i} ${formatShape(p.shape)} has a gradient of shape ` +
+            formatShape(g.shape),
+        );
+      }
+      if (p.size > 0) active.push(i);
+    });
+    return active;
+  }
+
+  /**
+   * Small placeholder buffers bound in a dispatch's unused second slot (never read or written:
+   * its element count is 0). Distinct buffers, since writable bindings must not alias.
+   */
+  protected dummies(count: number): GPUBuffer[] {
+    while (this.#dummies.length < count) this.#dummies.push(Tensor.empty([4]).keep());
+    return this.#dummies.slice(0, count).map((t) => t.buffer);
+  }
+
+  /**
+   * Releases the state tensors' GPU memory; the optimizer starts from scratch if stepped again.
+   * The parameters and their gradients are not touched.
+   */
+  dispose(): void {
+    this.state.forEach((tensors, i) => {
+      tensors?.forEach((t) => t.dispose());
+      this.state[i] = null;
+    });
+    for (const t of this.#dummies) t.dispose();
+    this.#dummies = [];
+  }
+}
