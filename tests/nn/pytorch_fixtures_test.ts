@@ -24,6 +24,12 @@ const configs: Record<string, () => nn.Module> = {
   paper: () => resnet(8, { numClasses: 10 }),
 };
 
+function norm(v: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
+  return Math.sqrt(s);
+}
+
 async function values(t: Tensor): Promise<Float32Array> {
   return await t.toArray();
 }
@@ -57,7 +63,16 @@ for (const [name, build] of Object.entries(configs)) {
     assert.ok(params.length > 0);
     for (const [key, p] of params) {
       assert.ok(p.grad, `${key} has no gradient`);
-      const err = relativeL2(await values(p.grad), await values(get(`grad.${key}`)));
+      const ours = await values(p.grad);
+      const theirs = await values(get(`grad.${key}`));
+      if (norm(theirs) < 1e-6) {
+        // A conv bias followed by batch norm: the exact gradient is zero (the normalization
+        // removes any per-channel shift), so both sides hold rounding noise; relative error is
+        // meaningless, the noise must stay tiny next to the ~1e-1 gradients elsewhere.
+        assert.ok(norm(ours) < 1e-5, `gradient of ${key} should be ~0, has norm ${norm(ours)}`);
+        continue;
+      }
+      const err = relativeL2(ours, theirs);
       assert.ok(err <= 1e-3, `gradient of ${key}: relative L2 error ${err}`);
     }
     for (const [key, b] of model.namedBuffers()) {
