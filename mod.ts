@@ -38,6 +38,27 @@ export * from "./src/ops/conv2d.ts";
 export * from "./src/ops/batch_norm.ts";
 export * from "./src/ops/pool.ts";
 export * as nn from "./src/nn/mod.ts";
+// The layers also at the top level, so that their types are public where ResNetBase names them.
+export {
+  AvgPool2d,
+  type AvgPoolOptions,
+  BatchNorm2d,
+  type BatchNorm2dLayerOptions,
+  Conv2d,
+  type Conv2dLayerOptions,
+  Flatten,
+  Identity,
+  type InitOptions,
+  Linear,
+  type LinearOptions,
+  type LoadStateDictOptions,
+  type LoadStateDictResult,
+  MaxPool2d,
+  Module,
+  type PoolOptions,
+  ReLU,
+  Sequential,
+} from "./src/nn/mod.ts";
 export {
   BottleneckResidualBlock,
   ResidualBlock,

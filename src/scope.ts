@@ -7,6 +7,7 @@
 
 /** Anything that holds GPU memory and can give it back. */
 export interface Disposable {
+  /** Releases the GPU memory; idempotent. */
   dispose(): void;
 }
 

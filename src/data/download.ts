@@ -207,7 +207,9 @@ async function download(
   }
   let response: Response | null = null;
   while (start < job.expectedSize && response === null) {
-    const headers: Record<string, string> = start > 0 ? { Range: `bytes=${start}-` } : {};
+    // identity: a server that gzips on the fly would otherwise hand fetch() bytes it unpacks.
+    const headers: Record<string, string> = { "Accept-Encoding": "identity" };
+    if (start > 0) headers.Range = `bytes=${start}-`;
     let answer: Response;
     try {
       answer = await fetchFn(job.url, { headers });

@@ -226,10 +226,10 @@ export async function* readTar(stream: ReadableStream<Uint8Array>): AsyncGenerat
       let size = numeric(header.subarray(124, 136), "size", at);
       const mode = numeric(header.subarray(100, 108), "mode", at);
       const flag = String.fromCharCode(header[156]);
-      const padded = Math.ceil(size / BLOCK) * BLOCK;
 
       if (flag === "x" || flag === "g" || flag === "L" || flag === "K") {
         const what = `the ${flag} header at byte ${at}`;
+        const padded = Math.ceil(size / BLOCK) * BLOCK;
         if (size > 1 << 24) throw new Error(`Invalid tar archive: ${what} is ${size} bytes`);
         const body = await reader.exactly(size);
         if (body.length < size) {
@@ -272,8 +272,7 @@ export async function* readTar(stream: ReadableStream<Uint8Array>): AsyncGenerat
         body: () => chunksOf(reader, dataSize, path, state),
       };
       await skip(reader, state.remaining, `"${path}"`);
-      const total = type === "directory" ? Math.ceil(size / BLOCK) * BLOCK : padded;
-      await skip(reader, total - dataSize, `the padding after "${path}"`);
+      await skip(reader, Math.ceil(size / BLOCK) * BLOCK - dataSize, `the padding after "${path}"`);
     }
   } finally {
     await reader.cancel();

@@ -126,6 +126,7 @@ export function adapterDescription(): string {
   if (!adapterInfo) return "none";
   const info = adapterInfo as GPUAdapterInfo & { isFallbackAdapter?: boolean };
   const name = info.description || [info.vendor, info.architecture, info.device]
-    .filter(Boolean).join(" ") || "unknown adapter";
+    .filter(Boolean).join(" ") ||
+    "unknown adapter";
   return info.isFallbackAdapter ? `${name} (fallback adapter)` : name;
 }

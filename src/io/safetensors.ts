@@ -462,11 +462,13 @@ async function readAll(path: string, caller: string): Promise<Uint8Array> {
  * @throws {Error} naming the file and the problem when it cannot be read or is malformed.
  * @example
  * ```ts
- * import { initGPU, loadSafetensors } from "@resnet/webgpu";
+ * import { initGPU, loadSafetensors, saveSafetensors, Tensor } from "@resnet/webgpu";
  * await initGPU();
+ * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+ * await saveSafetensors(path, { "0.conv.weight": Tensor.ones([16, 3, 3, 3]) }, { format: "pt" });
  * const metadata: Record<string, string> = {};
- * const state = await loadSafetensors("model.safetensors", { metadata });
- * console.log(state.get("0.conv.weight")?.shape); // e.g. [16, 3, 3, 3] (OIHW)
+ * const state = await loadSafetensors(path, { metadata });
+ * console.log(state.get("0.conv.weight")?.shape, metadata.format); // [16, 3, 3, 3] "pt"
  * ```
  */
 export async function loadSafetensors(
@@ -501,9 +503,9 @@ export async function loadSafetensors(
  * @throws {Error} naming the file and the problem when it cannot be read or is malformed.
  * @example
  * ```ts
- * import { readSafetensorsMetadata } from "@resnet/webgpu";
- * const metadata = await readSafetensorsMetadata("model.safetensors");
- * console.log(metadata.format); // "pt" for files written by PyTorch's safetensors
+ * import { encodeSafetensors, readSafetensorsMetadata } from "@resnet/webgpu";
+ * const bytes = encodeSafetensors([], { format: "pt" });
+ * console.log(await readSafetensorsMetadata(bytes)); // { format: "pt" }
  * ```
  */
 export async function readSafetensorsMetadata(

@@ -51,8 +51,16 @@ export class Identity extends Module {
  * ```
  */
 export class Flatten extends Module {
-  constructor(readonly startDim = 1, readonly endDim = -1) {
+  /** First dimension to flatten. */
+  readonly startDim: number;
+  /** Last dimension to flatten (negative counts from the end). */
+  readonly endDim: number;
+
+  /** Flattens `startDim..endDim` (default 1..-1). */
+  constructor(startDim = 1, endDim = -1) {
     super();
+    this.startDim = startDim;
+    this.endDim = endDim;
   }
 
   /** `[N, C, H, W]` → `[N, C·H·W]` with the defaults. */
@@ -60,6 +68,7 @@ export class Flatten extends Module {
     return flatten(input, this.startDim, this.endDim);
   }
 
+  /** `start_dim=1, end_dim=-1`, as PyTorch. */
   override extraRepr(): string {
     return `start_dim=${this.startDim}, end_dim=${this.endDim}`;
   }

@@ -4,7 +4,7 @@ import { Module } from "./module.ts";
 import { positiveInt } from "./_check.ts";
 
 /** Options of {@link BatchNorm2d}. */
-export interface BatchNorm2dOptions {
+export interface BatchNorm2dLayerOptions {
   /** Added to the variance; default 1e-5. */
   eps?: number;
   /** Weight of the new batch in the running statistics; default 0.1. */
@@ -31,8 +31,11 @@ export interface BatchNorm2dOptions {
  * ```
  */
 export class BatchNorm2d extends Module {
+  /** Channels C. */
   readonly numFeatures: number;
+  /** Added to the variance before the square root. */
   readonly eps: number;
+  /** Weight of each new batch in the running statistics. */
   readonly momentum: number;
   /** Scale `[C]` (ones), or null without affine. */
   readonly weight: Tensor | null;
@@ -45,7 +48,8 @@ export class BatchNorm2d extends Module {
   /** Number of training batches seen, shape `[]`. */
   readonly numBatchesTracked: Tensor | null;
 
-  constructor(numFeatures: number, options: BatchNorm2dOptions = {}) {
+  /** Batch norm over `numFeatures` channels. */
+  constructor(numFeatures: number, options: BatchNorm2dLayerOptions = {}) {
     super();
     this.numFeatures = positiveInt("BatchNorm2d", "numFeatures", numFeatures);
     this.eps = options.eps ?? 1e-5;
@@ -84,6 +88,7 @@ export class BatchNorm2d extends Module {
     });
   }
 
+  /** `16, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True`, as PyTorch. */
   override extraRepr(): string {
     return `${this.numFeatures}, eps=${pythonFloat(this.eps)}, momentum=${
       pythonFloat(this.momentum)

@@ -5,7 +5,7 @@ import { biasUniform, generatorFor, type InitOptions, kaimingUniform } from "./i
 import { pair, positiveInt } from "./_check.ts";
 
 /** Options of {@link Conv2d}. */
-export interface Conv2dOptions extends InitOptions {
+export interface Conv2dLayerOptions extends InitOptions {
   /** Stride, one number or `[h, w]`; default 1. */
   stride?: number | [number, number];
   /** Zero padding, one number or `[h, w]`; default 0. */
@@ -33,17 +33,23 @@ export class Conv2d extends Module {
   readonly weight: Tensor;
   /** Bias `[O]`, or null. */
   readonly bias: Tensor | null;
+  /** Input channels C. */
   readonly inChannels: number;
+  /** Output channels O. */
   readonly outChannels: number;
+  /** `[KH, KW]`. */
   readonly kernelSize: [number, number];
+  /** `[strideH, strideW]`. */
   readonly stride: [number, number];
+  /** `[padH, padW]`. */
   readonly padding: [number, number];
 
+  /** A convolution from `inChannels` to `outChannels` with a `kernelSize` window. */
   constructor(
     inChannels: number,
     outChannels: number,
     kernelSize: number | [number, number],
-    options: Conv2dOptions = {},
+    options: Conv2dLayerOptions = {},
   ) {
     super();
     this.inChannels = positiveInt("Conv2d", "inChannels", inChannels);
@@ -68,6 +74,7 @@ export class Conv2d extends Module {
     return conv2d(input, this.weight, this.bias, { stride: this.stride, padding: this.padding });
   }
 
+  /** `3, 16, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1)`, as PyTorch. */
   override extraRepr(): string {
     const k = this.kernelSize;
     let s = `${this.inChannels}, ${this.outChannels}, kernel_size=(${k[0]}, ${k[1]}), ` +

@@ -23,13 +23,16 @@ export interface LinearOptions extends InitOptions {
  * ```
  */
 export class Linear extends Module {
+  /** Input features. */
   readonly inFeatures: number;
+  /** Output features. */
   readonly outFeatures: number;
   /** Weight `[out, in]`. */
   readonly weight: Tensor;
   /** Bias `[out]`, or null. */
   readonly bias: Tensor | null;
 
+  /** A layer from `inFeatures` to `outFeatures`. */
   constructor(inFeatures: number, outFeatures: number, options: LinearOptions = {}) {
     super();
     this.inFeatures = positiveInt("Linear", "inFeatures", inFeatures);
@@ -50,6 +53,7 @@ export class Linear extends Module {
     return linear(input, this.weight, this.bias);
   }
 
+  /** `in_features=64, out_features=10, bias=True`, as PyTorch. */
   override extraRepr(): string {
     return `in_features=${this.inFeatures}, out_features=${this.outFeatures}, ` +
       `bias=${this.bias ? "True" : "False"}`;

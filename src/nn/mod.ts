@@ -5,8 +5,8 @@
  * @module
  */
 export { type LoadStateDictOptions, type LoadStateDictResult, Module } from "./module.ts";
-export { Conv2d, type Conv2dOptions } from "./conv2d.ts";
-export { BatchNorm2d, type BatchNorm2dOptions } from "./batch_norm2d.ts";
+export { Conv2d, type Conv2dLayerOptions } from "./conv2d.ts";
+export { BatchNorm2d, type BatchNorm2dLayerOptions } from "./batch_norm2d.ts";
 export { Linear, type LinearOptions } from "./linear.ts";
 export { Flatten, Identity, ReLU } from "./activation.ts";
 export { AvgPool2d, type AvgPoolOptions, MaxPool2d, type PoolOptions } from "./pool.ts";

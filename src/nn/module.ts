@@ -9,7 +9,9 @@ import { keep } from "../scope.ts";
 
 /** What {@link Module.loadStateDict} found: keys missing from and unexpected in the dict. */
 export interface LoadStateDictResult {
+  /** The module's keys that the dict lacked. */
   missingKeys: string[];
+  /** The dict's keys that the module does not have. */
   unexpectedKeys: string[];
 }
 
@@ -54,6 +56,7 @@ export abstract class Module {
 
   /** Registers a trainable tensor under `name` (sets `requiresGrad`); returns it. */
   protected registerParameter(name: string, tensor: Tensor): Tensor;
+  /** Registers a parameter slot that may be empty (`bias: null`), as PyTorch's `None`. */
   protected registerParameter(name: string, tensor: Tensor | null): Tensor | null;
   protected registerParameter(name: string, tensor: Tensor | null): Tensor | null {
     this.#checkName(name);
@@ -67,6 +70,7 @@ export abstract class Module {
 
   /** Registers a state tensor that is not trained (running statistics) under `name`. */
   protected registerBuffer(name: string, tensor: Tensor): Tensor;
+  /** Registers a buffer slot that may be empty (no running statistics). */
   protected registerBuffer(name: string, tensor: Tensor | null): Tensor | null;
   protected registerBuffer(name: string, tensor: Tensor | null): Tensor | null {
     this.#checkName(name);

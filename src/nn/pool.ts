@@ -24,10 +24,14 @@ export interface PoolOptions {
  * ```
  */
 export class MaxPool2d extends Module {
+  /** `[KH, KW]`. */
   readonly kernelSize: [number, number];
+  /** `[strideH, strideW]`. */
   readonly stride: [number, number];
+  /** `[padH, padW]`. */
   readonly padding: [number, number];
 
+  /** Max pooling with a `kernelSize` window. */
   constructor(kernelSize: number | [number, number], options: PoolOptions = {}) {
     super();
     this.kernelSize = pair("MaxPool2d", "kernelSize", kernelSize, 1);
@@ -44,6 +48,7 @@ export class MaxPool2d extends Module {
     });
   }
 
+  /** `kernel_size=3, stride=2, padding=1`, as PyTorch. */
   override extraRepr(): string {
     return `kernel_size=${fmt(this.kernelSize)}, stride=${fmt(this.stride)}, ` +
       `padding=${fmt(this.padding)}`;
@@ -67,11 +72,16 @@ export interface AvgPoolOptions extends PoolOptions {
  * ```
  */
 export class AvgPool2d extends Module {
+  /** `[KH, KW]`. */
   readonly kernelSize: [number, number];
+  /** `[strideH, strideW]`. */
   readonly stride: [number, number];
+  /** `[padH, padW]`. */
   readonly padding: [number, number];
+  /** Whether padded zeros count in the average. */
   readonly countIncludePad: boolean;
 
+  /** Average pooling with a `kernelSize` window. */
   constructor(kernelSize: number | [number, number], options: AvgPoolOptions = {}) {
     super();
     this.kernelSize = pair("AvgPool2d", "kernelSize", kernelSize, 1);
@@ -90,6 +100,7 @@ export class AvgPool2d extends Module {
     });
   }
 
+  /** `kernel_size=3, stride=2, padding=1`, as PyTorch. */
   override extraRepr(): string {
     return `kernel_size=${fmt(this.kernelSize)}, stride=${fmt(this.stride)}, ` +
       `padding=${fmt(this.padding)}`;

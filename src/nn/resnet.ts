@@ -30,9 +30,12 @@ import { positiveInt } from "./_check.ts";
  * ```
  */
 export class ShortcutProjection extends Module {
+  /** Stem or projection convolution. */
   readonly conv: Conv2d;
+  /** Batch norm after `conv`. */
   readonly bn: BatchNorm2d;
 
+  /** A projection from `inChannels` to `outChannels` with `stride`. */
   constructor(inChannels: number, outChannels: number, stride: number, options: InitOptions = {}) {
     super();
     const generator = generatorFor(options);
@@ -73,14 +76,22 @@ function shortcutFor(
  * ```
  */
 export class ResidualBlock extends Module {
+  /** First convolution. */
   readonly conv1: Conv2d;
+  /** Batch norm after `conv1`. */
   readonly bn1: BatchNorm2d;
+  /** ReLU after `bn1`. */
   readonly act1: ReLU;
+  /** Second convolution. */
   readonly conv2: Conv2d;
+  /** Batch norm after `conv2`. */
   readonly bn2: BatchNorm2d;
+  /** `ShortcutProjection` when the shape changes, else `Identity`. */
   readonly shortcut: Module;
+  /** The ReLU after `bn2` (bottleneck) or after the addition (basic block). */
   readonly act2: ReLU;
 
+  /** A block from `inChannels` to `outChannels` whose first convolution has `stride`. */
   constructor(inChannels: number, outChannels: number, stride: number, options: InitOptions = {}) {
     super();
     const generator = generatorFor(options);
@@ -124,17 +135,28 @@ export class ResidualBlock extends Module {
  * ```
  */
 export class BottleneckResidualBlock extends Module {
+  /** First convolution. */
   readonly conv1: Conv2d;
+  /** Batch norm after `conv1`. */
   readonly bn1: BatchNorm2d;
+  /** ReLU after `bn1`. */
   readonly act1: ReLU;
+  /** Second convolution. */
   readonly conv2: Conv2d;
+  /** Batch norm after `conv2`. */
   readonly bn2: BatchNorm2d;
+  /** The ReLU after `bn2` (bottleneck) or after the addition (basic block). */
   readonly act2: ReLU;
+  /** Third (1x1) convolution. */
   readonly conv3: Conv2d;
+  /** Batch norm after `conv3`. */
   readonly bn3: BatchNorm2d;
+  /** `ShortcutProjection` when the shape changes, else `Identity`. */
   readonly shortcut: Module;
+  /** ReLU after the addition. */
   readonly act3: ReLU;
 
+  /** A block `inChannels` → `bottleneckChannels` → `outChannels`, strided in the 3x3. */
   constructor(
     inChannels: number,
     bottleneckChannels: number,
@@ -214,11 +236,16 @@ export interface ResNetBaseOptions extends InitOptions {
  * ```
  */
 export class ResNetBase extends Module {
+  /** Stem or projection convolution. */
   readonly conv: Conv2d;
+  /** Batch norm after `conv`. */
   readonly bn: BatchNorm2d;
+  /** Every residual block, numbered from 0. */
   readonly blocks: Sequential;
+  /** Whether a ReLU follows the stem. */
   readonly stemActivation: boolean;
 
+  /** `nBlocks[i]` blocks of `nChannels[i]` channels in stage i. */
   constructor(
     nBlocks: readonly number[],
     nChannels: readonly number[],

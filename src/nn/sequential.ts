@@ -17,6 +17,7 @@ import { Module } from "./module.ts";
 export class Sequential extends Module {
   readonly #layers: Module[];
 
+  /** Registers `modules` as children `"0"`, `"1"`, …. */
   constructor(...modules: Module[]) {
     super();
     this.#layers = modules.map((m, i) => this.registerModule(String(i), m));

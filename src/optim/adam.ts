@@ -7,12 +7,7 @@
 import adamStepSource from "../../kernels/adam_step.wgsl" with { type: "text" };
 import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
 import { Tensor } from "../tensor.ts";
-import {
-  checkNonNegative,
-  checkUnitInterval,
-  type HyperValue,
-  Optimizer,
-} from "./optimizer.ts";
+import { checkNonNegative, checkUnitInterval, type HyperValue, Optimizer } from "./optimizer.ts";
 
 const ADAM_STEP = { name: "adam_step", source: adamStepSource };
 

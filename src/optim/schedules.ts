@@ -144,7 +144,9 @@ export class MultiStepLR extends Schedule {
   constructor(optimizer: LrTarget, options: MultiStepLROptions) {
     super("MultiStepLR", optimizer);
     if (options === null || typeof options !== "object" || !Array.isArray(options.milestones)) {
-      throw new TypeError("MultiStepLR: options must give milestones, e.g. { milestones: [32000] }");
+      throw new TypeError(
+        "MultiStepLR: options must give milestones, e.g. { milestones: [32000] }",
+      );
     }
     options.milestones.forEach((m) => checkCount("MultiStepLR", "each milestone", m, 0));
     this.milestones = Object.freeze([...options.milestones].sort((a, b) => a - b));
