@@ -562,7 +562,8 @@ async function readExactly(file: Deno.FsFile, length: number): Promise<Uint8Arra
  * ```ts
  * import { initGPU, saveSafetensors, Tensor } from "@resnet/webgpu";
  * await initGPU();
- * await saveSafetensors("weights.safetensors", {
+ * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+ * await saveSafetensors(path, {
  *   "1.weight": Tensor.randn([10, 64], { seed: 0 }),
  *   "1.bias": Tensor.zeros([10]),
  * }, { format: "pt" });
