@@ -15,7 +15,10 @@ Deno.test("parseCifarRecords() splits labels and [N, 3, 32, 32] images", () => {
   assert.deepEqual(Array.from(labels), [4, 5, 6]);
   assert.equal(images.length, 3 * 3072);
   for (let i = 0; i < 3; i++) {
-    assert.deepEqual(images.subarray(i * 3072, (i + 1) * 3072), bytes.subarray(i * 3073 + 1, (i + 1) * 3073));
+    assert.deepEqual(
+      images.subarray(i * 3072, (i + 1) * 3072),
+      bytes.subarray(i * 3073 + 1, (i + 1) * 3073),
+    );
   }
   assert.equal(parseCifarRecords(new Uint8Array(0), "empty.bin").count, 0);
   assert.throws(

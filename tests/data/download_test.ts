@@ -120,7 +120,13 @@ Deno.test("ensureCifar10() deletes a download whose MD5 or size is wrong and say
   await withTempDir(async (dataDir) => {
     await withServer(async (served) => {
       await assert.rejects(
-        () => ensureCifar10({ dataDir, url: served.url, expectedSize: SIZE, expectedMd5: "0".repeat(32) }),
+        () =>
+          ensureCifar10({
+            dataDir,
+            url: served.url,
+            expectedSize: SIZE,
+            expectedMd5: "0".repeat(32),
+          }),
         (e: Error) =>
           e.message.includes(`its MD5 is ${MD5}, expected ${"0".repeat(32)}`) &&
           e.message.includes("the download was deleted"),

@@ -96,14 +96,15 @@ gpuTest("a tensor used twice accumulates both gradients: add(x, x), mul(x, x)", 
   assertClose(await tz.grad!.toArray(), map(x, (v) => (v > 0 ? 1 : 0) + 3));
 });
 
-gpuTest("relu() keeps NaN, zeroes negatives, and its gradient at 0 is 0", async () => {
-  const tx = Tensor.from([NaN, -2, 0, 3, -0.5], [5], { requiresGrad: true });
+// WGSL lets implementations assume no NaN reaches a shader (Mesa's GL backend folds the select
+// away), so NaN propagation is not asserted; finite edge cases are.
+gpuTest("relu() zeroes negatives and -0, and its gradient at 0 is 0", async () => {
+  const tx = Tensor.from([1e30, -2, 0, 3, -0.5], [5], { requiresGrad: true });
   const y = relu(tx);
   const values = await y.toArray();
-  assert.ok(Number.isNaN(values[0]));
-  assert.deepEqual(Array.from(values.slice(1)), [0, 0, 3, 0]);
+  assert.deepEqual(Array.from(values), [1e30 as number, 0, 0, 3, 0].map(Math.fround));
   y.backward(Tensor.ones([5]));
-  assert.deepEqual(Array.from((await tx.grad!.toArray()).slice(1)), [0, 0, 1, 0]);
+  assert.deepEqual(Array.from(await tx.grad!.toArray()), [1, 0, 0, 1, 0]);
 });
 
 gpuTest("elementwise ops record only when an input requires grad, and not under noGrad", () => {
