@@ -78,3 +78,8 @@ export {
   type SafetensorsEntry,
   saveSafetensors,
 } from "./src/io/safetensors.ts";
+export * as optim from "./src/optim/mod.ts";
+export { type HyperValue, Optimizer, type OptimizerStateDict } from "./src/optim/mod.ts";
+export * as data from "./src/data/mod.ts";
+export type { ImageDataset } from "./src/data/mod.ts";
+export * from "./src/train/mod.ts";

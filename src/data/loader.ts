@@ -184,8 +184,7 @@ export class GpuImageStore {
       );
     }
     checkNormalization("GpuImageStore.gather()", mean, std);
-    const out = Tensor.empty([b, 3, 32, 32]);
-    if (b === 0) return out;
+    if (b === 0) return Tensor.empty([0, 3, 32, 32]);
     this.#ensureUploaded(b);
     const upload = this.#upload;
     for (let i = 0; i < b; i++) {
@@ -194,7 +193,6 @@ export class GpuImageStore {
       const dy = draws[3 * i + 1];
       const flip = draws[3 * i + 2];
       if (index >= this.count || dx > 8 || dy > 8 || flip > 1) {
-        out.dispose();
         throw new RangeError(
           `GpuImageStore.gather(): item ${i} has index ${index} (count ${this.count}), dx ${dx}, ` +
             `dy ${dy}, flip ${flip}; expected index < count, dx and dy in [0, 8], flip 0 or 1`,
@@ -203,6 +201,7 @@ export class GpuImageStore {
       upload[2 * i] = index;
       upload[2 * i + 1] = dx | (dy << 8) | (flip << 16);
     }
+    const out = Tensor.empty([b, 3, 32, 32]);
     const chunks = this.#chunks;
     writeBuffer(this.#draws!, upload.subarray(0, 2 * b));
     const quads = b * QUADS_PER_IMAGE;
@@ -364,6 +363,8 @@ export class DataLoader {
   #draws: Uint8Array | null = null;
 
   /**
+   * Checks the dataset and options; the images are uploaded at the first batch.
+   *
    * @throws {TypeError} when the dataset is malformed; {@link RangeError} for a bad option.
    */
   constructor(dataset: ImageDataset, options: DataLoaderOptions) {

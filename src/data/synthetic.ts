@@ -75,8 +75,8 @@ function drawImage(k: number, g: Generator, out: Uint8Array, offset: number): vo
   const cy = 15.5 + (g.uniform() * 2 - 1) * 5;
   const r = 7 + 3 * g.uniform();
   const fg = hsv(
-    (k / 10 + (g.uniform() * 2 - 1) * 0.02 + 1) % 1,
-    0.65 + 0.35 * g.uniform(),
+    (k / 10 + (g.uniform() * 2 - 1) * 0.07 + 1) % 1,
+    0.35 + 0.65 * g.uniform(),
     0.7 + 0.3 * g.uniform(),
   );
   // A dim background of random tint and a gentle gradient, the same for every class.

@@ -64,6 +64,7 @@ export class Adam extends Optimizer {
   #hyper: AdamHyper;
   #steps: number[];
 
+  /** Optimizes `params` (e.g. `model.parameters()`) with the given options or the defaults. */
   constructor(params: Iterable<Tensor>, options: AdamOptions = {}) {
     if (options === null || typeof options !== "object") {
       throw new TypeError(`${new.target.name}: options must be an object, got ${options}`);
@@ -156,11 +157,13 @@ export class Adam extends Optimizer {
     }
   }
 
+  /** `{ lr, betas, eps, weightDecay, step }`, `step` holding each parameter's step count. */
   protected hyperParams(): Record<string, HyperValue> {
     const { beta1, beta2, eps, weightDecay } = this.#hyper;
     return { lr: this.lr, betas: [beta1, beta2], eps, weightDecay, step: [...this.#steps] };
   }
 
+  /** Validates the hyperparameters and step counts; applies them when `apply`. */
   protected checkHyper(hyper: Record<string, HyperValue>, apply: boolean): string[] {
     try {
       checkNonNegative(this.owner, "lr", hyper.lr);
@@ -190,6 +193,7 @@ export class Adam extends Optimizer {
     }
   }
 
+  /** State must exist exactly for the parameters whose step count is positive. */
   protected override checkStateAgainstHyper(
     hyper: Record<string, HyperValue>,
     hasState: boolean[],
@@ -234,10 +238,12 @@ export class Adam extends Optimizer {
  * ```
  */
 export class AdamW extends Adam {
+  /** True: AdamW decays the weights directly instead of adding an L2 term to the gradient. */
   protected override decoupled(): boolean {
     return true;
   }
 
+  /** 1e-2, PyTorch's AdamW default. */
   protected override defaultWeightDecay(): number {
     return 1e-2;
   }

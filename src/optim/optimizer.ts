@@ -80,6 +80,8 @@ export abstract class Optimizer {
   #dummies: Tensor[] = [];
 
   /**
+   * Takes the parameters (any iterable, e.g. `model.parameters()`) and the learning rate.
+   *
    * @throws {TypeError} when `params` is not iterable or holds something other than a Tensor.
    * @throws {RangeError} when `params` is empty, repeats a tensor or holds a non-leaf tensor, or
    *   `lr` is negative.
@@ -167,10 +169,10 @@ export abstract class Optimizer {
    * ```ts
    * import { initGPU, nn, optim, saveSafetensors } from "@resnet/webgpu";
    * await initGPU();
-   * const layer = new nn.Linear(3, 2);
-   * const opt = new optim.Adam(layer.parameters());
+   * const opt = new optim.Adam(new nn.Linear(3, 2).parameters());
    * const { state, hyper } = opt.stateDict();
-   * await saveSafetensors("optimizer.safetensors", state, { hyper: JSON.stringify(hyper) });
+   * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+   * await saveSafetensors(path, state, { hyper: JSON.stringify(hyper) });
    * ```
    */
   stateDict(): OptimizerStateDict {
@@ -191,13 +193,23 @@ export abstract class Optimizer {
    *   parameter has only part of its state, or a hyperparameter is missing, unknown or invalid.
    * @example
    * ```ts
-   * import { initGPU, loadSafetensors, nn, optim, readSafetensorsMetadata } from "@resnet/webgpu";
+   * import {
+   *   initGPU,
+   *   loadSafetensors,
+   *   nn,
+   *   optim,
+   *   readSafetensorsMetadata,
+   *   saveSafetensors,
+   * } from "@resnet/webgpu";
    * await initGPU();
-   * const layer = new nn.Linear(3, 2);
-   * const opt = new optim.Adam(layer.parameters());
-   * const state = await loadSafetensors("optimizer.safetensors");
-   * const { hyper } = await readSafetensorsMetadata("optimizer.safetensors");
-   * opt.loadStateDict({ state, hyper: JSON.parse(hyper) });
+   * const params = new nn.Linear(3, 2).parameters();
+   * const saved = new optim.SGD(params, { lr: 0.1, momentum: 0.9 }).stateDict();
+   * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+   * await saveSafetensors(path, saved.state, { hyper: JSON.stringify(saved.hyper) });
+   * const resumed = new optim.SGD(params, { lr: 1 });
+   * const { hyper } = await readSafetensorsMetadata(path);
+   * resumed.loadStateDict({ state: await loadSafetensors(path), hyper: JSON.parse(hyper) });
+   * console.log(resumed.lr, resumed.momentum); // 0.1 0.9
    * ```
    */
   loadStateDict(dict: {

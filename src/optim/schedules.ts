@@ -64,6 +64,7 @@ export abstract class Schedule {
   readonly optimizer: LrTarget;
   #iteration = 0;
 
+  /** Binds the schedule to `optimizer`; `owner` names the subclass in messages. */
   constructor(owner: string, optimizer: LrTarget) {
     checkTarget(owner, optimizer);
     this.optimizer = optimizer;
@@ -105,6 +106,7 @@ export abstract class Schedule {
     this.optimizer.lr = lr;
   }
 
+  /** Throws a RangeError unless `iteration` is a non-negative integer. */
   protected checkIteration(iteration: number): void {
     checkCount(`${this.constructor.name}.lrAt()`, "iteration", iteration, 0);
   }
@@ -141,6 +143,7 @@ export class MultiStepLR extends Schedule {
   readonly gamma: number;
   #baseLr: number;
 
+  /** Scales `optimizer.lr` (read now as the base rate) and sets it for iteration 0. */
   constructor(optimizer: LrTarget, options: MultiStepLROptions) {
     super("MultiStepLR", optimizer);
     if (options === null || typeof options !== "object" || !Array.isArray(options.milestones)) {
@@ -160,6 +163,7 @@ export class MultiStepLR extends Schedule {
     return this.#baseLr;
   }
 
+  /** `baseLr * gamma^k`, k the number of milestones `<= iteration`. */
   lrAt(iteration: number): number {
     this.checkIteration(iteration);
     let k = 0;
@@ -167,6 +171,7 @@ export class MultiStepLR extends Schedule {
     return this.#baseLr * this.gamma ** k;
   }
 
+  /** `{ iteration, baseLr }`: the base rate too, since the optimizer's lr has moved on. */
   override stateDict(): ScheduleState {
     return { iteration: this.iteration, baseLr: this.#baseLr };
   }
@@ -224,6 +229,7 @@ export class CosineLR extends Schedule {
   readonly minLr: number;
   #baseLr: number;
 
+  /** Anneals from `optimizer.lr` (read now as the base rate) and sets it for iteration 0. */
   constructor(optimizer: LrTarget, options: CosineLROptions) {
     super("CosineLR", optimizer);
     if (options === null || typeof options !== "object") {
@@ -247,6 +253,7 @@ export class CosineLR extends Schedule {
     return this.#baseLr;
   }
 
+  /** The warm-up or cosine rate of `iteration`; `minLr` from `totalSteps` on. */
   lrAt(iteration: number): number {
     this.checkIteration(iteration);
     if (iteration < this.warmupSteps) return this.#baseLr * (iteration + 1) / this.warmupSteps;
@@ -257,6 +264,7 @@ export class CosineLR extends Schedule {
     return this.minLr + (this.#baseLr - this.minLr) * (1 + Math.cos(Math.PI * progress)) / 2;
   }
 
+  /** `{ iteration, baseLr }`: the base rate too, since the optimizer's lr has moved on. */
   override stateDict(): ScheduleState {
     return { iteration: this.iteration, baseLr: this.#baseLr };
   }
@@ -304,7 +312,7 @@ export interface OneCycleLROptions {
  * await initGPU();
  * const opt = new optim.SGD(new nn.Linear(4, 2).parameters(), { lr: 0.1, momentum: 0.9 });
  * const schedule = new optim.OneCycleLR(opt, { maxLr: 0.1, totalSteps: 1000 });
- * console.log(opt.lr); // 0.004 (0.1 / 25)
+ * console.log(opt.lr); // ≈ 0.004 (0.1 / 25)
  * console.log(schedule.lrAt(299)); // 0.1, the peak
  * ```
  */
@@ -320,6 +328,7 @@ export class OneCycleLR extends Schedule {
   /** The final rate's divisor (after `divFactor`). */
   readonly finalDivFactor: number;
 
+  /** Sets `optimizer.lr` to `maxLr / divFactor`, the rate of iteration 0. */
   constructor(optimizer: LrTarget, options: OneCycleLROptions) {
     super("OneCycleLR", optimizer);
     if (options === null || typeof options !== "object") {

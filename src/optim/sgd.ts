@@ -62,6 +62,7 @@ interface SGDHyper {
 export class SGD extends Optimizer {
   #hyper: SGDHyper;
 
+  /** Optimizes `params` (e.g. `model.parameters()`) with the given options; `lr` is required. */
   constructor(params: Iterable<Tensor>, options: SGDOptions) {
     if (options === null || typeof options !== "object" || options.lr === undefined) {
       throw new TypeError("SGD: options must give the learning rate, e.g. { lr: 0.1 }");
@@ -140,10 +141,12 @@ export class SGD extends Optimizer {
     }
   }
 
+  /** `{ lr, momentum, dampening, weightDecay, nesterov }`. */
   protected hyperParams(): Record<string, HyperValue> {
     return { lr: this.lr, ...this.#hyper };
   }
 
+  /** Validates the hyperparameters as the constructor does; applies them when `apply`. */
   protected checkHyper(hyper: Record<string, HyperValue>, apply: boolean): string[] {
     try {
       checkNonNegative("SGD", "lr", hyper.lr);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { loadCifar10Folder } from "../../src/data/cifar10.ts";
-import { type DownloadProgress, ensureCifar10 } from "../../src/data/download.ts";
+import { defaultDataDir, type DownloadProgress, ensureCifar10 } from "../../src/data/download.ts";
 import { cifarArchive, cifarFiles, listDir, withTempDir } from "./_fixtures.ts";
 
 const FILES = cifarFiles([2, 3, 1, 2, 4], 3);
@@ -260,4 +260,24 @@ Deno.test("ensureCifar10() extracts a verified archive without network and refus
     assert.deepEqual(await listDir(dataDir), ["cifar-10-binary.tar.gz"]);
     assert.ok(!(await listDir(`${dataDir}/..`)).includes("evil.txt"));
   });
+});
+
+Deno.test("defaultDataDir() follows XDG_CACHE_HOME, else ~/.cache", () => {
+  const saved = { xdg: Deno.env.get("XDG_CACHE_HOME"), home: Deno.env.get("HOME") };
+  const restore = (key: string, value: string | undefined) =>
+    value === undefined ? Deno.env.delete(key) : Deno.env.set(key, value);
+  try {
+    Deno.env.set("XDG_CACHE_HOME", "/var/cache/me");
+    Deno.env.set("HOME", "/home/me");
+    if (Deno.build.os !== "windows") {
+      assert.equal(defaultDataDir(), "/var/cache/me/resnet-webgpu");
+      Deno.env.set("XDG_CACHE_HOME", "relative/ignored");
+      assert.equal(defaultDataDir(), "/home/me/.cache/resnet-webgpu");
+      Deno.env.delete("XDG_CACHE_HOME");
+      assert.equal(defaultDataDir(), "/home/me/.cache/resnet-webgpu");
+    }
+  } finally {
+    restore("XDG_CACHE_HOME", saved.xdg);
+    restore("HOME", saved.home);
+  }
 });

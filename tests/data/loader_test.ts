@@ -201,7 +201,7 @@ gpuTest(
     const a = make(7);
     const b = make(7);
     const c = make(8);
-    const orders = [];
+    const orders: number[][] = [];
     for (let e = 0; e < 2; e++) {
       const ea = await epoch(a);
       const eb = await epoch(b);

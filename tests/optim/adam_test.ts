@@ -5,7 +5,11 @@
 import assert from "node:assert/strict";
 import { memoryStats } from "../../src/gpu/buffer_pool.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
-import { loadSafetensors, readSafetensorsMetadata, saveSafetensors } from "../../src/io/safetensors.ts";
+import {
+  loadSafetensors,
+  readSafetensorsMetadata,
+  saveSafetensors,
+} from "../../src/io/safetensors.ts";
 import { Adam, type AdamOptions, AdamW } from "../../src/optim/adam.ts";
 import { tidy } from "../../src/scope.ts";
 import { Tensor } from "../../src/tensor.ts";
@@ -69,11 +73,12 @@ function setGrads(params: Tensor[], grads: (Float64Array | null)[]): void {
   });
 }
 
-const freshState = () => SHAPES.map((s) => ({
-  m: new Float64Array(sizeOf(s)),
-  v: new Float64Array(sizeOf(s)),
-  t: 0,
-}));
+const freshState = () =>
+  SHAPES.map((s) => ({
+    m: new Float64Array(sizeOf(s)),
+    v: new Float64Array(sizeOf(s)),
+    t: 0,
+  }));
 
 const CASES: { name: string; Opt: typeof Adam; options: AdamOptions }[] = [
   { name: "Adam", Opt: Adam, options: {} },
@@ -85,47 +90,50 @@ const CASES: { name: string; Opt: typeof Adam; options: AdamOptions }[] = [
 ];
 
 for (const { name, Opt, options } of CASES) {
-  gpuTest(`${name} matches the float64 rule over 4 steps with ${JSON.stringify(options)}`, async () => {
-    const { params, ref } = makeParams(40);
-    const opt = new Opt(params, options);
-    const decoupled = Opt === AdamW;
-    const h = {
-      lr: options.lr ?? 1e-3,
-      beta1: options.betas?.[0] ?? 0.9,
-      beta2: options.betas?.[1] ?? 0.999,
-      eps: options.eps ?? 1e-8,
-      weightDecay: options.weightDecay ?? (decoupled ? 1e-2 : 0),
-      decoupled,
-    };
-    assert.deepEqual(opt.betas, [h.beta1, h.beta2]);
-    assert.equal(opt.weightDecay, h.weightDecay);
-    const states = freshState();
-    for (let step = 0; step < 4; step++) {
-      const lr = h.lr * (1 - 0.2 * step); // a schedule changes lr between steps
-      opt.lr = lr;
-      const grads = gradients(3, step);
-      setGrads(params, grads);
-      opt.step();
-      ref.forEach((p, k) => adamReference(p, grads[k]!, states[k], { ...h, lr }));
-    }
-    const { state, hyper } = opt.stateDict();
-    assert.deepEqual(hyper.step, [4, 4, 4, 4, 4]);
-    for (let k = 0; k < SHAPES.length; k++) {
-      assertClose(await params[k].toArray(), ref[k], { ...TOL, what: `param ${k}` });
-      assertClose(await state.get(`${k}.exp_avg`)!.toArray(), states[k].m, {
-        ...TOL,
-        what: `exp_avg ${k}`,
-      });
-      assertClose(await state.get(`${k}.exp_avg_sq`)!.toArray(), states[k].v, {
-        ...TOL,
-        atol: 1e-9,
-        what: `exp_avg_sq ${k}`,
-      });
-    }
-    opt.zeroGrad();
-    opt.dispose();
-    params.forEach((p) => p.dispose());
-  });
+  gpuTest(
+    `${name} matches the float64 rule over 4 steps with ${JSON.stringify(options)}`,
+    async () => {
+      const { params, ref } = makeParams(40);
+      const opt = new Opt(params, options);
+      const decoupled = Opt === AdamW;
+      const h = {
+        lr: options.lr ?? 1e-3,
+        beta1: options.betas?.[0] ?? 0.9,
+        beta2: options.betas?.[1] ?? 0.999,
+        eps: options.eps ?? 1e-8,
+        weightDecay: options.weightDecay ?? (decoupled ? 1e-2 : 0),
+        decoupled,
+      };
+      assert.deepEqual(opt.betas, [h.beta1, h.beta2]);
+      assert.equal(opt.weightDecay, h.weightDecay);
+      const states = freshState();
+      for (let step = 0; step < 4; step++) {
+        const lr = h.lr * (1 - 0.2 * step); // a schedule changes lr between steps
+        opt.lr = lr;
+        const grads = gradients(3, step);
+        setGrads(params, grads);
+        opt.step();
+        ref.forEach((p, k) => adamReference(p, grads[k]!, states[k], { ...h, lr }));
+      }
+      const { state, hyper } = opt.stateDict();
+      assert.deepEqual(hyper.step, [4, 4, 4, 4, 4]);
+      for (let k = 0; k < SHAPES.length; k++) {
+        assertClose(await params[k].toArray(), ref[k], { ...TOL, what: `param ${k}` });
+        assertClose(await state.get(`${k}.exp_avg`)!.toArray(), states[k].m, {
+          ...TOL,
+          what: `exp_avg ${k}`,
+        });
+        assertClose(await state.get(`${k}.exp_avg_sq`)!.toArray(), states[k].v, {
+          ...TOL,
+          atol: 1e-9,
+          what: `exp_avg_sq ${k}`,
+        });
+      }
+      opt.zeroGrad();
+      opt.dispose();
+      params.forEach((p) => p.dispose());
+    },
+  );
 }
 
 gpuTest("Adam skips null gradients and keeps one step count per parameter", async () => {

@@ -22,7 +22,9 @@ gpuTest("MultiStepLR divides by 10 at each milestone like PyTorch's MultiStepLR"
   const schedule = new MultiStepLR(target, { milestones: [5, 3] });
   assert.deepEqual(schedule.milestones, [3, 5]);
   const lrs = run(target, schedule, 6);
-  lrs.slice(0, 6).forEach((lr, i) => assert.ok(Math.abs(lr - torch[i]) <= 1e-15 * torch[i], `${i}`));
+  lrs.slice(0, 6).forEach((lr, i) =>
+    assert.ok(Math.abs(lr - torch[i]) <= 1e-15 * torch[i], `${i}`)
+  );
   // The paper's schedule: lr 0.1, ÷10 at 32k and 48k iterations.
   const paper = new MultiStepLR({ lr: 0.1 }, { milestones: [32000, 48000] });
   assert.equal(paper.lrAt(31999), 0.1);

@@ -1,0 +1,93 @@
+/**
+ * Progress output: a live bar on a terminal, plain lines (at most every few seconds) otherwise.
+ *
+ * @module
+ */
+
+/** What one progress update shows. */
+export interface ProgressState {
+  /** Epoch in progress, from 1. */
+  epoch: number;
+  /** Epochs in the run. */
+  epochs: number;
+  /** Batch of the epoch reached, from 1. */
+  batch: number;
+  /** Batches in the epoch. */
+  batches: number;
+  /** Mean training loss of the epoch so far. */
+  loss: number;
+  /** Training accuracy of the epoch so far, in [0, 1]. */
+  accuracy: number;
+  /** Training images per second. */
+  imagesPerSecond: number;
+  /** Seconds left in the epoch. */
+  etaSeconds: number;
+}
+
+/** Formats seconds as `1h02m`, `3m05s` or `12s`. */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "?";
+  const s = Math.max(0, Math.round(seconds));
+  if (s >= 86400) {
+    return `${Math.floor(s / 86400)}d${String(Math.floor((s % 86400) / 3600)).padStart(2, "0")}h`;
+  }
+  if (s >= 3600) {
+    return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+  }
+  if (s >= 60) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  return `${s}s`;
+}
+
+/**
+ * Writes progress to a stream: on a terminal one line redrawn in place with a bar; otherwise a
+ * plain line at most every `plainIntervalMs` (and always for the last batch of an epoch).
+ */
+export class ProgressReporter {
+  readonly #write: (text: string) => void;
+  readonly #live: boolean;
+  readonly #plainIntervalMs: number;
+  #lastPlain = -Infinity;
+  #drawn = false;
+
+  /**
+   * A reporter writing to `write` (default standard error), live when `live` (default: whether
+   * standard error is a terminal), plain lines at most every `plainIntervalMs` (default 10 s).
+   */
+  constructor(
+    options: { write?: (text: string) => void; live?: boolean; plainIntervalMs?: number } = {},
+  ) {
+    const encoder = new TextEncoder();
+    this.#write = options.write ?? ((text) => Deno.stderr.writeSync(encoder.encode(text)));
+    this.#live = options.live ?? Deno.stderr.isTerminal();
+    this.#plainIntervalMs = options.plainIntervalMs ?? 10_000;
+  }
+
+  /** Shows `state`. */
+  update(state: ProgressState): void {
+    const figures = `loss ${state.loss.toFixed(4)}  acc ${(state.accuracy * 100).toFixed(1)}%  ` +
+      `${state.imagesPerSecond.toFixed(1)} img/s  ETA ${formatDuration(state.etaSeconds)}`;
+    const where = `epoch ${state.epoch}/${state.epochs}  ${state.batch}/${state.batches}`;
+    if (this.#live) {
+      const width = 24;
+      const done = Math.round((state.batch / Math.max(1, state.batches)) * width);
+      const bar = "█".repeat(done) + "░".repeat(width - done);
+      this.#write(`\r\x1b[2K${where} ${bar} ${figures}`);
+      this.#drawn = true;
+      return;
+    }
+    const now = performance.now();
+    if (state.batch === state.batches || now - this.#lastPlain >= this.#plainIntervalMs) {
+      this.#lastPlain = now;
+      this.#write(`${where}  ${figures}\n`);
+    }
+  }
+
+  /** Ends the live line (if any) and prints `line`. */
+  log(line: string): void {
+    if (this.#drawn) {
+      this.#write("\r\x1b[2K");
+      this.#drawn = false;
+    }
+    this.#write(`${line}\n`);
+  }
+}
