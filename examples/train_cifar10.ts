@@ -63,7 +63,8 @@ function safeDefaultDataDir(): string {
   }
 }
 
-class UsageError extends Error {}
+/** A bad flag or value: the CLI prints it and exits with code 2. */
+export class UsageError extends Error {}
 
 function parseNumber(name: string, value: string | undefined, integer: boolean, min: number) {
   if (value === undefined) return undefined;
@@ -100,7 +101,8 @@ function timestamp(): string {
   return new Date().toISOString().slice(0, 19).replace(/:/g, "-");
 }
 
-async function main(args: string[]): Promise<number> {
+/** Runs the CLI with `args`; returns the exit code. Throws {@link UsageError} for bad flags. */
+export async function main(args: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({

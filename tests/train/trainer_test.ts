@@ -1,0 +1,170 @@
+import assert from "node:assert/strict";
+import { loadSafetensors } from "../../src/io/safetensors.ts";
+import { ProgressReporter, type ProgressState } from "../../src/train/progress.ts";
+import { train, type TrainConfig } from "../../src/train/trainer.ts";
+import { main, UsageError } from "../../examples/train_cifar10.ts";
+import { gpuTest } from "../_gpu.ts";
+
+class Quiet extends ProgressReporter {
+  lines: string[] = [];
+  onUpdate?: (state: ProgressState) => void;
+  constructor() {
+    super({ write: () => {}, live: false });
+  }
+  override update(state: ProgressState): void {
+    this.onUpdate?.(state);
+  }
+  override log(line: string): void {
+    this.lines.push(line);
+  }
+}
+
+function config(logDir: string, overrides: Partial<TrainConfig> = {}): TrainConfig {
+  return {
+    model: "resnet8",
+    epochs: 2,
+    batchSize: 16,
+    lr: 0.05,
+    momentum: 0.9,
+    weightDecay: 1e-4,
+    optimizer: "sgd",
+    schedule: "multistep",
+    warmupEpochs: 0,
+    augment: { crop: true, flip: true },
+    dataset: "synthetic",
+    dataDir: logDir,
+    seed: 7,
+    logDir,
+    syntheticSizes: { train: 64, test: 16 },
+    ...overrides,
+  };
+}
+
+async function weights(path: string): Promise<Map<string, Float32Array>> {
+  const tensors = await loadSafetensors(path);
+  const out = new Map<string, Float32Array>();
+  for (const [k, t] of tensors) {
+    out.set(k, await t.toArray());
+    t.dispose();
+  }
+  return out;
+}
+
+gpuTest("2 epochs equal 1 epoch + resume + 1 epoch, bit for bit, and mid-epoch too", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const straight = await train(config(`${root}/a`), { progress: new Quiet() });
+    assert.equal(straight.epochs, 2);
+    assert.equal(straight.steps, 8);
+
+    // Stop after the first epoch (max-steps), then resume with the same flags.
+    await train(config(`${root}/b`, { maxSteps: 4 }), { progress: new Quiet() });
+    const resumed = await train(config(`${root}/b`), {
+      progress: new Quiet(),
+      resumeFrom: `${root}/b/last.safetensors`,
+    });
+    assert.equal(resumed.steps, 8);
+
+    // Interrupt mid-epoch (Ctrl-C), then resume.
+    const controller = new AbortController();
+    const quiet = new Quiet();
+    quiet.onUpdate = (s) => {
+      if (s.epoch === 1 && s.batch === 2) controller.abort();
+    };
+    const stopped = await train(config(`${root}/c`), {
+      progress: quiet,
+      signal: controller.signal,
+    });
+    assert.ok(stopped.interrupted);
+    assert.equal(stopped.steps, 2);
+    await train(config(`${root}/c`), {
+      progress: new Quiet(),
+      resumeFrom: `${root}/c/last.safetensors`,
+    });
+
+    const a = await weights(`${root}/a/last.safetensors`);
+    for (const run of ["b", "c"]) {
+      const other = await weights(`${root}/${run}/last.safetensors`);
+      assert.deepEqual([...other.keys()], [...a.keys()]);
+      for (const [key, values] of a) {
+        assert.deepEqual(other.get(key), values, `run ${run}: ${key} differs`);
+      }
+    }
+    const metrics = (await Deno.readTextFile(`${root}/b/metrics.jsonl`)).trim().split("\n");
+    assert.equal(metrics.length, 2);
+    assert.deepEqual(
+      JSON.parse(metrics[1]).test_acc,
+      JSON.parse((await Deno.readTextFile(`${root}/a/metrics.jsonl`)).trim().split("\n")[1])
+        .test_acc,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+gpuTest("a short synthetic run learns well above chance and writes every output", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const summary = await train(
+      config(root, {
+        epochs: 2,
+        batchSize: 32,
+        lr: 0.1,
+        syntheticSizes: { train: 480, test: 200 },
+      }),
+      { progress: new Quiet() },
+    );
+    assert.ok(summary.best_test_accuracy > 0.3, `test accuracy ${summary.best_test_accuracy}`);
+    const lines = (await Deno.readTextFile(`${root}/metrics.jsonl`)).trim().split("\n");
+    const first = JSON.parse(lines[0]);
+    for (
+      const key of [
+        "epoch",
+        "step",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "seconds",
+        "images_per_sec",
+      ]
+    ) {
+      assert.equal(typeof first[key], "number", key);
+    }
+    const written = JSON.parse(await Deno.readTextFile(`${root}/summary.json`));
+    assert.equal(written.model, "resnet8");
+    assert.equal(written.final_test_accuracy, summary.final_test_accuracy);
+    assert.ok(typeof written.adapter === "string" && written.adapter.length > 0);
+    const svg = await Deno.readTextFile(`${root}/curves.svg`);
+    assert.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    assert.equal((svg.match(/<polyline/g) ?? []).length, 4);
+    const best = await loadSafetensors(`${root}/best.safetensors`);
+    assert.ok(best.has("0.blocks.2.shortcut.bn.running_var"));
+    assert.ok(best.has("optimizer.0.momentum_buffer"));
+    for (const t of best.values()) t.dispose();
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("the train CLI refuses bad flags with a usage error", async () => {
+  const bad = [
+    ["--epochs", "0"],
+    ["--batch-size", "x"],
+    ["--lr", "-1"],
+    ["--optimizer", "rmsprop"],
+    ["--schedule", "linear"],
+    ["--augment", "rotate"],
+    ["--dataset", "imagenet"],
+    ["--model", "resnet21"],
+    ["--momentum", "1.5"],
+    ["--eval-only"],
+    ["--checkpoint", "x.safetensors"],
+    ["--unknown-flag"],
+  ];
+  for (const args of bad) {
+    await assert.rejects(() => main(args), UsageError, `accepted ${args.join(" ")}`);
+  }
+  assert.equal(await main(["--help"]), 0);
+});
