@@ -78,8 +78,10 @@ export {
   type SafetensorsEntry,
   saveSafetensors,
 } from "./src/io/safetensors.ts";
+// optim and data as namespaces (PyTorch's torch.optim, torch.utils.data), and at the top level
+// too, so that every type a public signature names is public.
 export * as optim from "./src/optim/mod.ts";
-export { type HyperValue, Optimizer, type OptimizerStateDict } from "./src/optim/mod.ts";
+export * from "./src/optim/mod.ts";
 export * as data from "./src/data/mod.ts";
-export type { ImageDataset } from "./src/data/mod.ts";
+export * from "./src/data/mod.ts";
 export * from "./src/train/mod.ts";

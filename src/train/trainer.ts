@@ -213,14 +213,21 @@ function makeSchedule(config: TrainConfig, optimizer: Optimizer, totalSteps: num
   }
 }
 
-/** Mean loss and accuracy of `model` on `dataset` (eval mode, no augmentation, one readback). */
+/**
+ * Mean loss and accuracy of `model` on a dataset, or on a loader built without shuffling or
+ * augmentation (eval mode, one readback).
+ */
 export async function evaluate(
   model: Module,
-  dataset: ImageDataset,
+  data: ImageDataset | DataLoader,
   batchSize: number,
 ): Promise<{ loss: number; accuracy: number }> {
+  const dataset = data instanceof DataLoader ? data.dataset : data;
   if (dataset.count === 0) return { loss: NaN, accuracy: NaN };
-  const loader = new DataLoader(dataset, { batchSize, shuffle: false });
+  // A loader passed in keeps its uploaded images for the next evaluation.
+  const loader = data instanceof DataLoader
+    ? data
+    : new DataLoader(dataset, { batchSize, shuffle: false });
   const lossSum = Tensor.zeros([]);
   const correct = Tensor.zeros([]);
   const wasTraining = model.training;
@@ -244,7 +251,7 @@ export async function evaluate(
     model.train(wasTraining);
     lossSum.dispose();
     correct.dispose();
-    loader.dispose();
+    if (loader !== data) loader.dispose();
   }
 }
 
@@ -315,6 +322,7 @@ export async function train(
         `${config.batchSize}; use a smaller --batch-size`,
     );
   }
+  const testLoader = new DataLoader(data.test, { batchSize: config.batchSize, shuffle: false });
   const totalSteps = Math.min(
     config.epochs * trainLoader.length,
     config.maxSteps ?? Infinity,
@@ -446,7 +454,8 @@ export async function train(
           interrupted = true;
           break;
         }
-        if (step >= totalSteps) break;
+        // At an epoch's last batch the loop ends by itself, which completes the loader's epoch.
+        if (step >= totalSteps && batchIndex < trainLoader.length) break;
       }
       if (interrupted) {
         await saveLast();
@@ -455,7 +464,7 @@ export async function train(
       }
       const [trainLoss, trainCorrect] = await Promise.all([lossSum.item(), correct.item()]);
       const trainSeconds = (performance.now() - epochStart) / 1000;
-      const test = await evaluate(model, data.test, config.batchSize);
+      const test = await evaluate(model, testLoader, config.batchSize);
       const metrics: EpochMetrics = {
         epoch,
         step,
@@ -492,6 +501,7 @@ export async function train(
     lossSum.dispose();
     correct.dispose();
     trainLoader.dispose();
+    testLoader.dispose();
   }
   const summary: TrainSummary = {
     model: config.model,
