@@ -31,6 +31,12 @@ export interface DispatchArgs {
   workgroups: readonly [number, number?, number?];
   /** Values of the kernel's `override` constants; part of the pipeline cache key. */
   constants?: Record<string, number>;
+  /**
+   * The uniforms change on every call (a learning rate, a step count): take a reusable buffer
+   * from a per-submit ring instead of the content-keyed cache, so a training loop whose values
+   * change each step allocates nothing.
+   */
+  dynamicUniforms?: boolean;
 }
 
 const MAX_CACHED_UNIFORMS = 4096;
@@ -49,7 +55,44 @@ let pass: GPUComputePassEncoder | null = null;
 let pendingCommands = 0;
 let destroyAfterSubmit: GPUBuffer[] = [];
 
-const counters = { dispatches: 0, submits: 0, readbacks: 0, pipelines: 0 };
+/**
+ * Buffers reused once per submit, by size class: slot k of a ring serves the k-th use within the
+ * commands being encoded. `queue.writeBuffer` into a slot is ordered after every earlier submit
+ * (which therefore read the old contents) and before the submit being encoded (which reads the
+ * new ones), so rewriting it is safe without waiting.
+ */
+class BufferRing {
+  readonly #slots = new Map<number, GPUBuffer[]>();
+  readonly #used = new Map<number, number>();
+  constructor(readonly usage: number, readonly label: string) {}
+
+  take(device: GPUDevice, size: number): GPUBuffer {
+    const k = this.#used.get(size) ?? 0;
+    this.#used.set(size, k + 1);
+    let slots = this.#slots.get(size);
+    if (!slots) this.#slots.set(size, slots = []);
+    if (k === slots.length) {
+      slots.push(device.createBuffer({ size, usage: this.usage, label: this.label }));
+      counters.bufferCreations++;
+    }
+    return slots[k];
+  }
+
+  /** All slots become free once the commands using them are submitted. */
+  submitted(): void {
+    this.#used.clear();
+  }
+
+  clear(): void {
+    this.#slots.clear();
+    this.#used.clear();
+  }
+}
+
+const counters = { dispatches: 0, submits: 0, readbacks: 0, pipelines: 0, bufferCreations: 0 };
+const uploadRing = new BufferRing(GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, "upload");
+const uniformRing = new BufferRing(GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, "uniforms");
+const readbackBuffers = new Map<number, GPUBuffer[]>();
 
 function bufferId(buffer: GPUBuffer): number {
   let id = bufferIds.get(buffer);
@@ -67,6 +110,9 @@ function deviceForCaches(): GPUDevice {
     encoder = null;
     pass = null;
     pendingCommands = 0;
+    uploadRing.clear();
+    uniformRing.clear();
+    readbackBuffers.clear();
     cachedFor = device;
   }
   return device;
@@ -107,6 +153,7 @@ function uniformBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
     return buffer;
   }
   const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
+  counters.bufferCreations++;
   buffer = device.createBuffer({
     size,
     usage: GPUBufferUsage.UNIFORM,
@@ -146,7 +193,15 @@ export function dispatch(kernel: Kernel, args: DispatchArgs): void {
   const [x, y = 1, z = 1] = args.workgroups;
   if (x === 0 || y === 0 || z === 0) return;
   const { key, pipeline } = pipelineFor(device, kernel, args.constants);
-  const uniform = args.uniforms ? uniformBuffer(device, args.uniforms) : null;
+  let uniform: GPUBuffer | null = null;
+  if (args.uniforms && args.dynamicUniforms) {
+    const u = args.uniforms;
+    const bytes = padTo4(new Uint8Array(u.buffer, u.byteOffset, u.byteLength));
+    uniform = uniformRing.take(device, Math.max(16, Math.ceil(bytes.byteLength / 16) * 16));
+    device.queue.writeBuffer(uniform, 0, bytes as Uint8Array<ArrayBuffer>, 0, bytes.byteLength);
+  } else if (args.uniforms) {
+    uniform = uniformBuffer(device, args.uniforms);
+  }
   const first = uniform ? 1 : 0;
   let groupKey = key;
   if (uniform) groupKey += `|u${bufferId(uniform)}`;
@@ -201,14 +256,17 @@ export function flush(): void {
   pendingCommands = 0;
   device.queue.submit([commands]);
   counters.submits++;
+  uploadRing.submitted();
+  uniformRing.submitted();
   for (const b of destroyAfterSubmit) b.destroy();
   destroyAfterSubmit = [];
 }
 
 /**
  * Writes `data` into `buffer` at `byteOffset`, ordered after all work encoded so far. With work
- * pending, the bytes go through a staging buffer copied inside the encoder (`queue.writeBuffer`
- * would overtake that work), so uploads never split a step into several submits.
+ * pending, the bytes go through a staging buffer from the upload ring, copied inside the encoder
+ * (`queue.writeBuffer` into `buffer` itself would overtake that work), so uploads never split a
+ * step into several submits and allocate nothing in steady state.
  */
 export function writeBuffer(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
   const device = deviceForCaches();
@@ -217,16 +275,10 @@ export function writeBuffer(buffer: GPUBuffer, data: ArrayBufferView, byteOffset
     device.queue.writeBuffer(buffer, byteOffset, bytes as Uint8Array<ArrayBuffer>, 0, bytes.length);
     return;
   }
-  const staging = device.createBuffer({
-    size: bytes.byteLength,
-    usage: GPUBufferUsage.COPY_SRC,
-    mappedAtCreation: true,
-    label: "upload",
-  });
-  new Uint8Array(staging.getMappedRange()).set(bytes);
-  staging.unmap();
+  const size = 2 ** Math.max(8, Math.ceil(Math.log2(bytes.byteLength)));
+  const staging = uploadRing.take(device, size);
+  device.queue.writeBuffer(staging, 0, bytes as Uint8Array<ArrayBuffer>, 0, bytes.byteLength);
   copyBuffer(staging, 0, buffer, byteOffset, bytes.byteLength);
-  destroyAfterSubmit.push(staging);
 }
 
 /**
@@ -240,11 +292,15 @@ export async function readBuffer(
 ): Promise<ArrayBuffer> {
   const device = deviceForCaches();
   const size = Math.max(4, Math.ceil(byteLength / 4) * 4);
-  const staging = device.createBuffer({
-    size,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    label: "readback",
-  });
+  let staging = readbackBuffers.get(size)?.pop();
+  if (!staging) {
+    staging = device.createBuffer({
+      size,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      label: "readback",
+    });
+    counters.bufferCreations++;
+  }
   copyBuffer(buffer, byteOffset, staging, 0, size);
   flush();
   counters.readbacks++;
@@ -256,14 +312,19 @@ export async function readBuffer(
   }
   const result = staging.getMappedRange().slice(0, byteLength);
   staging.unmap();
-  staging.destroy();
+  if (cachedFor === device) {
+    let free = readbackBuffers.get(size);
+    if (!free) readbackBuffers.set(size, free = []);
+    free.push(staging);
+  }
   getDevice();
   return result;
 }
 
 /**
- * Counts of dispatches, submits, readbacks and compiled pipelines since the process started;
- * subtract two snapshots to measure a step.
+ * Counts of dispatches, submits, readbacks, compiled pipelines and buffers created outside the
+ * tensor pool (uniform, upload and readback buffers) since the process started; subtract two
+ * snapshots to measure a step.
  *
  * @example
  * ```ts
@@ -277,6 +338,7 @@ export function gpuCounters(): {
   submits: number;
   readbacks: number;
   pipelines: number;
+  bufferCreations: number;
 } {
   return { ...counters };
 }

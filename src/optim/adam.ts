@@ -138,6 +138,7 @@ export class Adam extends Optimizer {
       });
       if (pair.length === 1) buffers.push(...this.dummies(4));
       dispatch(ADAM_STEP, {
+        dynamicUniforms: true,
         buffers,
         uniforms: packParams([counts[0], counts[1]], [
           beta1,

@@ -131,6 +131,7 @@ export class SGD extends Optimizer {
         buffers.push(...this.dummies(useMomentum ? 3 : 4).slice(useMomentum ? 0 : 1));
       }
       dispatch(SGD_STEP, {
+        dynamicUniforms: true,
         buffers,
         uniforms: packParams(
           [counts[0], counts[1], init[0], init[1], useMomentum ? 1 : 0, nesterov ? 1 : 0],

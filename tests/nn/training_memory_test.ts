@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { noGrad } from "../../src/autograd.ts";
 import { memoryStats } from "../../src/gpu/buffer_pool.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
-import { add, mulScalar } from "../../src/ops/elementwise.ts";
+import { SGD } from "../../src/optim/sgd.ts";
+import { CosineLR } from "../../src/optim/schedules.ts";
 import { crossEntropy } from "../../src/ops/loss.ts";
 import { resnet } from "../../src/nn/resnet.ts";
 import { tidy } from "../../src/scope.ts";
@@ -13,29 +13,35 @@ gpuTest(
   "GPU memory in use is the same after step 20 as after step 2 of a training loop",
   async () => {
     const model = resnet(8, { numClasses: 4, seed: 3 });
+    const optimizer = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9, weightDecay: 1e-4 });
+    // The learning rate changes every step, as under any schedule.
+    const schedule = new CosineLR(optimizer, { totalSteps: 20, warmupSteps: 2 });
     const x = Tensor.randn([2, 3, 8, 8], { seed: 4 });
     const labels = new Int32Array([1, 3]);
     const inUse: number[] = [];
     const allocated: number[] = [];
-    let lastLoss = 0;
+    const created: number[] = [];
+    const losses: number[] = [];
     for (let step = 1; step <= 20; step++) {
       const loss = tidy(() => {
-        model.zeroGrad();
+        optimizer.zeroGrad();
         const loss = crossEntropy(model.forward(x), labels);
         loss.backward();
-        noGrad(() => {
-          for (const p of model.parameters()) p.copyFrom(add(p, mulScalar(p.grad!, -0.05)));
-        });
+        optimizer.step();
         return loss;
       });
-      if (step === 2 || step === 20) lastLoss = await loss.item();
+      schedule.step();
+      losses.push(await loss.item());
       loss.dispose();
       inUse.push(memoryStats().inUseBytes);
       allocated.push(memoryStats().allocatedBytes);
+      created.push(gpuCounters().bufferCreations);
     }
-    assert.ok(Number.isFinite(lastLoss));
+    assert.ok(losses[19] < losses[0], `the loss did not fall: ${losses[0]} -> ${losses[19]}`);
     assert.equal(inUse[19], inUse[1], `in use: step 2 ${inUse[1]} B, step 20 ${inUse[19]} B`);
     assert.equal(allocated[19], allocated[1], "the pool allocated new buffers in steady state");
+    assert.equal(created[19], created[1], "uniform, upload or readback buffers were created");
+    optimizer.dispose();
     model.dispose();
     x.dispose();
   },
