@@ -60,6 +60,10 @@ export function tidy<T>(fn: () => T): T {
   let result: T;
   try {
     result = fn();
+  } catch (error) {
+    // Nothing made inside a failed step is reachable by the caller any more.
+    for (const value of scope) value.dispose();
+    throw error;
   } finally {
     scopes.pop();
   }

@@ -59,3 +59,14 @@ gpuTest("views share the buffer until the last one is disposed", async () => {
   assert.throws(() => v.viewAs([3]), RangeError);
   v.dispose();
 });
+
+gpuTest("tidy() disposes what its function made when it throws", () => {
+  const before = memoryStats().inUseBytes;
+  assert.throws(() =>
+    tidy(() => {
+      Tensor.ones([32]);
+      throw new RangeError("bad shape");
+    }), RangeError);
+  assert.equal(memoryStats().inUseBytes, before);
+  assert.throws(() => tidy(() => Promise.resolve(1)), TypeError);
+});
