@@ -82,6 +82,23 @@ export class ProgressReporter {
     }
   }
 
+  /**
+   * Shows a one-line status (a download's progress): redrawn in place on a terminal, else printed
+   * at most every `plainIntervalMs` and when `final`.
+   */
+  status(text: string, final = false): void {
+    if (this.#live) {
+      this.#write(`\r\x1b[2K${text}${final ? "\n" : ""}`);
+      this.#drawn = !final;
+      return;
+    }
+    const now = performance.now();
+    if (final || now - this.#lastPlain >= this.#plainIntervalMs) {
+      this.#lastPlain = now;
+      this.#write(`${text}\n`);
+    }
+  }
+
   /** Ends the live line (if any) and prints `line`. */
   log(line: string): void {
     if (this.#drawn) {

@@ -143,18 +143,15 @@ export async function resolveDataset(
     return { train, test, name: "synthetic" };
   };
   if (config.dataset === "synthetic") return synthetic();
-  let lastReport = 0;
   try {
     const folder = await ensureCifar10({
       dataDir: config.dataDir,
       onProgress: (p) => {
-        const now = performance.now();
-        if (now - lastReport < 1000 && p.receivedBytes < p.totalBytes) return;
-        lastReport = now;
-        progress.log(
+        progress.status(
           `downloading CIFAR-10: ${(p.receivedBytes / 1e6).toFixed(1)} / ` +
             `${(p.totalBytes / 1e6).toFixed(1)} MB  ${(p.bytesPerSecond / 1e6).toFixed(2)} MB/s  ` +
             `ETA ${formatDuration(p.etaSeconds)}`,
+          p.receivedBytes >= p.totalBytes,
         );
       },
     });
