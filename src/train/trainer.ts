@@ -164,7 +164,7 @@ export async function resolveDataset(
         "=".repeat(78),
         "CIFAR-10 is not available, so this run uses the SYNTHETIC data set (10 procedurally",
         "generated classes in CIFAR-10's layout) to show the whole pipeline working.",
-        `Why: ${(error as Error).message.split("\n")[0]}`,
+        `Why: ${(error as Error).message.split("\n")[0].split(". ")[0]}.`,
         `To train on CIFAR-10: allow network access to ${CIFAR10_URL}, or download it`,
         `elsewhere and unpack it so that ${config.dataDir}/${CIFAR10_FOLDER}/ holds`,
         "data_batch_1.bin … data_batch_5.bin and test_batch.bin; then run with --dataset cifar10.",
