@@ -34,19 +34,13 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> buf1: array<f32>;
 
 // The new parameter value and momentum buffer, as PyTorch computes them (same operation order).
+// Selects rather than an early return: on llvmpipe the divergent return made the kernel ~20x
+// slower (1.06 ms against 0.055 ms for 2x1024 values).
 fn update(p: f32, g: f32, buf: f32, init: bool) -> vec2f {
   let d = g + u.weight_decay * p;
-  if (u.use_momentum == 0u) {
-    return vec2f(p - u.lr * d, 0.0);
-  }
-  var b = d;
-  if (!init) {
-    b = buf * u.momentum + u.one_minus_dampening * d;
-  }
-  var step = b;
-  if (u.nesterov != 0u) {
-    step = d + u.momentum * b;
-  }
+  let b = select(buf * u.momentum + u.one_minus_dampening * d, d, init);
+  let with_momentum = select(b, d + u.momentum * b, u.nesterov != 0u);
+  let step = select(d, with_momentum, u.use_momentum != 0u);
   return vec2f(p - u.lr * step, b);
 }
 
