@@ -1,0 +1,825 @@
+// `deno task bench`: per-kernel timings for every distinct layer shape of ResNet-20 and of the
+// seed's labml model, the adapter's measured peaks, and end-to-end training and inference
+// throughput with a per-step breakdown. See BENCHMARKS.md for how the figures are measured.
+import {
+  Adam,
+  adapterDescription,
+  add,
+  avgPool2d,
+  batchNorm2d,
+  buildModel,
+  conv2d,
+  crossEntropy,
+  globalAvgPool2d,
+  gpuCounters,
+  initGPU,
+  linear,
+  matmul,
+  maxPool2d,
+  memoryStats,
+  type Module,
+  noGrad,
+  type Optimizer,
+  resetPeakMemory,
+  SGD,
+  Tensor,
+  tidy,
+} from "@resnet/webgpu";
+// Not public: a step's work is submitted without waiting, as the trainer does.
+import { flush } from "../src/gpu/dispatch.ts";
+import { Clock, loadAverage, median, type Timing, type TimingOptions } from "./_timing.ts";
+import { type ConvShape, type PlaneShape, traceShapes } from "./_shapes.ts";
+import { type Align, fmtMs, fmtPercent, fmtRate, renderTable } from "./_table.ts";
+
+const HELP = `deno task bench [--quick] [--only kernels|e2e] [--json FILE]
+
+Benchmarks the kernels of every distinct layer shape of ResNet-20 (batch 128) and of the seed's
+labml model (batch 256), the adapter's peak GFLOP/s and GB/s measured with our own matmul and copy,
+and end-to-end training and inference images/s (batch 32 and 128). The tables come last.
+
+  --quick          fewer shapes and repeats (about a minute on llvmpipe)
+  --only WHAT      kernels or e2e
+  --json FILE      write every figure, with date, adapter, Deno version and flags, to FILE
+  -h, --help       this text`;
+
+interface Flags {
+  quick: boolean;
+  only: "all" | "kernels" | "e2e";
+  json: string | null;
+}
+
+function parseFlags(args: string[]): Flags {
+  const flags: Flags = { quick: false, only: "all", json: null };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    const value = () => {
+      const v = args[++i];
+      if (v === undefined) fail(`${arg} needs a value`);
+      return v;
+    };
+    if (arg === "-h" || arg === "--help") {
+      console.log(HELP);
+      Deno.exit(0);
+    } else if (arg === "--quick") {
+      flags.quick = true;
+    } else if (arg === "--only" || arg.startsWith("--only=")) {
+      const v = arg.includes("=") ? arg.slice(7) : value();
+      if (v !== "kernels" && v !== "e2e") fail(`--only takes kernels or e2e, got "${v}"`);
+      flags.only = v;
+    } else if (arg === "--json" || arg.startsWith("--json=")) {
+      flags.json = arg.includes("=") ? arg.slice(7) : value();
+    } else {
+      fail(`unknown argument "${arg}"`);
+    }
+  }
+  return flags;
+}
+
+function fail(message: string): never {
+  console.error(`bench: ${message}\n\n${HELP}`);
+  Deno.exit(2);
+}
+
+const startedAt = performance.now();
+const log = (line: string) =>
+  console.error(`[${((performance.now() - startedAt) / 1000).toFixed(0).padStart(3)} s] ${line}`);
+const dispatches = () => gpuCounters().dispatches;
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+
+interface KernelRow {
+  family: string;
+  model: string;
+  shape: string;
+  /** Layers of the model with this shape (0: not a model layer). */
+  layers: number;
+  pass: string;
+  ms: number;
+  reps: number;
+  samplesMs: number[];
+  dispatches: number;
+  flops?: number;
+  bytes?: number;
+  gflops?: number;
+  gbps?: number;
+  /** Of the measured peak GFLOP/s (compute-bound rows) or GB/s (memory-bound rows). */
+  fractionOfPeak?: number;
+}
+
+interface Case {
+  family: string;
+  model: string;
+  shape: string;
+  layers: number;
+  pass: string;
+  flops?: number;
+  bytes?: number;
+  encode: () => void;
+}
+
+/** Cases sharing inputs; `dispose` frees them once all are timed. */
+interface Group {
+  cases: Case[];
+  dispose: () => void;
+}
+
+/** Calls a recorded node's backward directly: no seed copy, no tape walk, only its kernels. */
+function backwardOf(y: Tensor, gy: Tensor): () => void {
+  const node = y.gradFn!;
+  return () => {
+    for (const g of node.backward(gy)) if (g && g !== gy) g.dispose();
+  };
+}
+
+/** A leaf sharing `t`'s buffer that requires grad, so the op records its backward. */
+function needingGrad(t: Tensor): Tensor {
+  const leaf = t.detach();
+  leaf.requiresGrad = true;
+  return leaf;
+}
+
+function disposeAll(tensors: (Tensor | null | undefined)[]): void {
+  for (const t of tensors) {
+    for (const internal of t?.gradFn?.internals ?? []) internal.dispose();
+    t?.dispose();
+  }
+}
+
+function convLabel(s: ConvShape): string {
+  return `${s.n}x${s.c}x${s.h}x${s.w} ${s.k[0]}x${s.k[1]} s${s.stride[0]} p${s.padding[0]} ` +
+    `->${s.o}`;
+}
+
+function convGroup(model: string, s: ConvShape, seed: number): Group {
+  const options = { stride: s.stride, padding: s.padding };
+  const x = Tensor.randn([s.n, s.c, s.h, s.w], { seed });
+  const w = Tensor.randn([s.o, s.c, s.k[0], s.k[1]], { seed: seed + 1 });
+  const b = s.bias ? Tensor.randn([s.o], { seed: seed + 2 }) : null;
+  const gy = Tensor.randn([s.n, s.o, s.oh, s.ow], { seed: seed + 3 });
+  const flops = 2 * s.n * s.o * s.oh * s.ow * s.c * s.k[0] * s.k[1];
+  // One graph per gradient, so each backward runs only its own kernel.
+  const xg = needingGrad(x);
+  const yInput = conv2d(xg, w, null, options);
+  const wg = needingGrad(w);
+  const yWeight = conv2d(x, wg, null, options);
+  const base = { family: "conv2d", model, shape: convLabel(s), layers: s.layers, flops };
+  const cases: Case[] = [{
+    ...base,
+    pass: "fwd",
+    encode: () => conv2d(x, w, b, options).dispose(),
+  }];
+  // The stem's input is the batch of images, which needs no gradient.
+  if (!s.stem) cases.push({ ...base, pass: "bwd input", encode: backwardOf(yInput, gy) });
+  cases.push({ ...base, pass: "bwd weight", encode: backwardOf(yWeight, gy) });
+  return { cases, dispose: () => disposeAll([yInput, yWeight, xg, wg, x, w, b, gy]) };
+}
+
+function batchNormGroup(model: string, p: PlaneShape, seed: number): Group {
+  const [n, c, h, w] = p.shape;
+  const size = n * c * h * w;
+  const x = Tensor.randn(p.shape, { seed });
+  const gy = Tensor.randn(p.shape, { seed: seed + 1 });
+  const weight = Tensor.ones([c]);
+  const bias = Tensor.zeros([c]);
+  const runningMean = Tensor.zeros([c]);
+  const runningVar = Tensor.ones([c]);
+  const numBatchesTracked = Tensor.zeros([]);
+  const stats = { runningMean, runningVar, numBatchesTracked, training: true };
+  const [xg, wg, bg] = [x, weight, bias].map(needingGrad);
+  const y = batchNorm2d(xg, { weight: wg, bias: bg, ...stats });
+  const base = { family: "batchNorm2d", model, shape: p.shape.join("x"), layers: p.layers };
+  return {
+    cases: [
+      {
+        ...base,
+        pass: "fwd (train)",
+        // Effective traffic: x read, y written (the kernels read x more than once).
+        bytes: 2 * size * 4,
+        encode: () => batchNorm2d(x, { weight, bias, ...stats }).dispose(),
+      },
+      // dx, dweight, dbias; effective traffic: dy and x read, dx written.
+      { ...base, pass: "bwd", bytes: 3 * size * 4, encode: backwardOf(y, gy) },
+    ],
+    dispose: () =>
+      disposeAll([y, xg, wg, bg, x, gy, weight, bias, runningMean, runningVar, numBatchesTracked]),
+  };
+}
+
+function globalPoolGroup(model: string, p: PlaneShape, seed: number): Group {
+  const [n, c, h, w] = p.shape;
+  const bytes = (n * c * h * w + n * c) * 4;
+  const x = Tensor.randn(p.shape, { seed });
+  const gy = Tensor.randn([n, c], { seed: seed + 1 });
+  const xg = needingGrad(x);
+  const y = globalAvgPool2d(xg);
+  const base = { family: "globalAvgPool2d", model, shape: p.shape.join("x"), layers: p.layers };
+  return {
+    cases: [
+      { ...base, pass: "fwd", bytes, encode: () => globalAvgPool2d(x).dispose() },
+      { ...base, pass: "bwd", bytes, encode: backwardOf(y, gy) },
+    ],
+    dispose: () => disposeAll([y, xg, x, gy]),
+  };
+}
+
+/** Max and average pooling, 3x3 stride 2 padding 1, on a representative map. */
+function windowPoolGroup(shape: [number, number, number, number], seed: number): Group {
+  const [n, c, h, w] = shape;
+  const options = { kernelSize: 3, stride: 2, padding: 1 };
+  const oh = Math.floor((h + 2 - 3) / 2) + 1;
+  const ow = Math.floor((w + 2 - 3) / 2) + 1;
+  const size = n * c * h * w;
+  const outSize = n * c * oh * ow;
+  const x = Tensor.randn(shape, { seed });
+  const gy = Tensor.randn([n, c, oh, ow], { seed: seed + 1 });
+  const xg = needingGrad(x);
+  const yMax = maxPool2d(xg, options);
+  const yAvg = avgPool2d(xg, options);
+  const label = `${shape.join("x")} 3x3 s2 p1`;
+  const max = { family: "maxPool2d", model: "-", shape: label, layers: 0 };
+  const avg = { ...max, family: "avgPool2d" };
+  return {
+    cases: [
+      {
+        ...max,
+        pass: "fwd (train)",
+        // x read; y and the arg-max indices written.
+        bytes: (size + 2 * outSize) * 4,
+        encode: () => disposeAll([maxPool2d(xg, options)]),
+      },
+      { ...max, pass: "bwd", bytes: (2 * outSize + size) * 4, encode: backwardOf(yMax, gy) },
+      {
+        ...avg,
+        pass: "fwd",
+        bytes: (size + outSize) * 4,
+        encode: () => avgPool2d(x, options).dispose(),
+      },
+      { ...avg, pass: "bwd", bytes: (outSize + size) * 4, encode: backwardOf(yAvg, gy) },
+    ],
+    dispose: () => disposeAll([yMax, yAvg, xg, x, gy]),
+  };
+}
+
+function linearGroup(model: string, n: number, inF: number, outF: number, seed: number): Group {
+  const x = Tensor.randn([n, inF], { seed });
+  const w = Tensor.randn([outF, inF], { seed: seed + 1 });
+  const b = Tensor.randn([outF], { seed: seed + 2 });
+  const gy = Tensor.randn([n, outF], { seed: seed + 3 });
+  const [xg, wg, bg] = [x, w, b].map(needingGrad);
+  const y = linear(xg, wg, bg);
+  const base = { family: "linear", model, shape: `${n}x${inF} ->${outF}`, layers: 1 };
+  const flops = 2 * n * inF * outF;
+  return {
+    cases: [
+      { ...base, pass: "fwd", flops, encode: () => linear(x, w, b).dispose() },
+      // dx and dW are one product each; db is a sum.
+      { ...base, pass: "bwd", flops: 2 * flops, encode: backwardOf(y, gy) },
+    ],
+    dispose: () => disposeAll([y, xg, wg, bg, x, w, b, gy]),
+  };
+}
+
+function optimizerGroup(modelName: string, kind: "sgd" | "adam"): Group {
+  const model = buildModel(modelName, 0);
+  const params = model.parameters();
+  params.forEach((p, i) => p.grad = Tensor.randn(p.shape, { seed: 100 + i }).keep());
+  const count = params.reduce((s, p) => s + p.size, 0);
+  // Tiny steps: the parameters barely move however often the update repeats.
+  const optimizer: Optimizer = kind === "sgd"
+    ? new SGD(params, { lr: 1e-6, momentum: 0.9, weightDecay: 1e-4 })
+    : new Adam(params, { lr: 1e-6 });
+  return {
+    cases: [{
+      family: kind === "sgd" ? "SGD momentum" : "Adam",
+      model: modelName,
+      shape: `${params.length} tensors, ${count.toLocaleString("en")} values`,
+      layers: 0,
+      pass: "step",
+      // SGD reads p, g, m and writes p, m; Adam reads p, g, m, v and writes p, m, v.
+      bytes: (kind === "sgd" ? 5 : 7) * 4 * count,
+      encode: () => optimizer.step(),
+    }],
+    dispose: () => {
+      optimizer.dispose();
+      model.zeroGrad();
+      model.dispose();
+    },
+  };
+}
+
+interface Peaks {
+  matmulGflops: number;
+  copyGbps: number;
+  elementwiseGbps: number;
+  gflops: number;
+  gbps: number;
+  gflopsFrom: string;
+  gbpsFrom: string;
+}
+
+function peakGroup(quick: boolean): Group {
+  const m = quick ? 768 : 1024;
+  const a = Tensor.randn([m, m], { seed: 1 });
+  const b = Tensor.randn([m, m], { seed: 2 });
+  const values = 16 * 2 ** 20; // 64 MiB of float32
+  const u = Tensor.full([values], 1);
+  const v = Tensor.full([values], 2);
+  const base = { model: "-", layers: 0 };
+  return {
+    cases: [
+      {
+        ...base,
+        family: "peak: matmul",
+        shape: `${m}x${m} @ ${m}x${m}`,
+        pass: "fwd",
+        flops: 2 * m * m * m,
+        encode: () => matmul(a, b).dispose(),
+      },
+      {
+        ...base,
+        family: "peak: copy",
+        shape: "64 MiB clone()",
+        pass: "copy",
+        bytes: 2 * values * 4,
+        encode: () => u.clone().dispose(),
+      },
+      {
+        ...base,
+        family: "peak: add",
+        shape: `${values} + ${values}`,
+        pass: "fwd",
+        bytes: 3 * values * 4,
+        encode: () => add(u, v).dispose(),
+      },
+    ],
+    dispose: () => disposeAll([a, b, u, v]),
+  };
+}
+
+async function timeGroup(
+  clock: Clock,
+  group: Group,
+  options: TimingOptions,
+  rows: KernelRow[],
+): Promise<void> {
+  try {
+    for (const c of group.cases) {
+      const t: Timing = await clock.time(c.encode, options, dispatches);
+      const row: KernelRow = {
+        family: c.family,
+        model: c.model,
+        shape: c.shape,
+        layers: c.layers,
+        pass: c.pass,
+        ms: t.ms,
+        reps: t.reps,
+        samplesMs: t.samplesMs,
+        dispatches: t.dispatches,
+        flops: c.flops,
+        bytes: c.bytes,
+        gflops: c.flops ? c.flops / (t.ms * 1e6) : undefined,
+        gbps: c.bytes ? c.bytes / (t.ms * 1e6) : undefined,
+      };
+      rows.push(row);
+      log(
+        `  ${c.family} ${c.model} ${c.shape} ${c.pass}: ${fmtMs(t.ms)} ms x${t.reps}` +
+          (row.gflops ? `  ${fmtRate(row.gflops)} GFLOP/s` : "") +
+          (row.gbps ? `  ${fmtRate(row.gbps)} GB/s` : ""),
+      );
+    }
+  } finally {
+    group.dispose();
+  }
+}
+
+async function runKernels(
+  clock: Clock,
+  flags: Flags,
+): Promise<{ rows: KernelRow[]; peaks: Peaks }> {
+  const options: TimingOptions = flags.quick
+    ? { targetMs: 150, samples: 1, maxReps: 2000 }
+    : { targetMs: 300, samples: 3, maxReps: 5000 };
+  const rows: KernelRow[] = [];
+  log("peaks");
+  await timeGroup(clock, peakGroup(flags.quick), options, rows);
+
+  const models: { name: string; batch: number }[] = [{ name: "resnet20", batch: 128 }];
+  if (!flags.quick) models.push({ name: "labml", batch: 256 });
+  let seed = 10;
+  for (const { name, batch } of models) {
+    const model = buildModel(name, 0);
+    const shapes = traceShapes(model, batch);
+    model.dispose();
+    log(`${name}, batch ${batch}: ${shapes.convs.length} distinct conv shapes`);
+    for (const s of shapes.convs) {
+      await timeGroup(clock, convGroup(name, s, seed += 4), options, rows);
+    }
+    for (const p of shapes.norms) {
+      await timeGroup(clock, batchNormGroup(name, p, seed += 4), options, rows);
+    }
+    for (const p of shapes.pools) {
+      await timeGroup(clock, globalPoolGroup(name, p, seed += 4), options, rows);
+    }
+    for (const l of shapes.linears) {
+      await timeGroup(clock, linearGroup(name, l.n, l.in, l.out, seed += 4), options, rows);
+    }
+  }
+  log("target conv and others");
+  const target: ConvShape = {
+    n: 32,
+    c: 16,
+    h: 32,
+    w: 32,
+    o: 16,
+    k: [3, 3],
+    stride: [1, 1],
+    padding: [1, 1],
+    oh: 32,
+    ow: 32,
+    bias: true,
+    stem: false,
+    layers: 0,
+  };
+  await timeGroup(clock, convGroup("target", target, seed += 4), options, rows);
+  await timeGroup(clock, windowPoolGroup([128, 64, 32, 32], seed += 4), options, rows);
+  await timeGroup(clock, optimizerGroup("resnet20", "sgd"), options, rows);
+  await timeGroup(clock, optimizerGroup("resnet20", "adam"), options, rows);
+  if (!flags.quick) await timeGroup(clock, optimizerGroup("labml", "adam"), options, rows);
+
+  const probe = (family: string, key: "gflops" | "gbps") =>
+    rows.find((r) => r.family === family)?.[key] ?? NaN;
+  const best = (key: "gflops" | "gbps") =>
+    rows.reduce<KernelRow | null>((b, r) => (r[key] ?? 0) > (b?.[key] ?? 0) ? r : b, null)!;
+  const bestFlops = best("gflops");
+  const bestBytes = best("gbps");
+  const peaks: Peaks = {
+    matmulGflops: probe("peak: matmul", "gflops"),
+    copyGbps: probe("peak: copy", "gbps"),
+    elementwiseGbps: probe("peak: add", "gbps"),
+    gflops: bestFlops.gflops!,
+    gbps: bestBytes.gbps!,
+    gflopsFrom: `${bestFlops.family} ${bestFlops.shape} ${bestFlops.pass}`,
+    gbpsFrom: `${bestBytes.family} ${bestBytes.shape} ${bestBytes.pass}`,
+  };
+  for (const r of rows) {
+    r.fractionOfPeak = r.gflops !== undefined
+      ? r.gflops / peaks.gflops
+      : r.gbps !== undefined
+      ? r.gbps / peaks.gbps
+      : undefined;
+  }
+  return { rows, peaks };
+}
+
+// ---------------------------------------------------------------------------------------------
+// End to end
+
+interface E2ERow {
+  model: string;
+  batch: number;
+  mode: "train" | "infer";
+  imagesPerSecond: number;
+  /** Wall time per step over the timed steps, pipelined (one readback at the end). */
+  stepMs: number;
+  timedSteps: number;
+  /** From steps that each wait for their own readback: JS encoding up to the submit call. */
+  encodeMs: number;
+  /** Submit to resolved readback, less the idle readback round trip. */
+  gpuMs: number;
+  /** The idle readback round trip. */
+  readbackMs: number;
+  dispatchesPerStep: number;
+  submitsPerStep: number;
+  /** Submits and waits of a step that reads its loss back (the step's own submit + the copy). */
+  syncStepSubmits: number;
+  syncStepWaits: number;
+  bufferCreationsPerStep: number;
+  poolAllocationsPerStep: number;
+  pipelinesCompiled: number;
+  peakBytes: number;
+}
+
+async function runEndToEnd(
+  clock: Clock,
+  name: string,
+  batch: number,
+  mode: "train" | "infer",
+  flags: Flags,
+): Promise<E2ERow> {
+  const baseBytes = memoryStats().inUseBytes;
+  const model: Module = buildModel(name, 0);
+  const training = mode === "train";
+  // The paper's recipe for every model, so that both measure the same update.
+  const optimizer = training
+    ? new SGD(model.parameters(), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 })
+    : null;
+  const images = Tensor.randn([batch, 3, 32, 32], { seed: 1 });
+  const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % 10);
+  // Every step adds its loss (or logits) here; reading it waits for all steps.
+  const sink = Tensor.zeros(training ? [] : [batch, 10]);
+  model.train(training);
+  const step = () =>
+    tidy(() => {
+      if (optimizer) {
+        optimizer.zeroGrad();
+        const loss = crossEntropy(model.forward(images), labels);
+        loss.backward();
+        optimizer.step();
+        sink.accumulate(loss);
+      } else {
+        noGrad(() => sink.accumulate(model.forward(images)));
+      }
+    });
+  try {
+    // Warm-up: compiles every pipeline, fills the pool, creates the optimizer's state.
+    const warmStart = performance.now();
+    step();
+    await sink.toArray();
+    const warmMs = performance.now() - warmStart;
+
+    const encode: number[] = [];
+    const wait: number[] = [];
+    let syncStepSubmits = 0;
+    let syncStepWaits = 0;
+    // A second synchronous step only where steps are short: the slow ones dominate the run time.
+    const syncSteps = flags.quick || warmMs > 2000 ? 1 : 2;
+    for (let i = 0; i < syncSteps; i++) {
+      const before = gpuCounters();
+      const t0 = performance.now();
+      step();
+      flush();
+      const t1 = performance.now();
+      await sink.toArray();
+      const t2 = performance.now();
+      const after = gpuCounters();
+      encode.push(t1 - t0);
+      wait.push(t2 - t1);
+      syncStepSubmits = after.submits - before.submits;
+      syncStepWaits = after.readbacks - before.readbacks;
+    }
+    const syncStepMs = median(encode) + median(wait);
+    const steps = Math.max(2, Math.ceil((flags.quick ? 1000 : 3000) / syncStepMs));
+
+    resetPeakMemory();
+    const before = gpuCounters();
+    const allocationsBefore = memoryStats().allocations;
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) {
+      step();
+      flush();
+    }
+    const encoded = gpuCounters();
+    await sink.toArray();
+    const elapsed = performance.now() - t0;
+    const after = gpuCounters();
+    const row: E2ERow = {
+      model: name,
+      batch,
+      mode,
+      imagesPerSecond: (steps * batch) / (elapsed / 1000),
+      stepMs: elapsed / steps,
+      timedSteps: steps,
+      encodeMs: median(encode),
+      gpuMs: Math.max(median(wait) - clock.overheadMs, 0),
+      readbackMs: clock.overheadMs,
+      dispatchesPerStep: (encoded.dispatches - before.dispatches) / steps,
+      submitsPerStep: (encoded.submits - before.submits) / steps,
+      syncStepSubmits,
+      syncStepWaits,
+      bufferCreationsPerStep: (after.bufferCreations - before.bufferCreations) / steps,
+      poolAllocationsPerStep: (memoryStats().allocations - allocationsBefore) / steps,
+      pipelinesCompiled: after.pipelines - before.pipelines,
+      peakBytes: memoryStats().peakInUseBytes - baseBytes,
+    };
+    log(
+      `  ${name} batch ${batch} ${mode}: ${fmtRate(row.imagesPerSecond)} img/s ` +
+        `(${steps} steps, ${fmtMs(row.stepMs)} ms/step)`,
+    );
+    return row;
+  } finally {
+    optimizer?.dispose();
+    model.zeroGrad();
+    model.dispose();
+    images.dispose();
+    sink.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets and report
+
+interface TargetRow {
+  target: string;
+  goal: string;
+  measured: string;
+  status: string;
+}
+
+function rateStatus(value: number | undefined, goal: number): string {
+  if (value === undefined) return "not measured";
+  if (value >= goal) return "met";
+  return `gap: ${fmtPercent(value / goal)} of goal (needs ${(goal / value).toFixed(1)}x)`;
+}
+
+function targets(kernels: KernelRow[], e2e: E2ERow[]): TargetRow[] {
+  const find = (model: string, batch: number, mode: string) =>
+    e2e.find((r) => r.model === model && r.batch === batch && r.mode === mode);
+  const train = find("resnet20", 32, "train")?.imagesPerSecond;
+  const infer = find("resnet20", 32, "infer")?.imagesPerSecond;
+  const conv = kernels.find((r) => r.model === "target" && r.pass === "fwd")?.gflops;
+  const trainingRows = e2e.filter((r) => r.mode === "train");
+  const worst = (key: keyof E2ERow) => Math.max(...trainingRows.map((r) => r[key] as number));
+  let stepStatus = "not measured";
+  let stepMeasured = "-";
+  if (trainingRows.length > 0) {
+    const submits = worst("syncStepSubmits");
+    const waits = worst("syncStepWaits");
+    const created = worst("bufferCreationsPerStep") + worst("poolAllocationsPerStep");
+    stepMeasured = `${submits} submits, ${waits} wait, ${created} buffers/step`;
+    stepStatus = submits <= 2 && waits <= 1 && created === 0 ? "met" : "not met";
+  }
+  return [
+    {
+      target: "ResNet-20 training, batch 32",
+      goal: ">= 27.4 img/s (2x jax-js 13.7)",
+      measured: train === undefined ? "-" : `${fmtRate(train)} img/s`,
+      status: rateStatus(train, 27.4),
+    },
+    {
+      target: "ResNet-20 inference, batch 32",
+      goal: ">= 118 img/s (2x jax-js ~59)",
+      measured: infer === undefined ? "-" : `${fmtRate(infer)} img/s`,
+      status: rateStatus(infer, 118),
+    },
+    {
+      target: "conv2d 3x3 16->16 32x32 batch 32 fwd",
+      goal: ">= 25 GFLOP/s",
+      measured: conv === undefined ? "-" : `${fmtRate(conv)} GFLOP/s`,
+      status: rateStatus(conv, 25),
+    },
+    {
+      target: "training step (every model, batch)",
+      goal: "<= 2 submits, <= 1 wait, 0 allocations",
+      measured: stepMeasured,
+      status: stepStatus,
+    },
+  ];
+}
+
+function kernelTable(rows: KernelRow[], peaks: Peaks): string {
+  const header = [
+    "kernel",
+    "model",
+    "shape",
+    "layers",
+    "pass",
+    "disp",
+    "reps",
+    "ms",
+    "GFLOP/s",
+    "GB/s",
+    "% peak",
+  ];
+  const align: Align[] = ["l", "l", "l", "r", "l", "r", "r", "r", "r", "r", "r"];
+  const body = rows.map((r) => [
+    r.family,
+    r.model,
+    r.shape,
+    r.layers ? String(r.layers) : "",
+    r.pass,
+    String(r.dispatches),
+    String(r.reps),
+    fmtMs(r.ms),
+    fmtRate(r.gflops),
+    fmtRate(r.gbps),
+    fmtPercent(r.fractionOfPeak),
+  ]);
+  const title = `Kernels (median ms per call; peak ${fmtRate(peaks.gflops)} GFLOP/s from ` +
+    `${peaks.gflopsFrom}, ${fmtRate(peaks.gbps)} GB/s from ${peaks.gbpsFrom})`;
+  return renderTable(title, header, body, align);
+}
+
+function e2eTable(rows: E2ERow[]): string {
+  const header = [
+    "model",
+    "batch",
+    "mode",
+    "img/s",
+    "ms/step",
+    "steps",
+    "encode ms",
+    "GPU ms",
+    "readback ms",
+    "disp/step",
+    "submits/step",
+    "sync step",
+    "new buffers/step",
+    "peak MiB",
+  ];
+  const align: Align[] = ["l", "r", "l", "r", "r", "r", "r", "r", "r", "r", "r", "l", "r", "r"];
+  const body = rows.map((r) => [
+    r.model,
+    String(r.batch),
+    r.mode,
+    fmtRate(r.imagesPerSecond),
+    fmtMs(r.stepMs),
+    String(r.timedSteps),
+    fmtMs(r.encodeMs),
+    fmtMs(r.gpuMs),
+    fmtMs(r.readbackMs),
+    String(r.dispatchesPerStep),
+    String(r.submitsPerStep),
+    `${r.syncStepSubmits} submits, ${r.syncStepWaits} wait`,
+    String(r.bufferCreationsPerStep + r.poolAllocationsPerStep),
+    (r.peakBytes / 2 ** 20).toFixed(1),
+  ]);
+  return renderTable(
+    "End to end (img/s over pipelined steps with one readback at the end; encode/GPU/readback " +
+      "from steps that wait for their own readback)",
+    header,
+    body,
+    align,
+  );
+}
+
+async function main(): Promise<void> {
+  const flags = parseFlags(Deno.args);
+  const started = performance.now();
+  const loadBefore = loadAverage();
+  await initGPU();
+  const adapter = adapterDescription();
+  log(`adapter: ${adapter}; load average ${loadBefore?.join(" ") ?? "unknown"}`);
+  const clock = new Clock();
+  const overheadMs = await clock.calibrate();
+  log(`idle readback round trip: ${fmtMs(overheadMs)} ms`);
+
+  let kernels: KernelRow[] = [];
+  let peaks: Peaks | null = null;
+  if (flags.only !== "e2e") ({ rows: kernels, peaks } = await runKernels(clock, flags));
+
+  const e2e: E2ERow[] = [];
+  if (flags.only !== "kernels") {
+    log("end to end");
+    const batches = flags.quick ? [32] : [32, 128];
+    for (const name of ["resnet20", "labml"]) {
+      for (const batch of batches) {
+        for (const mode of ["train", "infer"] as const) {
+          e2e.push(await runEndToEnd(clock, name, batch, mode, flags));
+        }
+      }
+    }
+  }
+  const loadAfter = loadAverage();
+  const seconds = (performance.now() - started) / 1000;
+  const goals = targets(kernels, e2e);
+
+  if (flags.json) {
+    const report = {
+      date: new Date().toISOString(),
+      adapter,
+      deno: Deno.version,
+      flags,
+      loadAverageBefore: loadBefore,
+      loadAverageAfter: loadAfter,
+      seconds,
+      readbackRoundTripMs: overheadMs,
+      peaks,
+      kernels,
+      endToEnd: e2e,
+      targets: goals,
+    };
+    await Deno.writeTextFile(flags.json, JSON.stringify(report, null, 2) + "\n");
+    log(`wrote ${flags.json}`);
+  }
+
+  const out: string[] = [
+    `deno task bench${flags.quick ? " --quick" : ""}: ${adapter}, Deno ${Deno.version.deno}, ` +
+    `${seconds.toFixed(0)} s, load average ${loadBefore?.[0] ?? "?"} before, ` +
+    `${loadAfter?.[0] ?? "?"} after; idle readback ${fmtMs(overheadMs)} ms`,
+  ];
+  if (peaks) {
+    out.push(
+      "",
+      `Peaks: matmul ${fmtRate(peaks.matmulGflops)} GFLOP/s, copy ${
+        fmtRate(peaks.copyGbps)
+      } GB/s, ` +
+        `elementwise add ${fmtRate(peaks.elementwiseGbps)} GB/s`,
+      "",
+      kernelTable(kernels, peaks),
+    );
+  }
+  if (e2e.length > 0) out.push("", e2eTable(e2e));
+  out.push(
+    "",
+    renderTable(
+      "Targets",
+      ["target", "goal", "measured", "status"],
+      goals.map((g) => [g.target, g.goal, g.measured, g.status]),
+      ["l", "l", "l", "l"],
+    ),
+  );
+  console.log(out.join("\n"));
+}
+
+if (import.meta.main) await main();
