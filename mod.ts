@@ -36,6 +36,7 @@ export * from "./src/ops/linear.ts";
 export * from "./src/ops/loss.ts";
 export * from "./src/ops/conv2d.ts";
 export * from "./src/ops/batch_norm.ts";
+export * from "./src/ops/fused.ts";
 export * from "./src/ops/pool.ts";
 export * as nn from "./src/nn/mod.ts";
 // The layers also at the top level, so that their types are public where ResNetBase names them.

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { add, relu } from "../ops/elementwise.ts";
+import { batchNormAct, conv2dBatchNorm } from "../ops/fused.ts";
 import { globalAvgPool2d } from "../ops/pool.ts";
 import type { Tensor } from "../tensor.ts";
 import { BatchNorm2d } from "./batch_norm2d.ts";
@@ -50,6 +50,59 @@ export class ShortcutProjection extends Module {
   forward(x: Tensor): Tensor {
     return this.bn.forward(this.conv.forward(x));
   }
+}
+
+/**
+ * `bn(conv(x))`, then `+ residual` and a ReLU when asked. With the batch norm in eval mode this is
+ * one fused kernel (conv2dBatchNorm, which also keeps the gradients when they are recorded); in
+ * training mode the convolution, then the batch norm, residual and ReLU as one fused op
+ * (batchNormAct, with the options BatchNorm2d.forward passes to batchNorm2d).
+ */
+function convBn(
+  conv: Conv2d,
+  bn: BatchNorm2d,
+  x: Tensor,
+  residual: Tensor | null,
+  act: boolean,
+): Tensor {
+  if (bn.training || !bn.runningMean || !bn.runningVar) {
+    const z = conv.forward(x);
+    const y = batchNormAct(z, {
+      weight: bn.weight,
+      bias: bn.bias,
+      runningMean: bn.runningMean,
+      runningVar: bn.runningVar,
+      numBatchesTracked: bn.training ? bn.numBatchesTracked : null,
+      training: bn.training || !bn.runningMean,
+      momentum: bn.momentum,
+      eps: bn.eps,
+      residual,
+      relu: act,
+    });
+    if (!y.gradFn) z.dispose();
+    return y;
+  }
+  return conv2dBatchNorm(x, conv.weight, conv.bias, {
+    stride: conv.stride,
+    padding: conv.padding,
+    batchNorm: {
+      weight: bn.weight,
+      bias: bn.bias,
+      runningMean: bn.runningMean,
+      runningVar: bn.runningVar,
+      training: false,
+      eps: bn.eps,
+    },
+    residual,
+    relu: act,
+  });
+}
+
+/** The shortcut's output: a projection through {@link convBn}, else the module's forward. */
+function shortcutForward(shortcut: Module, x: Tensor): Tensor {
+  return shortcut instanceof ShortcutProjection
+    ? convBn(shortcut.conv, shortcut.bn, x, null, false)
+    : shortcut.forward(x);
 }
 
 function shortcutFor(
@@ -115,10 +168,9 @@ export class ResidualBlock extends Module {
 
   /** `[N, in, H, W]` → `[N, out, H/stride, W/stride]`. */
   forward(x: Tensor): Tensor {
-    const shortcut = this.shortcut.forward(x);
-    let y = this.act1.forward(this.bn1.forward(this.conv1.forward(x)));
-    y = this.bn2.forward(this.conv2.forward(y));
-    return this.act2.forward(add(y, shortcut));
+    const shortcut = shortcutForward(this.shortcut, x);
+    const y = convBn(this.conv1, this.bn1, x, null, true);
+    return convBn(this.conv2, this.bn2, y, shortcut, true);
   }
 }
 
@@ -192,11 +244,10 @@ export class BottleneckResidualBlock extends Module {
 
   /** `[N, in, H, W]` → `[N, out, H/stride, W/stride]`. */
   forward(x: Tensor): Tensor {
-    const shortcut = this.shortcut.forward(x);
-    let y = this.act1.forward(this.bn1.forward(this.conv1.forward(x)));
-    y = this.act2.forward(this.bn2.forward(this.conv2.forward(y)));
-    y = this.bn3.forward(this.conv3.forward(y));
-    return this.act3.forward(add(y, shortcut));
+    const shortcut = shortcutForward(this.shortcut, x);
+    let y = convBn(this.conv1, this.bn1, x, null, true);
+    y = convBn(this.conv2, this.bn2, y, null, true);
+    return convBn(this.conv3, this.bn3, y, shortcut, true);
   }
 }
 
@@ -314,8 +365,7 @@ export class ResNetBase extends Module {
 
   /** `[N, imgChannels, H, W]` → `[N, C]`, C the last stage's channels. */
   forward(x: Tensor): Tensor {
-    let y = this.bn.forward(this.conv.forward(x));
-    if (this.stemActivation) y = relu(y);
+    const y = convBn(this.conv, this.bn, x, null, this.stemActivation);
     return globalAvgPool2d(this.blocks.forward(y));
   }
 }

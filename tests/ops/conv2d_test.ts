@@ -228,6 +228,114 @@ for (const [i, [name, c]] of cases.entries()) {
   });
 }
 
+// ---- the vec4-row kernels: stride 1 or 2, input and output rows of whole vec4s ----------------
+
+// Shapes that take conv2d_forward_rows (forward and, at stride 1, the input gradient) and
+// conv2d_backward_weight_rows: strides 1 and 2, column blocks of 4 to 16 outputs with left,
+// right and interior edges, 1 to 4 channel vec4s with channels past O or C, kernel heights 1 to
+// 5, row padding 0 to 3 (3 with a 3-row kernel sends the input gradient back to the general
+// kernel, as does stride 2).
+const rowCases: [string, Case][] = [
+  ["batch 2, 5 -> 7 channels, 3x3, padding 1, 9x20 (a full and a partial 16-column block)", {
+    input: [2, 5, 9, 20],
+    weight: [7, 5, 3, 3],
+    bias: true,
+    stride: [1, 1],
+    padding: [1, 1],
+  }],
+  ["batch 1, 3 -> 3 channels, 3x3, padding 1, 7x8 (8-column blocks, one channel vec4)", {
+    input: [1, 3, 7, 8],
+    weight: [3, 3, 3, 3],
+    bias: true,
+    stride: [1, 1],
+    padding: [1, 1],
+  }],
+  ["batch 3, 6 -> 17 channels, 3x3, padding 1, 5x4 (4-column blocks, 17 channels)", {
+    input: [3, 6, 5, 4],
+    weight: [17, 6, 3, 3],
+    bias: false,
+    stride: [1, 1],
+    padding: [1, 1],
+  }],
+  ["batch 2, 9 -> 10 channels, 1x1, padding 0, 6x12 (12-column blocks)", {
+    input: [2, 9, 6, 12],
+    weight: [10, 9, 1, 1],
+    bias: true,
+    stride: [1, 1],
+    padding: [0, 0],
+  }],
+  ["batch 2, 4 -> 6 channels, 5x3, padding [2, 1], 7x8", {
+    input: [2, 4, 7, 8],
+    weight: [6, 4, 5, 3],
+    bias: false,
+    stride: [1, 1],
+    padding: [2, 1],
+  }],
+  ["batch 2, 3 -> 5 channels, 3x1, padding [1, 0], 9x8", {
+    input: [2, 3, 9, 8],
+    weight: [5, 3, 3, 1],
+    bias: true,
+    stride: [1, 1],
+    padding: [1, 0],
+  }],
+  ["batch 2, 3 -> 5 channels, 3x3, padding [3, 1], 6x8 (rows of padding only)", {
+    input: [2, 3, 6, 8],
+    weight: [5, 3, 3, 3],
+    bias: true,
+    stride: [1, 1],
+    padding: [3, 1],
+  }],
+  ["batch 1, 2 -> 4 channels, 3x3, padding 1, 5x48 (an interior column block)", {
+    input: [1, 2, 5, 48],
+    weight: [4, 2, 3, 3],
+    bias: false,
+    stride: [1, 1],
+    padding: [1, 1],
+  }],
+  ["batch 2, 5 -> 7 channels, 3x3, stride 2, padding 1, 9x8", {
+    input: [2, 5, 9, 8],
+    weight: [7, 5, 3, 3],
+    bias: true,
+    stride: [2, 2],
+    padding: [1, 1],
+  }],
+  ["batch 1, 3 -> 10 channels, 3x3, stride 2, padding 1, 6x40 (16- and 4-column blocks)", {
+    input: [1, 3, 6, 40],
+    weight: [10, 3, 3, 3],
+    bias: false,
+    stride: [2, 2],
+    padding: [1, 1],
+  }],
+  ["batch 3, 6 -> 9 channels, 1x1, stride 2, padding 0, 7x24 (12-column blocks)", {
+    input: [3, 6, 7, 24],
+    weight: [9, 6, 1, 1],
+    bias: true,
+    stride: [2, 2],
+    padding: [0, 0],
+  }],
+  ["batch 2, 4 -> 4 channels, 3x2, stride 2, padding [2, 0], 7x16", {
+    input: [2, 4, 7, 16],
+    weight: [4, 4, 3, 2],
+    bias: true,
+    stride: [2, 2],
+    padding: [2, 0],
+  }],
+];
+
+for (const [i, [name, c]] of rowCases.entries()) {
+  gpuTest(`conv2d() vec4-row kernels match float64 reference: ${name}`, async () => {
+    // The forward packs the filters and runs conv2d_forward_rows: two dispatches (one otherwise).
+    const { x, w } = inputs(c, 2000 + i);
+    const before = gpuCounters().dispatches;
+    conv2d(Tensor.from(x, c.input), Tensor.from(w, c.weight), null, {
+      stride: c.stride,
+      padding: c.padding,
+    }).dispose();
+    assert.equal(gpuCounters().dispatches - before, 2);
+    await checkCase(c, 1000 + 100 * i);
+  });
+}
+
 gpuTest("conv2d() takes a single number for stride and padding", async () => {
   const { x, w } = inputs({
     input: [2, 3, 9, 7],
@@ -288,6 +396,16 @@ gpuTest(
     assert.deepEqual(Array.from(await b.grad!.toArray()), [0, 0, 0, 0]);
   },
 );
+
+gpuTest("conv2d() vec4-row kernels handle an empty batch: zero weight gradient", async () => {
+  const x = Tensor.from([], [0, 3, 8, 8], { requiresGrad: true });
+  const w = Tensor.from(f32(randomValues(4 * 3 * 3 * 3, 4)), [4, 3, 3, 3], { requiresGrad: true });
+  const y = conv2d(x, w, null, { padding: 1 });
+  assert.deepEqual(y.shape, [0, 4, 8, 8]);
+  y.backward(Tensor.from([], y.shape));
+  assert.deepEqual(x.grad!.shape, [0, 3, 8, 8]);
+  assert.deepEqual(Array.from(await w.grad!.toArray()), new Array(108).fill(0));
+});
 
 gpuTest("conv2d() computes only the gradients whose input requires grad", async () => {
   const c: Case = {

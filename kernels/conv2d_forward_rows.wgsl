@@ -1,0 +1,222 @@
+// conv2d_forward_rows: y = epilogue(conv2d(x, w)) for stride 1 or 2 and rows of whole vec4s, the
+// fast path of conv2d_forward (same semantics: cross-correlation, zero padding). conv2d's input
+// gradient at stride 1 runs through it too, as the convolution of gy with the flipped,
+// transposed filters, and conv2dBatchNorm through its epilogue.
+// Requires W % 4 == 0 and OW % 4 == 0 (rows and planes start on vec4 boundaries), KW <= 3,
+// PAD_W <= 1 and KW - 1 - PAD_W <= 1 (every tap reads the input column STRIDE * ox - 1, + 0 or
+// + 1).
+// Bindings: 0 uniform Params (below); 1 x: array<vec4f> [N, C, H, W]; 2 wp: array<vec4f>
+// [C, KH, KW, OP], the filters packed by conv2d_pack_weight (OP = O rounded up to 4 * QV, zero
+// past O); 3 chan: array<f32>, per-channel values of the epilogue (below; any buffer when
+// epilogue = 0); 4 res: array<vec4f> [N, O, OH, OW], added when has_residual (any buffer
+// otherwise); 5 y: array<vec4f> [N, O, OH, OW] (writes every element).
+// Params (u32): n, c, h, w, o, oh, ow, kh, pad_h, op, blocks_w = ceil(OW / (4 * PV)),
+// pixel_blocks = N * OH * blocks_w, epilogue, has_residual, relu.
+// Epilogue of each output value v of channel o: epilogue 0: v; 1: v + chan[o] (a bias [O]);
+// 2: (v - chan[o]) * chan[O + o] + chan[2 * O + o] (an eval-mode batch norm folded with the
+// bias, chan = [3, O] from batch_norm_act_params); then + res when has_residual, then
+// max(v, 0) (NaN kept) when relu.
+// Overrides: WG (workgroup size), STRIDE (1 or 2, both directions), KW, PAD_W, PV (vec4s of
+// output columns per invocation, 1..4), QV (vec4s of output channels per invocation, 1..4).
+// Grid: x and z cover the pixel blocks flat (f = gid.x + wid.z * nwg.x * WG, as grid1d splits
+// them), y = ceil(O / (4 * QV)) channel blocks.
+// One invocation computes 4 * PV adjacent output columns of one row for 4 * QV channels, as
+// PV x QV accumulators of 4 columns x 4 channels (mat4x4f, column j = channel j).
+// Why this shape on llvmpipe: every storage load is a loop over the 8 SIMD lanes, one scalar load
+// per lane and component, so a load costs ~10x a multiply-add and a vec4 load about twice a
+// scalar one for four times the data. Each input row is read once per (c, ky) as aligned vec4s
+// (a window of STRIDE * 4 * PV + 4..8 columns) and all KW taps are shuffled out of those
+// registers; the weights of a tap are read as vec4s of 4 channels. Per (c, ky) that is
+// PV + 2 (stride 2: 2 * PV + 1) + KW * QV vec4 loads for 16 * KW * PV * QV multiply-adds. Loops
+// over kx or blocks are spelled out (guarded by override constants, which the compiler folds):
+// llvmpipe does not unroll loops, and a dynamically indexed accumulator array lives in memory.
+struct Params {
+  n: u32, c: u32, h: u32, w: u32,
+  o: u32, oh: u32, ow: u32, kh: u32,
+  pad_h: u32, op: u32, blocks_w: u32, pixel_blocks: u32,
+  epilogue: u32, has_residual: u32, relu: u32,
+}
+
+override WG: u32 = 64;
+override STRIDE: u32 = 1;
+override KW: u32 = 3;
+override PAD_W: u32 = 1;
+override PV: u32 = 4;
+override QV: u32 = 2;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4f>;
+@group(0) @binding(2) var<storage, read> wp: array<vec4f>;
+@group(0) @binding(3) var<storage, read> chan: array<f32>;
+@group(0) @binding(4) var<storage, read> res: array<vec4f>;
+@group(0) @binding(5) var<storage, read_write> y: array<vec4f>;
+
+// m<pixel vec4><channel vec4>.
+struct Acc {
+  m00: mat4x4f, m01: mat4x4f, m02: mat4x4f, m03: mat4x4f,
+  m10: mat4x4f, m11: mat4x4f, m12: mat4x4f, m13: mat4x4f,
+  m20: mat4x4f, m21: mat4x4f, m22: mat4x4f, m23: mat4x4f,
+  m30: mat4x4f, m31: mat4x4f, m32: mat4x4f, m33: mat4x4f,
+}
+
+// 4 columns x 4 channels: column j of the result is xs * w[j].
+fn outer(xs: vec4f, w: vec4f) -> mat4x4f {
+  return mat4x4f(xs * w.x, xs * w.y, xs * w.z, xs * w.w);
+}
+
+// The input columns that tap offset d (-1, 0 or 1) reads for output vec4 i, from the window v
+// (v[k] = input columns STRIDE * ox0 - 4 + 4k).
+fn operand(d: i32, i: u32, v: array<vec4f, 9>) -> vec4f {
+  if (STRIDE == 1u) {
+    // Columns ox - 1 + j .. : four consecutive ones around v[i + 1].
+    if (d < 0) { return vec4f(v[i].w, v[i + 1u].xyz); }
+    if (d == 0) { return v[i + 1u]; }
+    return vec4f(v[i + 1u].yzw, v[i + 2u].x);
+  }
+  // Stride 2: columns 2 ox + d, every other one of v[2i + 1] and v[2i + 2].
+  let a = v[2u * i + 1u];
+  let b = v[2u * i + 2u];
+  if (d < 0) { return vec4f(v[2u * i].w, a.y, a.w, b.y); }
+  if (d == 0) { return vec4f(a.x, a.z, b.x, b.z); }
+  return vec4f(a.y, a.w, b.y, b.w);
+}
+
+// One tap: the packed weights at wi (QV vec4s) times the PV operand vec4s of offset d.
+fn tap(a: ptr<function, Acc>, d: i32, v: array<vec4f, 9>, wi: u32) {
+  let x0 = operand(d, 0u, v);
+  let x1 = operand(d, 1u, v);
+  let x2 = operand(d, 2u, v);
+  let x3 = operand(d, 3u, v);
+  let w0 = wp[wi];
+  (*a).m00 += outer(x0, w0);
+  if (PV > 1u) { (*a).m10 += outer(x1, w0); }
+  if (PV > 2u) { (*a).m20 += outer(x2, w0); }
+  if (PV > 3u) { (*a).m30 += outer(x3, w0); }
+  if (QV > 1u) {
+    let w1 = wp[wi + 1u];
+    (*a).m01 += outer(x0, w1);
+    if (PV > 1u) { (*a).m11 += outer(x1, w1); }
+    if (PV > 2u) { (*a).m21 += outer(x2, w1); }
+    if (PV > 3u) { (*a).m31 += outer(x3, w1); }
+  }
+  if (QV > 2u) {
+    let w2 = wp[wi + 2u];
+    (*a).m02 += outer(x0, w2);
+    if (PV > 1u) { (*a).m12 += outer(x1, w2); }
+    if (PV > 2u) { (*a).m22 += outer(x2, w2); }
+    if (PV > 3u) { (*a).m32 += outer(x3, w2); }
+  }
+  if (QV > 3u) {
+    let w3 = wp[wi + 3u];
+    (*a).m03 += outer(x0, w3);
+    if (PV > 1u) { (*a).m13 += outer(x1, w3); }
+    if (PV > 2u) { (*a).m23 += outer(x2, w3); }
+    if (PV > 3u) { (*a).m33 += outer(x3, w3); }
+  }
+}
+
+// Window vec4 k of an input row (columns STRIDE * ox0 - 4 + 4k, zero outside the row).
+fn window(row: u32, col: i32, k: i32) -> vec4f {
+  let nv = select(2 * i32(PV) + 1, i32(PV) + 2, STRIDE == 1u);
+  let c = col + k;
+  if (k < nv && c >= 0 && c < i32(p.w / 4u)) {
+    return x[row + u32(c)];
+  }
+  return vec4f(0.0);
+}
+
+// Writes the 4 columns x 4 channels of m, after the epilogue, at pixel vec4 pv, channel vec4 qv.
+fn store(m: mat4x4f, pv: u32, qv: u32, ybase: u32, ox0: u32, o0: u32) {
+  if (ox0 + 4u * pv >= p.ow) { return; }
+  let opix4 = p.oh * p.ow / 4u;
+  for (var j = 0u; j < 4u; j++) {
+    let o = o0 + 4u * qv + j;
+    if (o < p.o) {
+      let at = ybase + o * opix4 + pv;
+      var v = m[j];
+      if (p.epilogue == 1u) {
+        v += chan[o];
+      } else if (p.epilogue == 2u) {
+        v = (v - chan[o]) * chan[p.o + o] + chan[2u * p.o + o];
+      }
+      if (p.has_residual != 0u) { v += res[at]; }
+      if (p.relu != 0u) { v = select(v, vec4f(0.0), v < vec4f(0.0)); }
+      y[at] = v;
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(global_invocation_id) gid: vec3u,
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+) {
+  // Past-the-end invocations compute the last block again and store nothing: no early return,
+  // so the loads below are not inside a branch (llvmpipe masks every load in one).
+  let f0 = gid.x + wid.z * nwg.x * WG;
+  let f = min(f0, p.pixel_blocks - 1u);
+  let wb = f % p.blocks_w;
+  let rest = f / p.blocks_w;
+  let oy = rest % p.oh;
+  let n = rest / p.oh;
+  let ox0 = wb * 4u * PV;
+  let o0 = wid.y * 4u * QV;
+  let col = i32(STRIDE * ox0 / 4u) - 1;
+
+  var acc: Acc;
+  let plane4 = p.h * p.w / 4u;
+  let taps4 = p.op / 4u;
+  var xrow = n * p.c * plane4;
+  var wi = o0 / 4u;
+  for (var c = 0u; c < p.c; c++) {
+    for (var ky = 0u; ky < p.kh; ky++) {
+      let iy = i32(oy * STRIDE + ky) - i32(p.pad_h);
+      if (iy >= 0 && iy < i32(p.h)) {
+        let row = xrow + u32(iy) * p.w / 4u;
+        let v = array<vec4f, 9>(
+          window(row, col, 0),
+          window(row, col, 1),
+          window(row, col, 2),
+          window(row, col, 3),
+          window(row, col, 4),
+          window(row, col, 5),
+          window(row, col, 6),
+          window(row, col, 7),
+          window(row, col, 8),
+        );
+        let t = wi + ky * KW * taps4;
+        tap(&acc, -i32(PAD_W), v, t);
+        if (KW > 1u) { tap(&acc, 1 - i32(PAD_W), v, t + taps4); }
+        if (KW > 2u) { tap(&acc, 2 - i32(PAD_W), v, t + 2u * taps4); }
+      }
+    }
+    xrow += plane4;
+    wi += p.kh * KW * taps4;
+  }
+
+  if (f0 >= p.pixel_blocks) { return; }
+  let ybase = (n * p.o * p.oh + oy) * (p.ow / 4u) + ox0 / 4u;
+  store(acc.m00, 0u, 0u, ybase, ox0, o0);
+  if (PV > 1u) { store(acc.m10, 1u, 0u, ybase, ox0, o0); }
+  if (PV > 2u) { store(acc.m20, 2u, 0u, ybase, ox0, o0); }
+  if (PV > 3u) { store(acc.m30, 3u, 0u, ybase, ox0, o0); }
+  if (QV > 1u) {
+    store(acc.m01, 0u, 1u, ybase, ox0, o0);
+    if (PV > 1u) { store(acc.m11, 1u, 1u, ybase, ox0, o0); }
+    if (PV > 2u) { store(acc.m21, 2u, 1u, ybase, ox0, o0); }
+    if (PV > 3u) { store(acc.m31, 3u, 1u, ybase, ox0, o0); }
+  }
+  if (QV > 2u) {
+    store(acc.m02, 0u, 2u, ybase, ox0, o0);
+    if (PV > 1u) { store(acc.m12, 1u, 2u, ybase, ox0, o0); }
+    if (PV > 2u) { store(acc.m22, 2u, 2u, ybase, ox0, o0); }
+    if (PV > 3u) { store(acc.m32, 3u, 2u, ybase, ox0, o0); }
+  }
+  if (QV > 3u) {
+    store(acc.m03, 0u, 3u, ybase, ox0, o0);
+    if (PV > 1u) { store(acc.m13, 1u, 3u, ybase, ox0, o0); }
+    if (PV > 2u) { store(acc.m23, 2u, 3u, ybase, ox0, o0); }
+    if (PV > 3u) { store(acc.m33, 3u, 3u, ybase, ox0, o0); }
+  }
+}
