@@ -1,15 +1,5 @@
-// The distinct layer shapes of a model, found by running it once on one image with every
-// Conv2d/BatchNorm2d/Linear forward wrapped to record its input's shape.
-import {
-  BatchNorm2d,
-  Conv2d,
-  Linear,
-  type Module,
-  noGrad,
-  ResNetBase,
-  Tensor,
-  tidy,
-} from "@resnet/webgpu";
+// The distinct layer shapes of a model, derived from its ResNet structure.
+import { Conv2d, Linear, type Module, ResNetBase } from "@resnet/webgpu";
 
 export interface ConvShape {
   n: number;
@@ -56,62 +46,62 @@ function tally<T>(map: Map<string, T & { layers: number }>, key: string, make: (
   else map.set(key, { ...make(), layers: 1 });
 }
 
-/** Distinct shapes of `model`'s layers at `batch` images of `image` = [C, H, W]. */
+/**
+ * Distinct shapes of `model`'s layers at `batch` images of `image` = [C, H, W], derived from the
+ * ResNet's structure (the blocks call fused conv + batch-norm ops, not the layers' forward, so
+ * hooking forward would miss them): each convolution's input and output, the batch norm that
+ * follows it, the global pool's input and the linear layers.
+ */
 export function traceShapes(model: Module, batch: number, image = [3, 32, 32]): ModelShapes {
   const convs = new Map<string, ConvShape>();
   const norms = new Map<string, PlaneShape>();
   const pools = new Map<string, PlaneShape>();
   const linears = new Map<string, LinearShape>();
-  const patched: Module[] = [];
-  const wrap = (m: Module, seen: (x: Tensor, y: Tensor) => void) => {
-    const forward = m.forward.bind(m);
-    m.forward = (x: Tensor) => {
-      const y = forward(x);
-      seen(x, y);
-      return y;
-    };
-    patched.push(m);
+  const size = (x: number, k: number, s: number, p: number) => Math.floor((x + 2 * p - k) / s) + 1;
+  // Records conv `m` on an input [c, h, w] and the batch norm after it; returns its output.
+  const conv = (m: Conv2d, [c, h, w]: number[], stem = false): number[] => {
+    const o = m.outChannels;
+    const oh = size(h, m.kernelSize[0], m.stride[0], m.padding[0]);
+    const ow = size(w, m.kernelSize[1], m.stride[1], m.padding[1]);
+    const key = [c, h, w, o, m.kernelSize, m.stride, m.padding, !!m.bias].join("|");
+    tally(convs, key, () => ({
+      n: batch,
+      c,
+      h,
+      w,
+      o,
+      k: m.kernelSize,
+      stride: m.stride,
+      padding: m.padding,
+      oh,
+      ow,
+      bias: !!m.bias,
+      stem,
+    }));
+    tally(norms, [o, oh, ow].join("|"), () => ({
+      shape: [batch, o, oh, ow] as [number, number, number, number],
+    }));
+    return [o, oh, ow];
   };
   for (const [, m] of model.namedModules()) {
-    if (m instanceof Conv2d) {
-      wrap(m, (x, y) => {
-        const [, c, h, w] = x.shape;
-        const [, o, oh, ow] = y.shape;
-        const key = [c, h, w, o, m.kernelSize, m.stride, m.padding, !!m.bias].join("|");
-        tally(convs, key, () => ({
-          n: batch,
-          c,
-          h,
-          w,
-          o,
-          k: m.kernelSize,
-          stride: m.stride,
-          padding: m.padding,
-          oh,
-          ow,
-          bias: !!m.bias,
-          stem: convs.size === 0,
-        }));
-      });
-    } else if (m instanceof BatchNorm2d) {
-      wrap(m, (x) => plane(norms, batch, x));
-    } else if (m instanceof ResNetBase) {
-      wrap(m.blocks, (_x, y) => plane(pools, batch, y));
+    if (m instanceof ResNetBase) {
+      let x = conv(m.conv, image, true);
+      for (const block of m.blocks.children()) {
+        const b = block as unknown as Record<string, Module>;
+        const input = x;
+        for (const name of ["conv1", "conv2", "conv3"]) {
+          if (b[name] instanceof Conv2d) x = conv(b[name] as Conv2d, x);
+        }
+        const shortcut = b.shortcut as unknown as { conv?: Conv2d };
+        if (shortcut.conv instanceof Conv2d) conv(shortcut.conv, input);
+      }
+      tally(pools, x.join("|"), () => ({
+        shape: [batch, x[0], x[1], x[2]] as [number, number, number, number],
+      }));
     } else if (m instanceof Linear) {
-      wrap(m, (x, y) => {
-        const key = `${x.shape[1]}|${y.shape[1]}`;
-        tally(linears, key, () => ({ n: batch, in: x.shape[1], out: y.shape[1] }));
-      });
+      const key = `${m.inFeatures}|${m.outFeatures}`;
+      tally(linears, key, () => ({ n: batch, in: m.inFeatures, out: m.outFeatures }));
     }
-  }
-  const wasTraining = model.training;
-  model.eval();
-  try {
-    tidy(() => noGrad(() => model.forward(Tensor.zeros([1, ...image])))).dispose();
-  } finally {
-    // Back to the prototype's forward.
-    for (const m of patched) Reflect.deleteProperty(m, "forward");
-    model.train(wasTraining);
   }
   return {
     convs: [...convs.values()],
@@ -119,13 +109,4 @@ export function traceShapes(model: Module, batch: number, image = [3, 32, 32]): 
     pools: [...pools.values()],
     linears: [...linears.values()],
   };
-}
-
-function plane(map: Map<string, PlaneShape>, batch: number, x: Tensor): void {
-  const [, c, h, w] = x.shape;
-  tally(
-    map,
-    `${c}|${h}|${w}`,
-    () => ({ shape: [batch, c, h, w] as [number, number, number, number] }),
-  );
 }
