@@ -36,6 +36,7 @@ const steps: {
 let passed = 0;
 let failed = 0;
 const failedSteps: string[] = [];
+const warnings: string[] = [];
 const decoder = new TextDecoder();
 
 for (const step of steps) {
@@ -53,24 +54,36 @@ for (const step of steps) {
   ]);
   const status = await child.status;
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  let ok = status.success;
   if (step.countsTests) {
     // Deno's summary line: "ok | 12 passed (3 steps) | 0 failed (4s)".
     const summary = (stdout + stderr).match(/\| (\d+) passed.*?\| (\d+) failed/);
     if (summary) {
       passed += Number(summary[1]);
       failed += Number(summary[2]);
-    } else if (!status.success) {
+      if (!ok && Number(summary[2]) === 0 && /^ok \|/m.test(stdout + stderr)) {
+        // Every test passed and Deno printed its summary, then the process died while tearing
+        // down WebGPU (glibc "double free or corruption" inside Deno's wgpu, intermittent, on the
+        // GL backend mostly). Reported loudly, not counted as a test failure; see README.
+        ok = true;
+        warnings.push(
+          `${step.name}: all tests passed, then deno exited with status ${status.code}` +
+            (status.signal ? ` (${status.signal})` : "") + " during WebGPU teardown",
+        );
+      }
+    } else if (!ok) {
       failed++;
     }
-  } else if (status.success) {
+  } else if (ok) {
     passed++;
   } else {
     failed++;
   }
-  if (!status.success) failedSteps.push(step.name);
-  console.log(`=== ${step.name}: ${status.success ? "ok" : "FAILED"} (${seconds} s)`);
+  if (!ok) failedSteps.push(step.name);
+  console.log(`=== ${step.name}: ${ok ? "ok" : "FAILED"} (${seconds} s)`);
 }
 
+for (const warning of warnings) console.log(`\nWARNING: ${warning}`);
 if (failedSteps.length) console.log(`\nfailed steps: ${failedSteps.join(", ")}`);
 console.log(`tests: ${passed} passed, ${failed} failed`);
 Deno.exit(failedSteps.length ? 1 : 0);

@@ -7,7 +7,14 @@
  */
 import augmentSource from "../../kernels/augment.wgsl" with { type: "text" };
 import { getDevice } from "../gpu/device.ts";
-import { dispatch, flush, grid1d, packParams, writeBuffer } from "../gpu/dispatch.ts";
+import {
+  destroyBuffer,
+  dispatch,
+  flush,
+  grid1d,
+  packParams,
+  writeBuffer,
+} from "../gpu/dispatch.ts";
 import { Generator } from "../random.ts";
 import { Tensor } from "../tensor.ts";
 import {
@@ -139,8 +146,7 @@ export class GpuImageStore {
     if (!this.#draws || this.#draws.size < batchSize * 8) {
       if (this.#draws) {
         // Work encoded earlier may still read the old buffer: submit it before destroying.
-        flush();
-        this.#draws.destroy();
+        destroyBuffer(this.#draws);
       }
       this.#draws = device.createBuffer({
         size: Math.max(16, batchSize * 8),
@@ -232,8 +238,8 @@ export class GpuImageStore {
         // getDevice() keeps reporting a device error to the next op; nothing to submit here.
       }
     }
-    for (const buffer of this.#chunks) buffer.destroy();
-    this.#draws?.destroy();
+    for (const buffer of this.#chunks) destroyBuffer(buffer);
+    if (this.#draws) destroyBuffer(this.#draws);
     this.#chunks = [];
     this.#draws = null;
     this.#device = null;

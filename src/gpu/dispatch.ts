@@ -46,6 +46,8 @@ const modules = new Map<string, GPUShaderModule>();
 const pipelines = new Map<string, GPUComputePipeline>();
 const uniformCache = new Map<string, GPUBuffer>();
 const bindGroups = new Map<string, GPUBindGroup>();
+// Which cached bind groups bind a buffer, so that a destroyed buffer leaves none behind.
+const bindGroupsByBuffer = new Map<number, Set<string>>();
 const bufferIds = new WeakMap<GPUBuffer, number>();
 let nextBufferId = 1;
 let cachedFor: GPUDevice | null = null;
@@ -107,6 +109,7 @@ function deviceForCaches(): GPUDevice {
     pipelines.clear();
     uniformCache.clear();
     bindGroups.clear();
+    bindGroupsByBuffer.clear();
     encoder = null;
     pass = null;
     pendingCommands = 0;
@@ -166,7 +169,9 @@ function uniformBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
   if (uniformCache.size > MAX_CACHED_UNIFORMS) {
     const [oldestKey, oldest] = uniformCache.entries().next().value!;
     uniformCache.delete(oldestKey);
-    destroyAfterSubmit.push(oldest);
+    // Dropped, not destroyed: wgpu (GL and Vulkan) crashed at exit now and then when a destroyed
+    // buffer was still bound by a live bind group; the garbage collector frees it instead.
+    forgetBindGroups(oldest);
   }
   return buffer;
 }
@@ -215,6 +220,12 @@ export function dispatch(kernel: Kernel, args: DispatchArgs): void {
     if (uniform) entries.unshift({ binding: 0, resource: { buffer: uniform } });
     group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
     bindGroups.set(groupKey, group);
+    for (const b of uniform ? [uniform, ...args.buffers] : args.buffers) {
+      const id = bufferId(b);
+      let keys = bindGroupsByBuffer.get(id);
+      if (!keys) bindGroupsByBuffer.set(id, keys = new Set());
+      keys.add(groupKey);
+    }
     if (bindGroups.size > MAX_CACHED_BIND_GROUPS) {
       bindGroups.delete(bindGroups.keys().next().value!);
     }
@@ -225,6 +236,22 @@ export function dispatch(kernel: Kernel, args: DispatchArgs): void {
   p.dispatchWorkgroups(x, y, z);
   pendingCommands++;
   counters.dispatches++;
+}
+
+function forgetBindGroups(buffer: GPUBuffer): void {
+  const id = bufferId(buffer);
+  for (const key of bindGroupsByBuffer.get(id) ?? []) bindGroups.delete(key);
+  bindGroupsByBuffer.delete(id);
+}
+
+/**
+ * Destroys a buffer that is not from the tensor pool (a data set's images), after the work
+ * encoded so far has been submitted, and drops the cached bind groups that bind it.
+ */
+export function destroyBuffer(buffer: GPUBuffer): void {
+  if (cachedFor) forgetBindGroups(buffer);
+  if (pendingCommands > 0) destroyAfterSubmit.push(buffer);
+  else buffer.destroy();
 }
 
 /** Encodes a buffer-to-buffer copy after the work encoded so far. */
