@@ -5,24 +5,9 @@ import { noGrad } from "../../src/autograd.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import { memoryStats } from "../../src/gpu/buffer_pool.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
+import { convReference, type Geo } from "./_conv_reference.ts";
 
 // ---- float64 reference -------------------------------------------------------------------------
-
-interface Geo {
-  n: number;
-  c: number;
-  h: number;
-  w: number;
-  o: number;
-  kh: number;
-  kw: number;
-  sh: number;
-  sw: number;
-  ph: number;
-  pw: number;
-  oh: number;
-  ow: number;
-}
 
 function geo(
   [n, c, h, w]: number[],
@@ -35,39 +20,6 @@ function geo(
   const oh = Math.floor((h + 2 * ph - kh) / sh) + 1;
   const ow = Math.floor((w + 2 * pw - kw) / sw) + 1;
   return { n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow };
-}
-
-/** y[n, o, oy, ox] = b[o] + sum x[n, c, oy*sh - ph + ky, ox*sw - pw + kx] * w[o, c, ky, kx]. */
-function refForward(
-  x: ArrayLike<number>,
-  wt: ArrayLike<number>,
-  b: ArrayLike<number> | null,
-  g: Geo,
-): Float64Array {
-  const y = new Float64Array(g.n * g.o * g.oh * g.ow);
-  for (let n = 0; n < g.n; n++) {
-    for (let o = 0; o < g.o; o++) {
-      for (let oy = 0; oy < g.oh; oy++) {
-        for (let ox = 0; ox < g.ow; ox++) {
-          let s = b ? b[o] : 0;
-          for (let c = 0; c < g.c; c++) {
-            for (let ky = 0; ky < g.kh; ky++) {
-              const iy = oy * g.sh - g.ph + ky;
-              if (iy < 0 || iy >= g.h) continue;
-              for (let kx = 0; kx < g.kw; kx++) {
-                const ix = ox * g.sw - g.pw + kx;
-                if (ix < 0 || ix >= g.w) continue;
-                s += x[((n * g.c + c) * g.h + iy) * g.w + ix] *
-                  wt[((o * g.c + c) * g.kh + ky) * g.kw + kx];
-              }
-            }
-          }
-          y[((n * g.o + o) * g.oh + oy) * g.ow + ox] = s;
-        }
-      }
-    }
-  }
-  return y;
 }
 
 /** Gradients of sum(y * gy) with respect to x, w and b, by scattering each output's gradient. */
@@ -132,7 +84,7 @@ async function checkCase(c: Case, seed: number, grads = true): Promise<void> {
   const bt = b ? Tensor.from(b, [c.weight[0]], { requiresGrad: grads }) : null;
   const y = conv2d(xt, wt, bt, options);
   assert.deepEqual(y.shape, [g.n, g.o, g.oh, g.ow]);
-  assertClose(await y.toArray(), refForward(x, w, b, g), { what: "y" });
+  assertClose(await y.toArray(), convReference(x, w, b, g), { what: "y" });
   if (!grads) return;
 
   const r = f32(randomValues(y.size, seed + 3));
@@ -350,7 +302,7 @@ gpuTest("conv2d() takes a single number for stride and padding", async () => {
   });
   const g = geo([2, 3, 9, 7], [4, 3, 3, 3], [2, 2], [1, 1]);
   assert.deepEqual(y.shape, [2, 4, 5, 4]);
-  assertClose(await y.toArray(), refForward(x, w, null, g));
+  assertClose(await y.toArray(), convReference(x, w, null, g));
 });
 
 gpuTest("conv2d() gradients use the split-K reduction for many output pixels", async () => {
@@ -460,7 +412,7 @@ for (
     const { x, w, b } = inputs(c, 5);
     const r = randomValues(g.n * g.o * g.oh * g.ow, 6);
     const loss = (xx: Float64Array, ww: Float64Array, bb: Float64Array) =>
-      dot(refForward(xx, ww, bb, g), r);
+      dot(convReference(xx, ww, bb, g), r);
     const expected = refBackward(x, w, r, g);
     const opts = { rtol: 1e-6, atol: 1e-8, maxRelL2: 1e-7 };
     assertClose(expected.gx, finiteDifferences((v) => loss(v, w, b!), x), { ...opts, what: "gx" });

@@ -7,6 +7,7 @@ import { Tensor } from "../../src/tensor.ts";
 import { noGrad } from "../../src/autograd.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
+import { convReference } from "./_conv_reference.ts";
 
 // ---- float64 reference -------------------------------------------------------------------------
 
@@ -75,30 +76,7 @@ function values(c: Case, seed: number): Values {
 
 /** z = conv2d(x, w) + b, the convolution before the batch norm. */
 function refConv(x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<number> | null, g: Geo) {
-  const z = new Float64Array(g.n * g.o * g.oh * g.ow);
-  for (let n = 0; n < g.n; n++) {
-    for (let o = 0; o < g.o; o++) {
-      for (let oy = 0; oy < g.oh; oy++) {
-        for (let ox = 0; ox < g.ow; ox++) {
-          let s = b ? b[o] : 0;
-          for (let c = 0; c < g.c; c++) {
-            for (let ky = 0; ky < g.kh; ky++) {
-              const iy = oy * g.s - g.pad + ky;
-              if (iy < 0 || iy >= g.h) continue;
-              for (let kx = 0; kx < g.kw; kx++) {
-                const ix = ox * g.s - g.pad + kx;
-                if (ix < 0 || ix >= g.w) continue;
-                s += x[((n * g.c + c) * g.h + iy) * g.w + ix] *
-                  w[((o * g.c + c) * g.kh + ky) * g.kw + kx];
-              }
-            }
-          }
-          z[((n * g.o + o) * g.oh + oy) * g.ow + ox] = s;
-        }
-      }
-    }
-  }
-  return z;
+  return convReference(x, w, b, { ...g, sh: g.s, sw: g.s, ph: g.pad, pw: g.pad });
 }
 
 /** y = act((z - mean) / sqrt(var + eps) * gamma + beta + r), and the pre-activation v. */

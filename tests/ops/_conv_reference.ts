@@ -1,0 +1,51 @@
+// The float64 reference convolution shared by the conv2d and fused-op tests.
+
+/** A convolution's sizes: input [n, c, h, w], weight [o, c, kh, kw], output [n, o, oh, ow]. */
+export interface Geo {
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  o: number;
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  ph: number;
+  pw: number;
+  oh: number;
+  ow: number;
+}
+
+/** y[n, o, oy, ox] = b[o] + sum x[n, c, oy*sh - ph + ky, ox*sw - pw + kx] * w[o, c, ky, kx]. */
+export function convReference(
+  x: ArrayLike<number>,
+  wt: ArrayLike<number>,
+  b: ArrayLike<number> | null,
+  g: Geo,
+): Float64Array {
+  const y = new Float64Array(g.n * g.o * g.oh * g.ow);
+  for (let n = 0; n < g.n; n++) {
+    for (let o = 0; o < g.o; o++) {
+      for (let oy = 0; oy < g.oh; oy++) {
+        for (let ox = 0; ox < g.ow; ox++) {
+          let s = b ? b[o] : 0;
+          for (let c = 0; c < g.c; c++) {
+            for (let ky = 0; ky < g.kh; ky++) {
+              const iy = oy * g.sh - g.ph + ky;
+              if (iy < 0 || iy >= g.h) continue;
+              for (let kx = 0; kx < g.kw; kx++) {
+                const ix = ox * g.sw - g.pw + kx;
+                if (ix < 0 || ix >= g.w) continue;
+                s += x[((n * g.c + c) * g.h + iy) * g.w + ix] *
+                  wt[((o * g.c + c) * g.kh + ky) * g.kw + kx];
+              }
+            }
+          }
+          y[((n * g.o + o) * g.oh + oy) * g.ow + ox] = s;
+        }
+      }
+    }
+  }
+  return y;
+}
