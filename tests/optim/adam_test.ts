@@ -3,25 +3,28 @@
 // gradients are null, the state dict through a safetensors file, no allocation or submit in
 // steady state, and option validation.
 import assert from "node:assert/strict";
-import { memoryStats } from "../../src/gpu/buffer_pool.ts";
-import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import {
   loadSafetensors,
   readSafetensorsMetadata,
   saveSafetensors,
 } from "../../src/io/safetensors.ts";
 import { Adam, type AdamOptions, AdamW } from "../../src/optim/adam.ts";
-import { tidy } from "../../src/scope.ts";
 import { Tensor } from "../../src/tensor.ts";
-import { assertClose, gpuTest, randomValues } from "../_gpu.ts";
+import { assertClose, gpuTest } from "../_gpu.ts";
+import {
+  assertStepsAllocateNothing,
+  gradients as sharedGradients,
+  makeParams,
+  setGrads,
+  SHAPES,
+  sizeOf,
+} from "./_params.ts";
 
-const SHAPES = [[7], [3, 5], [2, 3, 3, 3], [5, 67], [1]];
 const TOL = { rtol: 1e-5, atol: 1e-7, maxRelL2: 1e-6 };
 
-const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-
-function f32(values: ArrayLike<number>): Float64Array {
-  return Float64Array.from(Float32Array.from(values));
+/** Gradients a tenth the size of the parameters, as Adam's tests have always used. */
+function gradients(seed: number, step: number, present = SHAPES.map(() => true)) {
+  return sharedGradients(seed, step, present, 0.1);
 }
 
 interface Hyper {
@@ -51,26 +54,6 @@ function adamReference(p: Float64Array, g: Float64Array, s: RefState, h: Hyper):
     s.v[j] = h.beta2 * s.v[j] + (1 - h.beta2) * gj * gj;
     p[j] -= (h.lr / bc1) * s.m[j] / (Math.sqrt(s.v[j]) / Math.sqrt(bc2) + h.eps);
   }
-}
-
-function makeParams(seed: number): { params: Tensor[]; ref: Float64Array[] } {
-  const ref = SHAPES.map((s, k) => f32(randomValues(sizeOf(s), seed + k)));
-  const params = ref.map((v, k) => Tensor.from(v, SHAPES[k], { requiresGrad: true }));
-  return { params, ref };
-}
-
-function gradients(seed: number, step: number, present = SHAPES.map(() => true)) {
-  return SHAPES.map((s, k) =>
-    present[k] ? f32(randomValues(sizeOf(s), 1000 * seed + 37 * step + k, 0.1)) : null
-  );
-}
-
-function setGrads(params: Tensor[], grads: (Float64Array | null)[]): void {
-  params.forEach((p, k) => {
-    p.grad?.dispose();
-    const g = grads[k];
-    p.grad = g ? Tensor.from(g, p.shape) : null;
-  });
 }
 
 const freshState = () =>
@@ -227,24 +210,7 @@ for (const Opt of [Adam, AdamW]) {
 gpuTest("Adam allocates nothing after its first step and never submits while encoding", () => {
   const { params } = makeParams(100);
   const opt = new Adam(params, { weightDecay: 1e-4 });
-  const step = (s: number) =>
-    tidy(() => {
-      opt.zeroGrad();
-      setGrads(params, gradients(11, s));
-      const before = gpuCounters();
-      opt.step();
-      const after = gpuCounters();
-      assert.equal(after.submits, before.submits, "step() submitted");
-      assert.equal(after.readbacks, before.readbacks, "step() read back");
-      return after.dispatches - before.dispatches;
-    });
-  step(0);
-  const allocations = memoryStats().allocations;
-  for (let s = 1; s < 5; s++) {
-    assert.equal(step(s), Math.ceil(SHAPES.length / 2), "dispatches per step");
-  }
-  assert.equal(memoryStats().allocations, allocations, "buffers were allocated after step 1");
-  opt.zeroGrad();
+  assertStepsAllocateNothing(opt, params, 11);
   opt.dispose();
   params.forEach((p) => p.dispose());
 });

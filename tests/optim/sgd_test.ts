@@ -2,8 +2,6 @@
 // parameters: every option combination, skipped null gradients, the state dict through a
 // safetensors file, no allocation or submit in steady state, and option validation.
 import assert from "node:assert/strict";
-import { memoryStats } from "../../src/gpu/buffer_pool.ts";
-import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import {
   loadSafetensors,
   readSafetensorsMetadata,
@@ -11,20 +9,11 @@ import {
 } from "../../src/io/safetensors.ts";
 import { mulScalar } from "../../src/ops/elementwise.ts";
 import { SGD, type SGDOptions } from "../../src/optim/sgd.ts";
-import { tidy } from "../../src/scope.ts";
 import { Tensor } from "../../src/tensor.ts";
-import { assertClose, gpuTest, randomValues } from "../_gpu.ts";
+import { assertClose, gpuTest } from "../_gpu.ts";
+import { assertStepsAllocateNothing, gradients, makeParams, setGrads, SHAPES } from "./_params.ts";
 
-// Odd sizes, one past a 256-invocation workgroup, and an odd count (a dispatch with one slot).
-const SHAPES = [[7], [3, 5], [2, 3, 3, 3], [5, 67], [1]];
 const TOL = { rtol: 1e-5, atol: 1e-6, maxRelL2: 1e-6 };
-
-const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-
-/** Values as float32 would hold them, in float64. */
-function f32(values: ArrayLike<number>): Float64Array {
-  return Float64Array.from(Float32Array.from(values));
-}
 
 interface Hyper {
   lr: number;
@@ -54,28 +43,6 @@ function sgdReference(
     step = h.nesterov ? d.map((dj, j) => dj + h.momentum * buf[j]) : buf;
   }
   for (let j = 0; j < p.length; j++) p[j] -= h.lr * step[j];
-}
-
-/** Parameters on the GPU and their float64 copies. */
-function makeParams(seed: number): { params: Tensor[]; ref: Float64Array[] } {
-  const ref = SHAPES.map((s, k) => f32(randomValues(sizeOf(s), seed + k)));
-  const params = ref.map((v, k) => Tensor.from(v, SHAPES[k], { requiresGrad: true }));
-  return { params, ref };
-}
-
-/** Random gradients for step `step`, or null where `present` says so. */
-function gradients(seed: number, step: number, present = SHAPES.map(() => true)) {
-  return SHAPES.map((s, k) =>
-    present[k] ? f32(randomValues(sizeOf(s), 1000 * seed + 37 * step + k)) : null
-  );
-}
-
-function setGrads(params: Tensor[], grads: (Float64Array | null)[]): void {
-  params.forEach((p, k) => {
-    p.grad?.dispose();
-    const g = grads[k];
-    p.grad = g ? Tensor.from(g, p.shape) : null;
-  });
 }
 
 const COMBOS: Omit<Hyper, "lr">[] = [];
@@ -213,24 +180,7 @@ gpuTest(
 gpuTest("SGD allocates nothing after its first step and never submits while encoding", () => {
   const { params } = makeParams(1300);
   const opt = new SGD(params, { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
-  const step = (s: number) =>
-    tidy(() => {
-      opt.zeroGrad();
-      setGrads(params, gradients(13, s));
-      const before = gpuCounters();
-      opt.step();
-      const after = gpuCounters();
-      assert.equal(after.submits, before.submits, "step() submitted");
-      assert.equal(after.readbacks, before.readbacks, "step() read back");
-      return after.dispatches - before.dispatches;
-    });
-  step(0);
-  const allocations = memoryStats().allocations;
-  for (let s = 1; s < 5; s++) {
-    assert.equal(step(s), Math.ceil(SHAPES.length / 2), "dispatches per step");
-  }
-  assert.equal(memoryStats().allocations, allocations, "buffers were allocated after step 1");
-  opt.zeroGrad();
+  assertStepsAllocateNothing(opt, params, 13);
   opt.dispose();
   params.forEach((p) => p.dispose());
 });
