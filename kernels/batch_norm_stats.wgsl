@@ -1,15 +1,21 @@
 // batch_norm_stats: per-channel batch mean and 1/sqrt(biased var + eps) of x, and (entry points
 // main_running, main_running_counter) PyTorch's in-place running-statistics update.
-// Bindings: 0 uniform Params; 1 x: array<f32> [N, C, H, W] (reads);
-// 2 stats: array<f32> [2, C] = (mean, invstd) (writes);
+// Bindings: 0 uniform Params; 1 x: array<vec4f> [N, C, H, W] (reads; pool buffers are whole
+// vec4s, so every element is inside one); 2 stats: array<f32> [2, C] = (mean, invstd) (writes);
 // 3 running_mean: array<f32> [C] (updates in place, main_running*);
 // 4 running_var: array<f32> [C] (updates in place with the unbiased variance, main_running*);
 // 5 counter: array<f32> [1] (adds 1, main_running_counter only).
-// Params { batch: N, channels: C, hw: H*W, lanes, rows: 256 / lanes, count: N*H*W (f32),
-//   momentum, eps }. lanes (a power of two <= 256) invocations cover one image's H*W, rows
-//   images are read at once, so that small H*W still keeps all 256 invocations busy.
-// Workgroup 256; dispatch grid1d(C, 1): one workgroup per channel. The variance takes a second
-// pass over the channel's values around the mean (stable, unlike E[x^2] - E[x]^2).
+// Params { batch: N, channels: C, hw: H*W, lanes, rows: WG / lanes, count: N*H*W (f32),
+//   momentum, eps }. lanes (a power of two <= WG) invocations cover one image's plane (in vec4s
+//   when VEC4, else in values), rows images are read at once, so that small planes still keep
+//   every invocation busy.
+// Override VEC4: H*W % 4 == 0, so that each (n, c) plane is whole vec4s and is read as vec4s.
+// Workgroup WG = 64; dispatch grid1d(C, 1): one workgroup per channel, one pass over its values.
+// Why one pass of shifted sums: on llvmpipe a storage load costs ~10x an add (a loop over the
+// SIMD lanes), so reading x twice (mean, then squared deviations) doubled the time. Sums of
+// d = x - shift and d^2 with shift = one of the channel's own values give
+// var = E[d^2] - E[d]^2 without the cancellation of E[x^2] - E[x]^2: E[d] is about the spread of
+// the values, not their distance from zero (values 100 +- 0.1 keep 4+ digits of variance).
 struct Params {
   batch: u32,
   channels: u32,
@@ -21,63 +27,81 @@ struct Params {
   eps: f32,
 }
 
+override VEC4: bool = true;
+
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4f>;
 @group(0) @binding(2) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(3) var<storage, read_write> running_mean: array<f32>;
 @group(0) @binding(4) var<storage, read_write> running_var: array<f32>;
 @group(0) @binding(5) var<storage, read_write> counter: array<f32>;
 
-const WG: u32 = 256u;
-const GROUPS: u32 = 16u;
-var<workgroup> partial: array<f32, 256>;
-var<workgroup> group_sum: array<f32, 16>;
+const WG: u32 = 64u;
+const GROUPS: u32 = 8u;
+var<workgroup> partial: array<vec2f, 64>;
+var<workgroup> group_sum: array<vec2f, 8>;
 
-// Two levels of 16 instead of a log2(256)-step tree: only two barriers, which matters on CPU
+// Two levels of 8 instead of a log2(64)-step tree: only two barriers, which matters on CPU
 // implementations where each barrier switches every invocation. Every invocation returns the sum.
-fn workgroup_sum(v: f32, tid: u32) -> f32 {
+fn workgroup_sum(v: vec2f, tid: u32) -> vec2f {
   partial[tid] = v;
   workgroupBarrier();
   if (tid < GROUPS) {
-    var s = 0.0;
+    var s = vec2f(0.0);
     for (var k = 0u; k < WG / GROUPS; k++) {
       s += partial[tid * (WG / GROUPS) + k];
     }
     group_sum[tid] = s;
   }
   workgroupBarrier();
-  var total = 0.0;
+  var total = vec2f(0.0);
   for (var k = 0u; k < GROUPS; k++) {
     total += group_sum[k];
   }
   return total;
 }
 
-// (mean, sum of squared deviations) of channel c. Both passes sum differences from the channel's
-// first value, which are exact and small when the values sit far from zero (say 100 +- 0.1), so
-// the mean is not lost in the rounding of large partial sums.
+fn scalar_at(i: u32) -> f32 {
+  return x[i / 4u][i % 4u];
+}
+
+// (mean, sum of squared deviations) of channel c.
 fn moments(c: u32, tid: u32) -> vec2f {
   let lane = tid % p.lanes;
   let row = tid / p.lanes;
-  let image = p.channels * p.hw;
-  let shift = x[c * p.hw];
+  let shift = scalar_at(c * p.hw);
   var s = 0.0;
-  for (var n = row; n < p.batch; n += p.rows) {
-    let base = n * image + c * p.hw;
-    for (var i = lane; i < p.hw; i += p.lanes) {
-      s += x[base + i] - shift;
-    }
-  }
-  let centre = workgroup_sum(s, tid) / p.count;
   var q = 0.0;
-  for (var n = row; n < p.batch; n += p.rows) {
-    let base = n * image + c * p.hw;
-    for (var i = lane; i < p.hw; i += p.lanes) {
-      let d = (x[base + i] - shift) - centre;
-      q += d * d;
+  if (VEC4) {
+    let plane4 = p.hw / 4u;
+    let image4 = p.channels * plane4;
+    var s4 = vec4f(0.0);
+    var q4 = vec4f(0.0);
+    for (var n = row; n < p.batch; n += p.rows) {
+      let base = n * image4 + c * plane4;
+      for (var i = lane; i < plane4; i += p.lanes) {
+        let d = x[base + i] - shift;
+        s4 += d;
+        q4 += d * d;
+      }
+    }
+    s = (s4.x + s4.y) + (s4.z + s4.w);
+    q = (q4.x + q4.y) + (q4.z + q4.w);
+  } else {
+    let image = p.channels * p.hw;
+    for (var n = row; n < p.batch; n += p.rows) {
+      let base = n * image + c * p.hw;
+      for (var i = lane; i < p.hw; i += p.lanes) {
+        let d = scalar_at(base + i) - shift;
+        s += d;
+        q += d * d;
+      }
     }
   }
-  return vec2f(shift + centre, workgroup_sum(q, tid));
+  let sums = workgroup_sum(vec2f(s, q), tid);
+  let centre = sums.x / p.count;
+  // Sum of (d - centre)^2 = sum d^2 - count * centre^2, never below 0 after rounding.
+  return vec2f(shift + centre, max(sums.y - sums.x * centre, 0.0));
 }
 
 fn write_stats(c: u32, m: vec2f) {
@@ -91,7 +115,7 @@ fn update_running(c: u32, m: vec2f) {
   running_var[c] = p.momentum * unbiased + (1.0 - p.momentum) * running_var[c];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn main(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
@@ -105,7 +129,7 @@ fn main(
   }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn main_running(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
@@ -120,7 +144,7 @@ fn main_running(
   }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn main_running_counter(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,

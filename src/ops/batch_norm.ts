@@ -94,7 +94,7 @@ export interface BatchNorm2dOptions {
  */
 export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor {
   const v = validate(input, options);
-  const { weight, bias, runningMean, runningVar, counter, training, n } = v;
+  const { weight, bias, runningMean, runningVar, training, n } = v;
   const [N, C, H, W] = input.shape;
   const hw = H * W;
   const recording = shouldRecord(input, weight, bias);
@@ -102,16 +102,7 @@ export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor 
   // (mean, invstd) per channel: the batch's in training, a snapshot of the running ones in eval.
   const stats = Tensor.empty([2, C]);
   if (training) {
-    const kernel = !runningMean ? STATS : counter ? STATS_RUNNING_COUNTER : STATS_RUNNING;
-    const buffers = [input.buffer, stats.buffer];
-    if (runningMean && runningVar) buffers.push(runningMean.buffer, runningVar.buffer);
-    if (runningMean && counter) buffers.push(counter.buffer);
-    const lanes = reductionLanes(hw);
-    dispatch(kernel, {
-      buffers,
-      uniforms: packParams([N, C, hw, lanes, REDUCE_WG / lanes], [n, v.momentum, v.eps]),
-      workgroups: grid1d(C, 1),
-    });
+    encodeBatchStatistics(input, stats, v);
   } else {
     dispatch(EVAL_STATS, {
       buffers: [runningMean!.buffer, runningVar!.buffer, stats.buffer],
@@ -216,6 +207,44 @@ function reductionLanes(hw: number): number {
   let lanes = 1;
   while (lanes < hw && lanes < REDUCE_WG) lanes *= 2;
   return lanes;
+}
+
+/** Workgroup size of batch_norm_stats. */
+const STATS_WG = 64;
+
+/** The running statistics a training-mode batch norm updates, and how. */
+export interface RunningUpdate {
+  runningMean: Tensor | null;
+  runningVar: Tensor | null;
+  counter: Tensor | null;
+  momentum: number;
+  eps: number;
+}
+
+/**
+ * Encodes batch_norm_stats: `stats` [2, C] = (batch mean, invstd) of `input` [N, C, H, W], and
+ * the in-place update of the running statistics and counter that are given. Internal, shared with
+ * the fused batch norm ops.
+ */
+export function encodeBatchStatistics(input: Tensor, stats: Tensor, run: RunningUpdate): void {
+  const [N, C, H, W] = input.shape;
+  const hw = H * W;
+  const vec4 = hw % 4 === 0;
+  const kernel = !run.runningMean ? STATS : run.counter ? STATS_RUNNING_COUNTER : STATS_RUNNING;
+  const buffers = [input.buffer, stats.buffer];
+  if (run.runningMean && run.runningVar) {
+    buffers.push(run.runningMean.buffer, run.runningVar.buffer);
+  }
+  if (run.runningMean && run.counter) buffers.push(run.counter.buffer);
+  const perImage = vec4 ? hw / 4 : hw;
+  let lanes = 1;
+  while (lanes < perImage && lanes < STATS_WG) lanes *= 2;
+  dispatch(kernel, {
+    buffers,
+    uniforms: packParams([N, C, hw, lanes, STATS_WG / lanes], [N * hw, run.momentum, run.eps]),
+    workgroups: grid1d(C, 1),
+    constants: { VEC4: vec4 ? 1 : 0 },
+  });
 }
 
 interface Validated {

@@ -14,11 +14,10 @@ import actReduceSource from "../../kernels/batch_norm_act_backward_reduce.wgsl" 
 import actInputSource from "../../kernels/batch_norm_act_backward_input.wgsl" with {
   type: "text",
 };
-import statsSource from "../../kernels/batch_norm_stats.wgsl" with { type: "text" };
 import evalStatsSource from "../../kernels/batch_norm_eval_stats.wgsl" with { type: "text" };
 import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
-import { batchNorm2d, type BatchNorm2dOptions } from "./batch_norm.ts";
+import { batchNorm2d, type BatchNorm2dOptions, encodeBatchStatistics } from "./batch_norm.ts";
 import { conv2d, type Conv2dOptions } from "./conv2d.ts";
 import { add, relu } from "./elementwise.ts";
 import { forwardRows, geometry, packWeight, rowsFit } from "./_conv2d_rows.ts";
@@ -29,9 +28,6 @@ const ACT_REDUCE = { name: "batch_norm_act_backward_reduce", source: actReduceSo
 const ACT_INPUT = { name: "batch_norm_act_backward_input", source: actInputSource };
 const ACT_INPUT_RESIDUAL = { ...ACT_INPUT, entryPoint: "main_residual" };
 // batchNorm2d's statistics kernels, shared.
-const STATS = { name: "batch_norm_stats", source: statsSource };
-const STATS_RUNNING = { ...STATS, entryPoint: "main_running" };
-const STATS_RUNNING_COUNTER = { ...STATS, entryPoint: "main_running_counter" };
 const EVAL_STATS = { name: "batch_norm_eval_stats", source: evalStatsSource };
 
 /** Workgroup size of the per-channel reductions (as batchNorm2d's). */
@@ -233,16 +229,7 @@ export function batchNormAct(input: Tensor, options: BatchNormActOptions): Tenso
   const n = N * hw;
   const stats = Tensor.empty([2, C]);
   if (options.training) {
-    const kernel = !bn.runningMean ? STATS : bn.counter ? STATS_RUNNING_COUNTER : STATS_RUNNING;
-    const buffers = [input.buffer, stats.buffer];
-    if (bn.runningMean && bn.runningVar) buffers.push(bn.runningMean.buffer, bn.runningVar.buffer);
-    if (bn.runningMean && bn.counter) buffers.push(bn.counter.buffer);
-    const lanes = reductionLanes(hw);
-    dispatch(kernel, {
-      buffers,
-      uniforms: packParams([N, C, hw, lanes, REDUCE_WG / lanes], [n, bn.momentum, bn.eps]),
-      workgroups: grid1d(C, 1),
-    });
+    encodeBatchStatistics(input, stats, bn);
   } else {
     dispatch(EVAL_STATS, {
       buffers: [bn.runningMean!.buffer, bn.runningVar!.buffer, stats.buffer],
