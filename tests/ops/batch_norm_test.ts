@@ -207,10 +207,16 @@ gpuTest(
 
 gpuTest(
   "batchNorm2d() training without affine or running stats matches float64 reference for " +
-    "batch 1, H*W above 256 and N*H*W = 2",
+    "batch 1, H*W above 256 (scalar and vec4 loads: 17x19, 16x20), batch 5 of 2x2 and N*H*W = 2",
   async () => {
     for (
-      const [shape, seed] of [[[1, 7, 3, 5], 10], [[2, 3, 17, 19], 11], [[2, 3, 1, 1], 12]] as [
+      const [shape, seed] of [
+        [[1, 7, 3, 5], 10],
+        [[2, 3, 17, 19], 11],
+        [[2, 3, 16, 20], 14],
+        [[5, 4, 2, 2], 15],
+        [[2, 3, 1, 1], 12],
+      ] as [
         number[],
         number,
       ][]
@@ -225,22 +231,25 @@ gpuTest(
 );
 
 gpuTest(
-  "batchNorm2d() keeps an accurate variance for values far from zero (100 +- 0.1)",
+  "batchNorm2d() keeps an accurate variance for values far from zero (100 +- 0.1), " +
+    "planes of 81 (scalar loads) and 64 (vec4 loads)",
   async () => {
-    const shape = [4, 3, 9, 9];
-    const x = f32(randomValues(size(shape), 13, 0.1).map((v) => 100 + v));
-    const runningMean = Tensor.zeros([3]);
-    const runningVar = Tensor.zeros([3]);
-    batchNorm2d(Tensor.from(x, shape), { runningMean, runningVar, training: true, momentum: 1 });
-    const r = bnForward(x, shape, {
-      runningMean: new Float64Array(3),
-      runningVar: new Float64Array(3),
-      training: true,
-      momentum: 1,
-    });
-    // E[x^2] - E[x]^2 in float32 would lose every digit here (1e4 - 1e4 for a variance of 3e-3).
-    assertClose(await read(runningMean), r.runningMean!, { rtol: 1e-6, atol: 0, what: "mean" });
-    assertClose(await read(runningVar), r.runningVar!, { rtol: 1e-4, atol: 0, what: "var" });
+    for (const shape of [[4, 3, 9, 9], [4, 3, 8, 8]]) {
+      const x = f32(randomValues(size(shape), 13, 0.1).map((v) => 100 + v));
+      const runningMean = Tensor.zeros([3]);
+      const runningVar = Tensor.zeros([3]);
+      batchNorm2d(Tensor.from(x, shape), { runningMean, runningVar, training: true, momentum: 1 });
+      const r = bnForward(x, shape, {
+        runningMean: new Float64Array(3),
+        runningVar: new Float64Array(3),
+        training: true,
+        momentum: 1,
+      });
+      // E[x^2] - E[x]^2 in float32 would lose every digit here (1e4 - 1e4 for a variance of 3e-3).
+      const what = `${shape}`;
+      assertClose(await read(runningMean), r.runningMean!, { rtol: 1e-6, atol: 0, what });
+      assertClose(await read(runningVar), r.runningVar!, { rtol: 1e-4, atol: 0, what });
+    }
   },
 );
 
