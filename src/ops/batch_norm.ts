@@ -3,17 +3,14 @@
  *
  * @module
  */
-import statsSource from "../../kernels/batch_norm_stats.wgsl" with { type: "text" };
 import evalStatsSource from "../../kernels/batch_norm_eval_stats.wgsl" with { type: "text" };
 import forwardSource from "../../kernels/batch_norm_forward.wgsl" with { type: "text" };
 import reduceSource from "../../kernels/batch_norm_backward_reduce.wgsl" with { type: "text" };
 import inputGradSource from "../../kernels/batch_norm_backward_input.wgsl" with { type: "text" };
 import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import { encodeBatchStatistics } from "./_batch_norm_stats.ts";
 
-const STATS = { name: "batch_norm_stats", source: statsSource };
-const STATS_RUNNING = { ...STATS, entryPoint: "main_running" };
-const STATS_RUNNING_COUNTER = { ...STATS, entryPoint: "main_running_counter" };
 const EVAL_STATS = { name: "batch_norm_eval_stats", source: evalStatsSource };
 const FORWARD = { name: "batch_norm_forward", source: forwardSource };
 const BACKWARD_REDUCE = { name: "batch_norm_backward_reduce", source: reduceSource };
@@ -207,44 +204,6 @@ function reductionLanes(hw: number): number {
   let lanes = 1;
   while (lanes < hw && lanes < REDUCE_WG) lanes *= 2;
   return lanes;
-}
-
-/** Workgroup size of batch_norm_stats. */
-const STATS_WG = 64;
-
-/** The running statistics a training-mode batch norm updates, and how. */
-export interface RunningUpdate {
-  runningMean: Tensor | null;
-  runningVar: Tensor | null;
-  counter: Tensor | null;
-  momentum: number;
-  eps: number;
-}
-
-/**
- * Encodes batch_norm_stats: `stats` [2, C] = (batch mean, invstd) of `input` [N, C, H, W], and
- * the in-place update of the running statistics and counter that are given. Internal, shared with
- * the fused batch norm ops.
- */
-export function encodeBatchStatistics(input: Tensor, stats: Tensor, run: RunningUpdate): void {
-  const [N, C, H, W] = input.shape;
-  const hw = H * W;
-  const vec4 = hw % 4 === 0;
-  const kernel = !run.runningMean ? STATS : run.counter ? STATS_RUNNING_COUNTER : STATS_RUNNING;
-  const buffers = [input.buffer, stats.buffer];
-  if (run.runningMean && run.runningVar) {
-    buffers.push(run.runningMean.buffer, run.runningVar.buffer);
-  }
-  if (run.runningMean && run.counter) buffers.push(run.counter.buffer);
-  const perImage = vec4 ? hw / 4 : hw;
-  let lanes = 1;
-  while (lanes < perImage && lanes < STATS_WG) lanes *= 2;
-  dispatch(kernel, {
-    buffers,
-    uniforms: packParams([N, C, hw, lanes, STATS_WG / lanes], [N * hw, run.momentum, run.eps]),
-    workgroups: grid1d(C, 1),
-    constants: { VEC4: vec4 ? 1 : 0 },
-  });
 }
 
 interface Validated {

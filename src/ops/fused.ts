@@ -17,7 +17,8 @@ import actInputSource from "../../kernels/batch_norm_act_backward_input.wgsl" wi
 import evalStatsSource from "../../kernels/batch_norm_eval_stats.wgsl" with { type: "text" };
 import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
-import { batchNorm2d, type BatchNorm2dOptions, encodeBatchStatistics } from "./batch_norm.ts";
+import { batchNorm2d, type BatchNorm2dOptions } from "./batch_norm.ts";
+import { encodeBatchStatistics } from "./_batch_norm_stats.ts";
 import { conv2d, type Conv2dOptions } from "./conv2d.ts";
 import { add, relu } from "./elementwise.ts";
 import { forwardRows, geometry, packWeight, rowsFit } from "./_conv2d_rows.ts";
