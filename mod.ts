@@ -18,7 +18,12 @@
  */
 export { adapterDescription, getDevice, initGPU, type InitGPUOptions } from "./src/gpu/device.ts";
 export { type MemoryStats, memoryStats, resetPeakMemory } from "./src/gpu/buffer_pool.ts";
-export { gpuCounters } from "./src/gpu/dispatch.ts";
+export {
+  gpuCounters,
+  type KernelProfile,
+  type KernelTime,
+  profileKernels,
+} from "./src/gpu/dispatch.ts";
 export {
   type RandomOptions,
   type Shape,

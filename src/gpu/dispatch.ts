@@ -230,12 +230,161 @@ export function dispatch(kernel: Kernel, args: DispatchArgs): void {
       bindGroups.delete(bindGroups.keys().next().value!);
     }
   }
-  const p = computePass(device);
+  const label = kernel.entryPoint && kernel.entryPoint !== "main"
+    ? `${kernel.name}:${kernel.entryPoint}`
+    : kernel.name;
+  const p = profiler ? profiledPass(device, profiler, label) : computePass(device);
   p.setPipeline(pipeline);
   p.setBindGroup(0, group);
   p.dispatchWorkgroups(x, y, z);
+  if (p !== pass) p.end();
   pendingCommands++;
   counters.dispatches++;
+}
+
+/** Timestamp pairs one profiling query set holds (WebGPU allows 4,096 queries per set). */
+const PROFILE_CAPACITY = 2048;
+
+interface Profiler {
+  querySet: GPUQuerySet;
+  /** Kernel label of each timestamp pair written so far. */
+  labels: string[];
+  /** Dispatches encoded after the query set filled up, not timed. */
+  untimed: number;
+}
+
+let profiler: Profiler | null = null;
+
+/** A compute pass of its own for one dispatch, with timestamps at its start and end. */
+function profiledPass(device: GPUDevice, prof: Profiler, label: string): GPUComputePassEncoder {
+  if (prof.labels.length === PROFILE_CAPACITY) {
+    prof.untimed++;
+    return computePass(device);
+  }
+  if (pass) {
+    pass.end();
+    pass = null;
+  }
+  encoder ??= device.createCommandEncoder({ label: "step" });
+  const k = prof.labels.length;
+  prof.labels.push(label);
+  return encoder.beginComputePass({
+    label,
+    timestampWrites: {
+      querySet: prof.querySet,
+      beginningOfPassWriteIndex: 2 * k,
+      endOfPassWriteIndex: 2 * k + 1,
+    },
+  });
+}
+
+/** GPU time spent in one kernel (entry points other than `main` are named `kernel:entry`). */
+export interface KernelTime {
+  /** The kernel's name: its WGSL file name, with `:entryPoint` for entry points but `main`. */
+  kernel: string;
+  /** Dispatches of it. */
+  calls: number;
+  /** Milliseconds of GPU time, summed over its dispatches. */
+  ms: number;
+}
+
+/** What {@link profileKernels} measured. */
+export interface KernelProfile<T> {
+  /** What the profiled function returned. */
+  result: T;
+  /** Time per kernel, the most expensive first. */
+  kernels: KernelTime[];
+  /** Sum of the kernels' milliseconds. */
+  totalMs: number;
+  /**
+   * Dispatches beyond the first 2,048, which were run but not timed (profile a smaller piece of
+   * work to time them all).
+   */
+  untimed: number;
+}
+
+/**
+ * Runs `fn` and measures the GPU time of every kernel it dispatches, with WebGPU timestamp
+ * queries: each dispatch gets a compute pass of its own, timestamped at its start and end, and
+ * the times are added up per kernel. Use it to see where a training step's milliseconds go; the
+ * profiled work runs slightly slower than usual (one pass per dispatch) and ends with one wait on
+ * the GPU. Needs an adapter with the `timestamp-query` feature, which `initGPU` requests when
+ * it is offered (llvmpipe, lavapipe and the major GPU drivers offer it). On some drivers the
+ * timestamps are quantized or, on a few, disabled for privacy; a time of 0 means "too short to
+ * see". Not reentrant: profiles do not nest.
+ *
+ * @param fn the work to profile; it may be async. Work encoded before it is flushed first and
+ * not counted.
+ * @throws {Error} when the device lacks `timestamp-query` or a profile is already running.
+ * @example
+ * ```ts
+ * import { conv2d, initGPU, profileKernels, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const x = Tensor.randn([2, 4, 8, 8], { seed: 0 });      // [N, C, H, W]
+ * const w = Tensor.randn([6, 4, 3, 3], { seed: 1 });      // [O, C, KH, KW]
+ * const { kernels, totalMs } = await profileKernels(() => conv2d(x, w, null, { padding: 1 }));
+ * for (const k of kernels) console.log(k.kernel, k.calls, k.ms.toFixed(3), "ms");
+ * console.log(totalMs >= 0);
+ * ```
+ */
+export async function profileKernels<T>(fn: () => T | Promise<T>): Promise<KernelProfile<T>> {
+  const device = deviceForCaches();
+  if (!device.features.has("timestamp-query")) {
+    throw new Error(
+      "profileKernels(): this GPU device has no 'timestamp-query' feature, so kernel times " +
+        "cannot be measured; the adapter does not offer it (adapter: see adapterDescription()).",
+    );
+  }
+  if (profiler) {
+    throw new Error("profileKernels(): a profile is already running; profiles do not nest.");
+  }
+  flush();
+  const querySet = device.createQuerySet({ type: "timestamp", count: 2 * PROFILE_CAPACITY });
+  const prof: Profiler = { querySet, labels: [], untimed: 0 };
+  profiler = prof;
+  let result: T;
+  try {
+    result = await fn();
+  } finally {
+    profiler = null;
+  }
+  const count = prof.labels.length;
+  const kernels: KernelTime[] = [];
+  let totalMs = 0;
+  if (count > 0) {
+    const bytes = 16 * count;
+    const resolved = device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      label: "profile",
+    });
+    if (pass) {
+      pass.end();
+      pass = null;
+    }
+    encoder ??= device.createCommandEncoder({ label: "step" });
+    encoder.resolveQuerySet(querySet, 0, 2 * count, resolved, 0);
+    pendingCommands++;
+    const raw = await readBuffer(resolved, 0, bytes);
+    resolved.destroy();
+    const stamps = new BigUint64Array(raw);
+    const byKernel = new Map<string, KernelTime>();
+    for (let k = 0; k < count; k++) {
+      const begin = stamps[2 * k];
+      const end = stamps[2 * k + 1];
+      const ms = end > begin ? Number(end - begin) / 1e6 : 0;
+      const label = prof.labels[k];
+      let entry = byKernel.get(label);
+      if (!entry) byKernel.set(label, entry = { kernel: label, calls: 0, ms: 0 });
+      entry.calls++;
+      entry.ms += ms;
+      totalMs += ms;
+    }
+    kernels.push(...byKernel.values());
+    kernels.sort((a, b) => b.ms - a.ms);
+  }
+  querySet.destroy();
+  return { result: result!, kernels, totalMs, untimed: prof.untimed };
 }
 
 function forgetBindGroups(buffer: GPUBuffer): void {
