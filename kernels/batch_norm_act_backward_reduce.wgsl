@@ -5,14 +5,16 @@
 // batch_norm_act_backward_input: coef = [4, C] = (mean, scale = invstd * weight,
 // a = sum_dy / n, k = sum_dy_xhat * invstd / n), a and k zero in eval mode (!training).
 // Requires H * W % 4 == 0.
-// Bindings: 0 uniform Params { batch: N, channels: C, hw4: H*W/4, lanes, rows: 256 / lanes,
-// has_weight, relu, training: u32, n: N*H*W (f32) }: lanes (a power of two <= 256) invocations
+// Bindings: 0 uniform Params { batch: N, channels: C, hw4: H*W/4, lanes, rows: 64 / lanes,
+// has_weight, training: u32, n: N*H*W (f32) }: lanes (a power of two <= 64) invocations
 // cover one image's plane, rows images are read at once; 1 dy: array<vec4f> [N, C, H, W];
 // 2 y: array<vec4f> [N, C, H, W] (the forward's output; any buffer without relu, then not read);
 // 3 x: array<vec4f> [N, C, H, W]; 4 stats: array<f32> [2, C] = (mean, invstd); 5 weight:
 // array<f32> [C] (any buffer when !has_weight); 6 sum_dy: array<f32> [C]; 7 sum_dy_xhat:
 // array<f32> [C]; 8 coef: array<f32> [4, C] (6 to 8: writes every element).
-// Workgroup 256; dispatch grid1d(C, 1): one workgroup per channel, one pass over its values.
+// Override RELU: mask dy by y > 0 (a constant, so that the mask's load is not in a branch, which
+// llvmpipe would run masked lane by lane).
+// Workgroup 64; dispatch grid1d(C, 1): one workgroup per channel, one pass over its values.
 struct Params {
   batch: u32,
   channels: u32,
@@ -20,7 +22,6 @@ struct Params {
   lanes: u32,
   rows: u32,
   has_weight: u32,
-  relu: u32,
   training: u32,
   n: f32,
 }
@@ -35,12 +36,14 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> sum_dy_xhat: array<f32>;
 @group(0) @binding(8) var<storage, read_write> coef: array<f32>;
 
-const WG: u32 = 256u;
-const GROUPS: u32 = 16u;
-var<workgroup> partial: array<vec2f, 256>;
-var<workgroup> group_sum: array<vec2f, 16>;
+override RELU: bool = true;
 
-@compute @workgroup_size(256)
+const WG: u32 = 64u;
+const GROUPS: u32 = 8u;
+var<workgroup> partial: array<vec2f, 64>;
+var<workgroup> group_sum: array<vec2f, 8>;
+
+@compute @workgroup_size(64)
 fn main(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
@@ -59,12 +62,12 @@ fn main(
     let base = n * image4 + c * p.hw4;
     for (var i = lane; i < p.hw4; i += p.lanes) {
       var g = dy[base + i];
-      if (p.relu != 0u) { g = select(vec4f(0.0), g, y[base + i] > vec4f(0.0)); }
+      if (RELU) { g = select(vec4f(0.0), g, y[base + i] > vec4f(0.0)); }
       s += g;
       t += g * (x[base + i] - mean);
     }
   }
-  // Two levels of 16 rather than a tree: two barriers only.
+  // Two levels of 8 rather than a tree: two barriers only.
   partial[tid] = vec2f((s.x + s.y) + (s.z + s.w), (t.x + t.y) + (t.z + t.w));
   workgroupBarrier();
   if (tid < GROUPS) {

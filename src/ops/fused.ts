@@ -32,7 +32,7 @@ const ACT_INPUT_RESIDUAL = { ...ACT_INPUT, entryPoint: "main_residual" };
 const EVAL_STATS = { name: "batch_norm_eval_stats", source: evalStatsSource };
 
 /** Workgroup size of the per-channel reductions (as batchNorm2d's). */
-const REDUCE_WG = 256;
+const ACT_REDUCE_WG = 64;
 
 /** Options of {@link batchNormAct}: `batchNorm2d`'s, and what follows the normalization. */
 export interface BatchNormActOptions extends BatchNorm2dOptions {
@@ -40,13 +40,6 @@ export interface BatchNormActOptions extends BatchNorm2dOptions {
   residual?: Tensor | null;
   /** Whether a ReLU comes last; default false. */
   relu?: boolean;
-}
-
-/** Invocations per image plane of a per-channel reduction: a power of two covering it, <= 256. */
-function reductionLanes(size: number): number {
-  let lanes = 1;
-  while (lanes < size && lanes < REDUCE_WG) lanes *= 2;
-  return lanes;
 }
 
 /** The checked per-channel tensors and numbers of a batch norm. */
@@ -301,7 +294,8 @@ function batchNormActBackward(
   const sumDyXhat = Tensor.empty([C]);
   const coef = Tensor.empty([4, C]);
   const mask = useRelu ? y : gy;
-  const lanes = reductionLanes(hw / 4);
+  let lanes = 1;
+  while (lanes < hw / 4 && lanes < ACT_REDUCE_WG) lanes *= 2;
   dispatch(ACT_REDUCE, {
     buffers: [
       gy.buffer,
@@ -319,14 +313,14 @@ function batchNormActBackward(
         C,
         hw / 4,
         lanes,
-        REDUCE_WG / lanes,
+        ACT_REDUCE_WG / lanes,
         bn.weight ? 1 : 0,
-        useRelu ? 1 : 0,
         training ? 1 : 0,
       ],
       [n],
     ),
     workgroups: grid1d(C, 1),
+    constants: { RELU: useRelu ? 1 : 0 },
   });
   let gx: Tensor | null = null;
   let gr: Tensor | null = null;
