@@ -38,7 +38,9 @@ const HELP = `deno task bench [--quick] [--only kernels|e2e] [--json FILE]
 
 Benchmarks the kernels of every distinct layer shape of ResNet-20 (batch 128) and of the seed's
 labml model (batch 256), the adapter's peak GFLOP/s and GB/s measured with our own matmul and copy,
-and end-to-end training and inference images/s (batch 32 and 128). The tables come last.
+the issue's target convolution (3x3, 16->16, 32x32, batch 32) at the start, middle and end of the
+run, and end-to-end training and inference images/s (batch 32 and 128) with a per-kernel profile
+of one step each (timestamp queries, where the adapter offers them). The tables come last.
 
   --quick          fewer shapes and repeats (about a minute on llvmpipe)
   --only WHAT      kernels or e2e
