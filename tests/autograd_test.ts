@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { noGrad } from "../src/autograd.ts";
-import { memoryStats } from "../src/gpu/buffer_pool.ts";
+import { inUseBytesSince, poolMark } from "../src/gpu/buffer_pool.ts";
 import { add, mul, mulScalar } from "../src/ops/elementwise.ts";
 import { sum } from "../src/ops/reduce.ts";
 import { Tensor } from "../src/tensor.ts";
@@ -56,8 +56,8 @@ gpuTest("noGrad() records nothing, also for async functions", async () => {
 
 gpuTest("backward() releases its intermediate gradients: only leaf grads remain", () => {
   const x = Tensor.randn([64], { seed: 1, requiresGrad: true });
-  const before = memoryStats().inUseBytes;
+  const mark = poolMark();
   tidy(() => sum(mul(mulScalar(x, 2), x)).backward());
   // Everything made inside is gone except x.grad (64 floats).
-  assert.equal(memoryStats().inUseBytes - before, 64 * 4);
+  assert.equal(inUseBytesSince(mark), 64 * 4);
 });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Tensor } from "../src/tensor.ts";
 import { tidy } from "../src/scope.ts";
-import { memoryStats } from "../src/gpu/buffer_pool.ts";
+import { inUseBytesSince, poolMark } from "../src/gpu/buffer_pool.ts";
 import { gpuTest } from "./_gpu.ts";
 
 gpuTest("Tensor.from() round-trips values and checks the shape", async () => {
@@ -29,16 +29,16 @@ gpuTest("item() reads a scalar and refuses a larger tensor", async () => {
 });
 
 gpuTest("dispose() returns the buffer and a disposed tensor throws a clear error", () => {
-  const before = memoryStats().inUseBytes;
+  const mark = poolMark();
   const t = Tensor.zeros([100]);
-  assert.ok(memoryStats().inUseBytes > before);
+  assert.ok(inUseBytesSince(mark) > 0);
   t.dispose();
-  assert.equal(memoryStats().inUseBytes, before);
+  assert.equal(inUseBytesSince(mark), 0);
   assert.throws(() => t.buffer, /disposed/);
 });
 
 gpuTest("tidy() disposes tensors made inside except the result", async () => {
-  const before = memoryStats().inUseBytes;
+  const mark = poolMark();
   const kept = tidy(() => {
     Tensor.ones([64]);
     const a = Tensor.ones([8]);
@@ -47,7 +47,7 @@ gpuTest("tidy() disposes tensors made inside except the result", async () => {
   });
   assert.deepEqual(Array.from(await kept.toArray()), new Array(8).fill(3));
   kept.dispose();
-  assert.equal(memoryStats().inUseBytes, before);
+  assert.equal(inUseBytesSince(mark), 0);
 });
 
 gpuTest("views share the buffer until the last one is disposed", async () => {
@@ -61,12 +61,27 @@ gpuTest("views share the buffer until the last one is disposed", async () => {
 });
 
 gpuTest("tidy() disposes what its function made when it throws", () => {
-  const before = memoryStats().inUseBytes;
+  const mark = poolMark();
   assert.throws(() =>
     tidy(() => {
       Tensor.ones([32]);
       throw new RangeError("bad shape");
     }), RangeError);
-  assert.equal(memoryStats().inUseBytes, before);
+  assert.equal(inUseBytesSince(mark), 0);
   assert.throws(() => tidy(() => Promise.resolve(1)), TypeError);
+});
+
+gpuTest("inUseBytesSince() counts only buffers taken after the mark and still held", () => {
+  const older = Tensor.zeros([40]);
+  const mark = poolMark();
+  const newer = Tensor.zeros([10]);
+  // Releasing a buffer taken before the mark (as the garbage collector may) changes nothing.
+  older.dispose();
+  assert.equal(inUseBytesSince(mark), 48);
+  newer.dispose();
+  assert.equal(inUseBytesSince(mark), 0);
+  // A free buffer taken again after the mark counts again.
+  const reused = Tensor.zeros([40]);
+  assert.equal(inUseBytesSince(mark), 160);
+  reused.dispose();
 });

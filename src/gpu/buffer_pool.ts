@@ -16,6 +16,9 @@ let allocations = 0;
 let poolDevice: GPUDevice | null = null;
 // Buffers of the current device; a lost device's buffers are never handed out again.
 let owned = new WeakSet<GPUBuffer>();
+// Buffers held by tensors, with the serial number of their checkout (see inUseBytesSince).
+const checkedOut = new Map<GPUBuffer, number>();
+let checkouts = 0;
 
 /** Rounds a byte length up to the pool's size class (a multiple of 16, at least 16). */
 export function sizeClass(byteLength: number): number {
@@ -30,6 +33,7 @@ export function acquireBuffer(byteLength: number): GPUBuffer {
   const device = getDevice();
   if (device !== poolDevice) {
     free.clear();
+    checkedOut.clear();
     owned = new WeakSet();
     allocatedBytes = inUseBytes = peakInUseBytes = 0;
     poolDevice = device;
@@ -39,7 +43,10 @@ export function acquireBuffer(byteLength: number): GPUBuffer {
   const reused = list?.pop();
   inUseBytes += size;
   peakInUseBytes = Math.max(peakInUseBytes, inUseBytes);
-  if (reused) return reused;
+  if (reused) {
+    checkedOut.set(reused, ++checkouts);
+    return reused;
+  }
   const limit = device.limits.maxStorageBufferBindingSize;
   if (size > limit) {
     throw new RangeError(
@@ -51,6 +58,7 @@ export function acquireBuffer(byteLength: number): GPUBuffer {
   allocations++;
   const buffer = device.createBuffer({ size, usage: STORAGE_USAGE, label: `pool:${size}` });
   owned.add(buffer);
+  checkedOut.set(buffer, ++checkouts);
   return buffer;
 }
 
@@ -60,11 +68,31 @@ export function acquireBuffer(byteLength: number): GPUBuffer {
  */
 export function releaseBuffer(buffer: GPUBuffer): void {
   if (!owned.has(buffer)) return;
+  checkedOut.delete(buffer);
   const size = buffer.size;
   inUseBytes -= size;
   let list = free.get(size);
   if (!list) free.set(size, list = []);
   list.push(buffer);
+}
+
+/**
+ * A mark for {@link inUseBytesSince}: the number of checkouts so far. Internal (tests): not
+ * exported by mod.ts.
+ */
+export function poolMark(): number {
+  return checkouts;
+}
+
+/**
+ * Bytes of the buffers taken from the pool after `mark` and still held. Unlike differences of
+ * `memoryStats().inUseBytes`, it does not move when the garbage collector reclaims tensors made
+ * before the mark, so a leak check around a piece of work sees only that work's buffers.
+ */
+export function inUseBytesSince(mark: number): number {
+  let bytes = 0;
+  for (const [buffer, serial] of checkedOut) if (serial > mark) bytes += buffer.size;
+  return bytes;
 }
 
 /** Figures about device memory held by the pool, in bytes. */

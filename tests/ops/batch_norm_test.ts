@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Tensor } from "../../src/tensor.ts";
 import { noGrad } from "../../src/autograd.ts";
-import { memoryStats } from "../../src/gpu/buffer_pool.ts";
+import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { tidy } from "../../src/scope.ts";
 import { batchNorm2d, type BatchNorm2dOptions } from "../../src/ops/batch_norm.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
@@ -441,7 +441,7 @@ gpuTest("batchNorm2d() steps with and without grad leave no GPU buffer behind", 
   const running = { runningMean: Tensor.zeros([3]), runningVar: Tensor.ones([3]) };
   const counter = Tensor.zeros([]);
   await counter.toArray();
-  const before = memoryStats().inUseBytes;
+  const mark = poolMark();
   for (const training of [true, false]) {
     const options = { weight, bias, ...running, numBatchesTracked: counter, training };
     tidy(() => {
@@ -455,7 +455,7 @@ gpuTest("batchNorm2d() steps with and without grad leave no GPU buffer behind", 
     }
   }
   assert.equal(await counter.item(), 2);
-  assert.equal(memoryStats().inUseBytes, before);
+  assert.equal(inUseBytesSince(mark), 0);
 });
 
 // ---- errors -----------------------------------------------------------------------------

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { correctCount, crossEntropy } from "../../src/ops/loss.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { tidy } from "../../src/scope.ts";
-import { memoryStats } from "../../src/gpu/buffer_pool.ts";
+import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { Generator } from "../../src/random.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
 
@@ -158,7 +158,7 @@ gpuTest("crossEntropy() and correctCount() leave no buffers behind", async () =>
   const x = Tensor.from(randomValues(5 * 3, 11), [5, 3], { requiresGrad: true });
   const t = Int32Array.from([0, 1, 2, 1, 0]);
   await x.toArray();
-  const before = memoryStats().inUseBytes;
+  const mark = poolMark();
   for (const reduction of REDUCTIONS) {
     tidy(() => {
       const loss = crossEntropy(x, t, { reduction });
@@ -168,7 +168,7 @@ gpuTest("crossEntropy() and correctCount() leave no buffers behind", async () =>
     });
     x.grad!.dispose();
     x.grad = null;
-    assert.equal(memoryStats().inUseBytes, before, reduction);
+    assert.equal(inUseBytesSince(mark), 0, reduction);
   }
 });
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Tensor } from "../../src/tensor.ts";
 import { noGrad } from "../../src/autograd.ts";
-import { memoryStats } from "../../src/gpu/buffer_pool.ts";
+import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { tidy } from "../../src/scope.ts";
 import { avgPool2d, globalAvgPool2d, maxPool2d, type Pool2dOptions } from "../../src/ops/pool.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
@@ -309,7 +309,7 @@ gpuTest(
 gpuTest("pooling steps leave no GPU buffer behind (arg-max indices are released)", async () => {
   const x = Tensor.randn([2, 3, 9, 7], { seed: 400, requiresGrad: true });
   await x.toArray();
-  const before = memoryStats().inUseBytes;
+  const mark = poolMark();
   const ops = [
     (t: Tensor) => maxPool2d(t, { kernelSize: 3, stride: 2, padding: 1 }),
     (t: Tensor) => avgPool2d(t, { kernelSize: 2 }),
@@ -323,7 +323,7 @@ gpuTest("pooling steps leave no GPU buffer behind (arg-max indices are released)
     x.grad!.dispose();
     x.grad = null;
   }
-  assert.equal(memoryStats().inUseBytes, before);
+  assert.equal(inUseBytesSince(mark), 0);
 });
 
 // ---- errors -----------------------------------------------------------------------------

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { mean, sum } from "../../src/ops/reduce.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { tidy } from "../../src/scope.ts";
-import { memoryStats } from "../../src/gpu/buffer_pool.ts";
+import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
 
 function f32(values: ArrayLike<number>): Float64Array {
@@ -143,10 +143,10 @@ gpuTest(
     // The partial sums go back to the pool.
     tx.grad!.dispose();
     tx.grad = null;
-    const before = memoryStats().inUseBytes;
+    const mark = poolMark();
     tidy(() => mean(tx).backward());
     tx.grad!.dispose();
-    assert.equal(memoryStats().inUseBytes, before);
+    assert.equal(inUseBytesSince(mark), 0);
   },
 );
 
