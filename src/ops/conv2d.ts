@@ -237,6 +237,7 @@ function biasGradient(g: Geometry, gy: Tensor): Tensor {
     buffers: [gy.buffer, out.buffer],
     uniforms: packParams([g.o, g.oh, g.ow, rowsPerChunk, rows, count]),
     workgroups: grid1d(count, 64),
+    constants: { VEC4: g.ow % 4 === 0 ? 1 : 0 },
   });
   return chunks > 1 ? reduceChunks(out, chunks, [g.o]) : out;
 }
