@@ -11,25 +11,29 @@
 // epilogue = 0); 4 res: array<vec4f> [N, O, OH, OW], added when has_residual (any buffer
 // otherwise); 5 y: array<vec4f> [N, O, OH, OW] (writes every element).
 // Params (u32): n, c, h, w, o, oh, ow, kh, pad_h, op, blocks_w = ceil(OW / (4 * PV)),
-// pixel_blocks = N * OH * blocks_w, epilogue, has_residual, relu.
+// pixel_blocks = N * ceil(OH / PY) * blocks_w, epilogue, has_residual, relu.
 // Epilogue of each output value v of channel o: epilogue 0: v; 1: v + chan[o] (a bias [O]);
 // 2: (v - chan[o]) * chan[O + o] + chan[2 * O + o] (an eval-mode batch norm folded with the
 // bias, chan = [3, O] from batch_norm_act_params); then + res when has_residual, then
 // max(v, 0) (NaN kept) when relu.
 // Overrides: WG (workgroup size), STRIDE (1 or 2, both directions), KW, PAD_W, PV (vec4s of
-// output columns per invocation, 1..4), QV (vec4s of output channels per invocation, 1..4).
+// output columns per invocation, 1..4), PY (output rows per invocation, PV * PY <= 4), QV (vec4s
+// of output channels per invocation, 1..4).
 // Grid: x and z cover the pixel blocks flat (f = gid.x + wid.z * nwg.x * WG, as grid1d splits
 // them), y = ceil(O / (4 * QV)) channel blocks.
-// One invocation computes 4 * PV adjacent output columns of one row for 4 * QV channels, as
-// PV x QV accumulators of 4 columns x 4 channels (mat4x4f, column j = channel j).
+// One invocation computes 4 * PV adjacent output columns of PY adjacent rows for 4 * QV
+// channels, as (PV * PY) x QV accumulators of 4 columns x 4 channels (mat4x4f, column j =
+// channel j); pixel vec4 i is column vec4 i % PV of row i / PV.
 // Why this shape on llvmpipe: every storage load is a loop over the 8 SIMD lanes, one scalar load
 // per lane and component, so a load costs ~10x a multiply-add and a vec4 load about twice a
 // scalar one for four times the data. Each input row is read once per (c, ky) as aligned vec4s
 // (a window of STRIDE * 4 * PV + 4..8 columns) and all KW taps are shuffled out of those
 // registers; the weights of a tap are read as vec4s of 4 channels. Per (c, ky) that is
-// PV + 2 (stride 2: 2 * PV + 1) + KW * QV vec4 loads for 16 * KW * PV * QV multiply-adds. Loops
-// over kx or blocks are spelled out (guarded by override constants, which the compiler folds):
-// llvmpipe does not unroll loops, and a dynamically indexed accumulator array lives in memory.
+// PY * (PV + 2) (stride 2: PY * (2 * PV + 1)) + KW * QV vec4 loads for 16 * KW * PV * PY * QV
+// multiply-adds. Narrow planes (8 or 4 columns: PV < 4) take PY = 4 / PV rows, so that each
+// weight load still serves four pixel vec4s. Loops over kx or blocks are spelled out (guarded by
+// override constants, which the compiler folds): llvmpipe does not unroll loops, and a
+// dynamically indexed accumulator array lives in memory.
 struct Params {
   n: u32, c: u32, h: u32, w: u32,
   o: u32, oh: u32, ow: u32, kh: u32,
@@ -42,7 +46,11 @@ override STRIDE: u32 = 1;
 override KW: u32 = 3;
 override PAD_W: u32 = 1;
 override PV: u32 = 4;
+override PY: u32 = 1;
 override QV: u32 = 2;
+
+// Pixel vec4s per invocation.
+override PT: u32 = PV * PY;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4f>;
@@ -81,37 +89,56 @@ fn operand(d: i32, i: u32, v: array<vec4f, 9>) -> vec4f {
   return vec4f(a.y, a.w, b.y, b.w);
 }
 
-// One tap: the packed weights at wi (QV vec4s) times the PV operand vec4s of offset d.
-fn tap(a: ptr<function, Acc>, d: i32, v: array<vec4f, 9>, wi: u32) {
-  let x0 = operand(d, 0u, v);
-  let x1 = operand(d, 1u, v);
-  let x2 = operand(d, 2u, v);
-  let x3 = operand(d, 3u, v);
+// One tap: the packed weights at wi (QV vec4s) times the PT pixel operand vec4s x0..x3.
+fn tap_x(a: ptr<function, Acc>, x0: vec4f, x1: vec4f, x2: vec4f, x3: vec4f, wi: u32) {
   let w0 = wp[wi];
   (*a).m00 += outer(x0, w0);
-  if (PV > 1u) { (*a).m10 += outer(x1, w0); }
-  if (PV > 2u) { (*a).m20 += outer(x2, w0); }
-  if (PV > 3u) { (*a).m30 += outer(x3, w0); }
+  if (PT > 1u) { (*a).m10 += outer(x1, w0); }
+  if (PT > 2u) { (*a).m20 += outer(x2, w0); }
+  if (PT > 3u) { (*a).m30 += outer(x3, w0); }
   if (QV > 1u) {
     let w1 = wp[wi + 1u];
     (*a).m01 += outer(x0, w1);
-    if (PV > 1u) { (*a).m11 += outer(x1, w1); }
-    if (PV > 2u) { (*a).m21 += outer(x2, w1); }
-    if (PV > 3u) { (*a).m31 += outer(x3, w1); }
+    if (PT > 1u) { (*a).m11 += outer(x1, w1); }
+    if (PT > 2u) { (*a).m21 += outer(x2, w1); }
+    if (PT > 3u) { (*a).m31 += outer(x3, w1); }
   }
   if (QV > 2u) {
     let w2 = wp[wi + 2u];
     (*a).m02 += outer(x0, w2);
-    if (PV > 1u) { (*a).m12 += outer(x1, w2); }
-    if (PV > 2u) { (*a).m22 += outer(x2, w2); }
-    if (PV > 3u) { (*a).m32 += outer(x3, w2); }
+    if (PT > 1u) { (*a).m12 += outer(x1, w2); }
+    if (PT > 2u) { (*a).m22 += outer(x2, w2); }
+    if (PT > 3u) { (*a).m32 += outer(x3, w2); }
   }
   if (QV > 3u) {
     let w3 = wp[wi + 3u];
     (*a).m03 += outer(x0, w3);
-    if (PV > 1u) { (*a).m13 += outer(x1, w3); }
-    if (PV > 2u) { (*a).m23 += outer(x2, w3); }
-    if (PV > 3u) { (*a).m33 += outer(x3, w3); }
+    if (PT > 1u) { (*a).m13 += outer(x1, w3); }
+    if (PT > 2u) { (*a).m23 += outer(x2, w3); }
+    if (PT > 3u) { (*a).m33 += outer(x3, w3); }
+  }
+}
+
+// One tap of offset d for one row (PY = 1): the operands are column vec4s 0..3 of window v.
+fn tap(a: ptr<function, Acc>, d: i32, v: array<vec4f, 9>, wi: u32) {
+  tap_x(a, operand(d, 0u, v), operand(d, 1u, v), operand(d, 2u, v), operand(d, 3u, v), wi);
+}
+
+// One tap of offset d for PY = 2 rows of PV = 2 column vec4s (windows va, vb) or PY = 4 rows of
+// one (va to vd).
+fn tap_rows(
+  a: ptr<function, Acc>,
+  d: i32,
+  va: array<vec4f, 9>,
+  vb: array<vec4f, 9>,
+  vc: array<vec4f, 9>,
+  vd: array<vec4f, 9>,
+  wi: u32,
+) {
+  if (PY == 2u) {
+    tap_x(a, operand(d, 0u, va), operand(d, 1u, va), operand(d, 0u, vb), operand(d, 1u, vb), wi);
+  } else {
+    tap_x(a, operand(d, 0u, va), operand(d, 0u, vb), operand(d, 0u, vc), operand(d, 0u, vd), wi);
   }
 }
 
@@ -125,15 +152,35 @@ fn window(row: u32, col: i32, k: i32) -> vec4f {
   return vec4f(0.0);
 }
 
-// Writes the 4 columns x 4 channels of m, after the epilogue, at pixel vec4 pv, channel vec4 qv.
-fn store(m: mat4x4f, pv: u32, qv: u32, ybase: u32, ox0: u32, o0: u32) {
-  if (ox0 + 4u * pv >= p.ow) { return; }
+// The window of input row iy (all zero outside the image).
+fn row_window(xrow: u32, iy: i32, col: i32) -> array<vec4f, 9> {
+  if (iy < 0 || iy >= i32(p.h)) { return array<vec4f, 9>(); }
+  let row = xrow + u32(iy) * p.w / 4u;
+  return array<vec4f, 9>(
+    window(row, col, 0),
+    window(row, col, 1),
+    window(row, col, 2),
+    window(row, col, 3),
+    window(row, col, 4),
+    window(row, col, 5),
+    window(row, col, 6),
+    window(row, col, 7),
+    window(row, col, 8),
+  );
+}
+
+// Writes the 4 columns x 4 channels of m, after the epilogue, at pixel vec4 i (column vec4
+// i % PV of row i / PV), channel vec4 qv.
+fn store(m: mat4x4f, i: u32, qv: u32, ybase: u32, ox0: u32, oy0: u32, o0: u32) {
+  let r = i / PV;
+  let j = i % PV;
+  if (ox0 + 4u * j >= p.ow || oy0 + r >= p.oh) { return; }
   let opix4 = p.oh * p.ow / 4u;
-  for (var j = 0u; j < 4u; j++) {
-    let o = o0 + 4u * qv + j;
+  for (var k = 0u; k < 4u; k++) {
+    let o = o0 + 4u * qv + k;
     if (o < p.o) {
-      let at = ybase + o * opix4 + pv;
-      var v = m[j];
+      let at = ybase + o * opix4 + r * (p.ow / 4u) + j;
+      var v = m[k];
       if (p.epilogue == 1u) {
         v += chan[o];
       } else if (p.epilogue == 2u) {
@@ -158,8 +205,9 @@ fn main(
   let f = min(f0, p.pixel_blocks - 1u);
   let wb = f % p.blocks_w;
   let rest = f / p.blocks_w;
-  let oy = rest % p.oh;
-  let n = rest / p.oh;
+  let row_blocks = (p.oh + PY - 1u) / PY;
+  let oy0 = (rest % row_blocks) * PY;
+  let n = rest / row_blocks;
   let ox0 = wb * 4u * PV;
   let o0 = wid.y * 4u * QV;
   let col = i32(STRIDE * ox0 / 4u) - 1;
@@ -171,24 +219,29 @@ fn main(
   var wi = o0 / 4u;
   for (var c = 0u; c < p.c; c++) {
     for (var ky = 0u; ky < p.kh; ky++) {
-      let iy = i32(oy * STRIDE + ky) - i32(p.pad_h);
-      if (iy >= 0 && iy < i32(p.h)) {
-        let row = xrow + u32(iy) * p.w / 4u;
-        let v = array<vec4f, 9>(
-          window(row, col, 0),
-          window(row, col, 1),
-          window(row, col, 2),
-          window(row, col, 3),
-          window(row, col, 4),
-          window(row, col, 5),
-          window(row, col, 6),
-          window(row, col, 7),
-          window(row, col, 8),
-        );
-        let t = wi + ky * KW * taps4;
-        tap(&acc, -i32(PAD_W), v, t);
-        if (KW > 1u) { tap(&acc, 1 - i32(PAD_W), v, t + taps4); }
-        if (KW > 2u) { tap(&acc, 2 - i32(PAD_W), v, t + 2u * taps4); }
+      let iy = i32(oy0 * STRIDE + ky) - i32(p.pad_h);
+      let t = wi + ky * KW * taps4;
+      if (PY == 1u) {
+        if (iy >= 0 && iy < i32(p.h)) {
+          let v = row_window(xrow, iy, col);
+          tap(&acc, -i32(PAD_W), v, t);
+          if (KW > 1u) { tap(&acc, 1 - i32(PAD_W), v, t + taps4); }
+          if (KW > 2u) { tap(&acc, 2 - i32(PAD_W), v, t + 2u * taps4); }
+        }
+      } else {
+        // Rows outside the image read as zeros: their taps add nothing.
+        let s = i32(STRIDE);
+        let va = row_window(xrow, iy, col);
+        let vb = row_window(xrow, iy + s, col);
+        var vc = va;
+        var vd = va;
+        if (PY > 2u) {
+          vc = row_window(xrow, iy + 2 * s, col);
+          vd = row_window(xrow, iy + 3 * s, col);
+        }
+        tap_rows(&acc, -i32(PAD_W), va, vb, vc, vd, t);
+        if (KW > 1u) { tap_rows(&acc, 1 - i32(PAD_W), va, vb, vc, vd, t + taps4); }
+        if (KW > 2u) { tap_rows(&acc, 2 - i32(PAD_W), va, vb, vc, vd, t + 2u * taps4); }
       }
     }
     xrow += plane4;
@@ -196,27 +249,27 @@ fn main(
   }
 
   if (f0 >= p.pixel_blocks) { return; }
-  let ybase = (n * p.o * p.oh + oy) * (p.ow / 4u) + ox0 / 4u;
-  store(acc.m00, 0u, 0u, ybase, ox0, o0);
-  if (PV > 1u) { store(acc.m10, 1u, 0u, ybase, ox0, o0); }
-  if (PV > 2u) { store(acc.m20, 2u, 0u, ybase, ox0, o0); }
-  if (PV > 3u) { store(acc.m30, 3u, 0u, ybase, ox0, o0); }
+  let ybase = (n * p.o * p.oh + oy0) * (p.ow / 4u) + ox0 / 4u;
+  store(acc.m00, 0u, 0u, ybase, ox0, oy0, o0);
+  if (PT > 1u) { store(acc.m10, 1u, 0u, ybase, ox0, oy0, o0); }
+  if (PT > 2u) { store(acc.m20, 2u, 0u, ybase, ox0, oy0, o0); }
+  if (PT > 3u) { store(acc.m30, 3u, 0u, ybase, ox0, oy0, o0); }
   if (QV > 1u) {
-    store(acc.m01, 0u, 1u, ybase, ox0, o0);
-    if (PV > 1u) { store(acc.m11, 1u, 1u, ybase, ox0, o0); }
-    if (PV > 2u) { store(acc.m21, 2u, 1u, ybase, ox0, o0); }
-    if (PV > 3u) { store(acc.m31, 3u, 1u, ybase, ox0, o0); }
+    store(acc.m01, 0u, 1u, ybase, ox0, oy0, o0);
+    if (PT > 1u) { store(acc.m11, 1u, 1u, ybase, ox0, oy0, o0); }
+    if (PT > 2u) { store(acc.m21, 2u, 1u, ybase, ox0, oy0, o0); }
+    if (PT > 3u) { store(acc.m31, 3u, 1u, ybase, ox0, oy0, o0); }
   }
   if (QV > 2u) {
-    store(acc.m02, 0u, 2u, ybase, ox0, o0);
-    if (PV > 1u) { store(acc.m12, 1u, 2u, ybase, ox0, o0); }
-    if (PV > 2u) { store(acc.m22, 2u, 2u, ybase, ox0, o0); }
-    if (PV > 3u) { store(acc.m32, 3u, 2u, ybase, ox0, o0); }
+    store(acc.m02, 0u, 2u, ybase, ox0, oy0, o0);
+    if (PT > 1u) { store(acc.m12, 1u, 2u, ybase, ox0, oy0, o0); }
+    if (PT > 2u) { store(acc.m22, 2u, 2u, ybase, ox0, oy0, o0); }
+    if (PT > 3u) { store(acc.m32, 3u, 2u, ybase, ox0, oy0, o0); }
   }
   if (QV > 3u) {
-    store(acc.m03, 0u, 3u, ybase, ox0, o0);
-    if (PV > 1u) { store(acc.m13, 1u, 3u, ybase, ox0, o0); }
-    if (PV > 2u) { store(acc.m23, 2u, 3u, ybase, ox0, o0); }
-    if (PV > 3u) { store(acc.m33, 3u, 3u, ybase, ox0, o0); }
+    store(acc.m03, 0u, 3u, ybase, ox0, oy0, o0);
+    if (PT > 1u) { store(acc.m13, 1u, 3u, ybase, ox0, oy0, o0); }
+    if (PT > 2u) { store(acc.m23, 2u, 3u, ybase, ox0, oy0, o0); }
+    if (PT > 3u) { store(acc.m33, 3u, 3u, ybase, ox0, oy0, o0); }
   }
 }

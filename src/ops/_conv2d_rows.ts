@@ -215,9 +215,13 @@ export function forwardRows(
   const [, o, oh, ow] = out.shape;
   const op = packed.shape[1];
   const pv = Math.min(4, ow / 4);
+  // Narrow planes take several rows per invocation, so that each weight load serves 4 pixel
+  // vec4s (see the kernel's header).
+  let py = Math.floor(4 / pv);
+  while (py > 1 && py > oh) py >>= 1;
   const qv = channelVecs(o);
   const blocksW = Math.ceil(ow / (4 * pv));
-  const pixelBlocks = n * oh * blocksW;
+  const pixelBlocks = n * Math.ceil(oh / py) * blocksW;
   let chan = packed;
   let residual = x;
   let mode = 0;
@@ -261,6 +265,7 @@ export function forwardRows(
       KW: geo.kw,
       PAD_W: geo.padW,
       PV: pv,
+      PY: py,
       QV: qv,
     },
   });
