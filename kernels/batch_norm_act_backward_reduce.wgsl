@@ -6,8 +6,9 @@
 // a = sum_dy / n, k = sum_dy_xhat * invstd / n), a and k zero in eval mode (!training).
 // Requires H * W % 4 == 0.
 // Bindings: 0 uniform Params { batch: N, channels: C, hw4: H*W/4, lanes, rows: 64 / lanes,
-// has_weight, training: u32, n: N*H*W (f32) }: lanes (a power of two <= 64) invocations
-// cover one image's plane, rows images are read at once; 1 dy: array<vec4f> [N, C, H, W];
+// has_weight, training: u32, n: N*H*W (f32) }: lanes (a power of two <= 64, the fewest that keep
+// every invocation busy: reductionLanes) invocations share one image's plane, rows images are
+// read at once; 1 dy: array<vec4f> [N, C, H, W];
 // 2 y: array<vec4f> [N, C, H, W] (the forward's output; any buffer without relu, then not read);
 // 3 x: array<vec4f> [N, C, H, W]; 4 stats: array<f32> [2, C] = (mean, invstd); 5 weight:
 // array<f32> [C] (any buffer when !has_weight); 6 sum_dy: array<f32> [C]; 7 sum_dy_xhat:

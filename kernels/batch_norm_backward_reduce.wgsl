@@ -4,7 +4,8 @@
 // [N, C, H, W] (reads); 3 stats: array<f32> [2, C] = (mean, invstd) (reads);
 // 4 sum_dy: array<f32> [C] (writes); 5 sum_dy_xhat: array<f32> [C] (writes).
 // Params { batch: N, channels: C, hw: H*W, lanes, rows: 256 / lanes }: lanes (a power of two
-// <= 256) invocations cover one image's H*W, rows images are read at once.
+// <= 256, the fewest that keep every invocation busy: reductionLanes) invocations share one
+// image's H*W, rows images are read at once.
 // Workgroup 256; dispatch grid1d(C, 1): one workgroup per channel, one pass over its values.
 struct Params { batch: u32, channels: u32, hw: u32, lanes: u32, rows: u32 }
 

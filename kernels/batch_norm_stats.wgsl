@@ -6,9 +6,10 @@
 // 4 running_var: array<f32> [C] (updates in place with the unbiased variance, main_running*);
 // 5 counter: array<f32> [1] (adds 1, main_running_counter only).
 // Params { batch: N, channels: C, hw: H*W, lanes, rows: WG / lanes, count: N*H*W (f32),
-//   momentum, eps }. lanes (a power of two <= WG) invocations cover one image's plane (in vec4s
-//   when VEC4, else in values), rows images are read at once, so that small planes still keep
-//   every invocation busy.
+//   momentum, eps }. lanes (a power of two <= WG) invocations share one image's plane (in vec4s
+//   when VEC4, else in values), rows images are read at once; the host picks the fewest lanes
+//   that keep every invocation busy (reductionLanes in src/ops/_batch_norm_stats.ts), so each
+//   invocation walks long runs of a plane.
 // Override VEC4: H*W % 4 == 0, so that each (n, c) plane is whole vec4s and is read as vec4s.
 // Workgroup WG = 64; dispatch grid1d(C, 1): one workgroup per channel, one pass over its values.
 // Why one pass of shifted sums: on llvmpipe a storage load costs ~10x an add (a loop over the

@@ -9,7 +9,7 @@ import reduceSource from "../../kernels/batch_norm_backward_reduce.wgsl" with { 
 import inputGradSource from "../../kernels/batch_norm_backward_input.wgsl" with { type: "text" };
 import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
-import { encodeBatchStatistics } from "./_batch_norm_stats.ts";
+import { encodeBatchStatistics, reductionLanes } from "./_batch_norm_stats.ts";
 
 const EVAL_STATS = { name: "batch_norm_eval_stats", source: evalStatsSource };
 const FORWARD = { name: "batch_norm_forward", source: forwardSource };
@@ -162,7 +162,7 @@ function batchNorm2dBackward(
   if (needSums) {
     sumDy = Tensor.empty([C]);
     sumDyXhat = Tensor.empty([C]);
-    const lanes = reductionLanes(hw);
+    const lanes = reductionLanes(N, hw, REDUCE_WG);
     dispatch(BACKWARD_REDUCE, {
       buffers: [gy.buffer, x.buffer, stats.buffer, sumDy.buffer, sumDyXhat.buffer],
       uniforms: packParams([N, C, hw, lanes, REDUCE_WG / lanes]),
@@ -197,13 +197,6 @@ function batchNorm2dBackward(
   if (sumDyXhat && !wantWeight) sumDyXhat.dispose();
   if (sumDy && !wantBias) sumDy.dispose();
   return grads;
-}
-
-/** Invocations per image row of the reduction kernels: a power of two covering H*W, <= 256. */
-function reductionLanes(hw: number): number {
-  let lanes = 1;
-  while (lanes < hw && lanes < REDUCE_WG) lanes *= 2;
-  return lanes;
 }
 
 interface Validated {

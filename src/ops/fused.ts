@@ -18,7 +18,7 @@ import evalStatsSource from "../../kernels/batch_norm_eval_stats.wgsl" with { ty
 import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { batchNorm2d, type BatchNorm2dOptions } from "./batch_norm.ts";
-import { encodeBatchStatistics } from "./_batch_norm_stats.ts";
+import { encodeBatchStatistics, reductionLanes } from "./_batch_norm_stats.ts";
 import { conv2d, type Conv2dOptions } from "./conv2d.ts";
 import { add, relu } from "./elementwise.ts";
 import { forwardRows, geometry, packWeight, rowsFit } from "./_conv2d_rows.ts";
@@ -294,8 +294,7 @@ function batchNormActBackward(
   const sumDyXhat = Tensor.empty([C]);
   const coef = Tensor.empty([4, C]);
   const mask = useRelu ? y : gy;
-  let lanes = 1;
-  while (lanes < hw / 4 && lanes < ACT_REDUCE_WG) lanes *= 2;
+  const lanes = reductionLanes(N, hw / 4, ACT_REDUCE_WG);
   dispatch(ACT_REDUCE, {
     buffers: [
       gy.buffer,
