@@ -1,4 +1,4 @@
-// The float64 reference convolution shared by the conv2d and fused-op tests.
+// The float64 reference convolution and its gradients, shared by the conv2d and fused-op tests.
 
 /** A convolution's sizes: input [n, c, h, w], weight [o, c, kh, kw], output [n, o, oh, ow]. */
 export interface Geo {
@@ -48,4 +48,41 @@ export function convReference(
     }
   }
   return y;
+}
+
+/** Gradients of sum(y * gy) with respect to x, w and b, by scattering each output's gradient. */
+export function convBackwardReference(
+  x: ArrayLike<number>,
+  wt: ArrayLike<number>,
+  gy: ArrayLike<number>,
+  g: Geo,
+) {
+  const gx = new Float64Array(g.n * g.c * g.h * g.w);
+  const gw = new Float64Array(g.o * g.c * g.kh * g.kw);
+  const gb = new Float64Array(g.o);
+  for (let n = 0; n < g.n; n++) {
+    for (let o = 0; o < g.o; o++) {
+      for (let oy = 0; oy < g.oh; oy++) {
+        for (let ox = 0; ox < g.ow; ox++) {
+          const d = gy[((n * g.o + o) * g.oh + oy) * g.ow + ox];
+          gb[o] += d;
+          for (let c = 0; c < g.c; c++) {
+            for (let ky = 0; ky < g.kh; ky++) {
+              const iy = oy * g.sh - g.ph + ky;
+              if (iy < 0 || iy >= g.h) continue;
+              for (let kx = 0; kx < g.kw; kx++) {
+                const ix = ox * g.sw - g.pw + kx;
+                if (ix < 0 || ix >= g.w) continue;
+                const xi = ((n * g.c + c) * g.h + iy) * g.w + ix;
+                const wi = ((o * g.c + c) * g.kh + ky) * g.kw + kx;
+                gx[xi] += d * wt[wi];
+                gw[wi] += d * x[xi];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return { gx, gw, gb };
 }

@@ -5,7 +5,7 @@ import { noGrad } from "../../src/autograd.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
-import { convReference, type Geo } from "./_conv_reference.ts";
+import { convBackwardReference, convReference, type Geo } from "./_conv_reference.ts";
 
 // ---- float64 reference -------------------------------------------------------------------------
 
@@ -20,38 +20,6 @@ function geo(
   const oh = Math.floor((h + 2 * ph - kh) / sh) + 1;
   const ow = Math.floor((w + 2 * pw - kw) / sw) + 1;
   return { n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow };
-}
-
-/** Gradients of sum(y * gy) with respect to x, w and b, by scattering each output's gradient. */
-function refBackward(x: ArrayLike<number>, wt: ArrayLike<number>, gy: ArrayLike<number>, g: Geo) {
-  const gx = new Float64Array(g.n * g.c * g.h * g.w);
-  const gw = new Float64Array(g.o * g.c * g.kh * g.kw);
-  const gb = new Float64Array(g.o);
-  for (let n = 0; n < g.n; n++) {
-    for (let o = 0; o < g.o; o++) {
-      for (let oy = 0; oy < g.oh; oy++) {
-        for (let ox = 0; ox < g.ow; ox++) {
-          const d = gy[((n * g.o + o) * g.oh + oy) * g.ow + ox];
-          gb[o] += d;
-          for (let c = 0; c < g.c; c++) {
-            for (let ky = 0; ky < g.kh; ky++) {
-              const iy = oy * g.sh - g.ph + ky;
-              if (iy < 0 || iy >= g.h) continue;
-              for (let kx = 0; kx < g.kw; kx++) {
-                const ix = ox * g.sw - g.pw + kx;
-                if (ix < 0 || ix >= g.w) continue;
-                const xi = ((n * g.c + c) * g.h + iy) * g.w + ix;
-                const wi = ((o * g.c + c) * g.kh + ky) * g.kw + kx;
-                gx[xi] += d * wt[wi];
-                gw[wi] += d * x[xi];
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-  return { gx, gw, gb };
 }
 
 // ---- GPU vs reference --------------------------------------------------------------------------
@@ -90,7 +58,7 @@ async function checkCase(c: Case, seed: number, grads = true): Promise<void> {
   const r = f32(randomValues(y.size, seed + 3));
   const rt = Tensor.from(r, y.shape);
   y.backward(rt);
-  const expected = refBackward(x, w, r, g);
+  const expected = convBackwardReference(x, w, r, g);
   assertClose(await xt.grad!.toArray(), expected.gx, { what: "grad input" });
   assertClose(await wt.grad!.toArray(), expected.gw, { what: "grad weight" });
   if (bt) assertClose(await bt.grad!.toArray(), expected.gb, { what: "grad bias" });
@@ -328,7 +296,7 @@ gpuTest("conv2d() gradients use the split-K reduction for many output pixels", a
   assert.equal(gpuCounters().dispatches - start, 2);
   assert.equal(xt.grad, null);
   const g = geo(c.input, c.weight, [1, 1], [1, 1]);
-  assertClose(await wt.grad!.toArray(), refBackward(x, w, await r.toArray(), g).gw);
+  assertClose(await wt.grad!.toArray(), convBackwardReference(x, w, await r.toArray(), g).gw);
 });
 
 gpuTest(
@@ -378,7 +346,7 @@ gpuTest("conv2d() computes only the gradients whose input requires grad", async 
   assert.equal(wt.grad, null);
   assert.equal(bt.grad, null);
   const g = geo(c.input, c.weight, [1, 1], [1, 1]);
-  assertClose(await xt.grad!.toArray(), refBackward(x, w, r, g).gx);
+  assertClose(await xt.grad!.toArray(), convBackwardReference(x, w, r, g).gx);
 
   const plain = conv2d(Tensor.from(x, c.input), wt, bt, { padding: 1 });
   assert.equal(plain.gradFn, null);
@@ -412,7 +380,7 @@ for (
     const r = randomValues(g.n * g.o * g.oh * g.ow, 6);
     const loss = (xx: Float64Array, ww: Float64Array, bb: Float64Array) =>
       dot(convReference(xx, ww, bb, g), r);
-    const expected = refBackward(x, w, r, g);
+    const expected = convBackwardReference(x, w, r, g);
     const opts = { rtol: 1e-6, atol: 1e-8, maxRelL2: 1e-7 };
     assertClose(expected.gx, finiteDifferences((v) => loss(v, w, b!), x), { ...opts, what: "gx" });
     assertClose(expected.gw, finiteDifferences((v) => loss(x, v, b!), w), { ...opts, what: "gw" });

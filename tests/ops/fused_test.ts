@@ -7,7 +7,7 @@ import { Tensor } from "../../src/tensor.ts";
 import { noGrad } from "../../src/autograd.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
-import { convReference } from "./_conv_reference.ts";
+import { convBackwardReference, convReference, type Geo } from "./_conv_reference.ts";
 
 // ---- float64 reference -------------------------------------------------------------------------
 
@@ -22,26 +22,13 @@ interface Case {
   padding: number;
 }
 
-interface Geo {
-  n: number;
-  c: number;
-  h: number;
-  w: number;
-  o: number;
-  kh: number;
-  kw: number;
-  s: number;
-  pad: number;
-  oh: number;
-  ow: number;
-}
-
 function geo(c: Case): Geo {
   const [n, ch, h, w] = c.input;
   const [o, , kh, kw] = c.weight;
   const oh = Math.floor((h + 2 * c.padding - kh) / c.stride) + 1;
   const ow = Math.floor((w + 2 * c.padding - kw) / c.stride) + 1;
-  return { n, c: ch, h, w, o, kh, kw, s: c.stride, pad: c.padding, oh, ow };
+  const [s, p] = [c.stride, c.padding];
+  return { n, c: ch, h, w, o, kh, kw, sh: s, sw: s, ph: p, pw: p, oh, ow };
 }
 
 /** Every value a case's op reads, float32-exact. */
@@ -75,14 +62,11 @@ function values(c: Case, seed: number): Values {
 }
 
 /** z = conv2d(x, w) + b, the convolution before the batch norm. */
-function refConv(x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<number> | null, g: Geo) {
-  return convReference(x, w, b, { ...g, sh: g.s, sw: g.s, ph: g.pad, pw: g.pad });
-}
 
 /** y = act((z - mean) / sqrt(var + eps) * gamma + beta + r), and the pre-activation v. */
 function refForward(v: Values, c: Case) {
   const g = geo(c);
-  const z = refConv(v.x, v.w, v.b, g);
+  const z = convReference(v.x, v.w, v.b, g);
   const pre = new Float64Array(z.length);
   const y = new Float64Array(z.length);
   const hw = g.oh * g.ow;
@@ -115,33 +99,7 @@ function refBackward(v: Values, c: Case, gy: ArrayLike<number>) {
     ggamma[o] += gu * (z[i] - v.mean[o]) * invstd;
     gz[i] = gu * invstd * (v.gamma ? v.gamma[o] : 1);
   }
-  const gx = new Float64Array(v.x.length);
-  const gw = new Float64Array(v.w.length);
-  const gb = new Float64Array(g.o);
-  for (let n = 0; n < g.n; n++) {
-    for (let o = 0; o < g.o; o++) {
-      for (let oy = 0; oy < g.oh; oy++) {
-        for (let ox = 0; ox < g.ow; ox++) {
-          const d = gz[((n * g.o + o) * g.oh + oy) * g.ow + ox];
-          gb[o] += d;
-          for (let ch = 0; ch < g.c; ch++) {
-            for (let ky = 0; ky < g.kh; ky++) {
-              const iy = oy * g.s - g.pad + ky;
-              if (iy < 0 || iy >= g.h) continue;
-              for (let kx = 0; kx < g.kw; kx++) {
-                const ix = ox * g.s - g.pad + kx;
-                if (ix < 0 || ix >= g.w) continue;
-                const xi = ((n * g.c + ch) * g.h + iy) * g.w + ix;
-                const wi = ((o * g.c + ch) * g.kh + ky) * g.kw + kx;
-                gx[xi] += d * v.w[wi];
-                gw[wi] += d * v.x[xi];
-              }
-            }
-          }
-        }
-      }
-    }
-  }
+  const { gx, gw, gb } = convBackwardReference(v.x, v.w, gz, g);
   return { gx, gw, gb, ggamma, gbeta, gr };
 }
 
