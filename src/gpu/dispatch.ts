@@ -189,6 +189,16 @@ function computePass(device: GPUDevice): GPUComputePassEncoder {
   return pass;
 }
 
+/** The shared encoder with no compute pass open, for commands that go between passes. */
+function outsidePass(device: GPUDevice): GPUCommandEncoder {
+  if (pass) {
+    pass.end();
+    pass = null;
+  }
+  encoder ??= device.createCommandEncoder({ label: "step" });
+  return encoder;
+}
+
 /**
  * Encodes one dispatch of `kernel` into the shared compute pass. Nothing runs until the next
  * {@link flush} (which readbacks and uploads call).
@@ -230,10 +240,7 @@ export function dispatch(kernel: Kernel, args: DispatchArgs): void {
       bindGroups.delete(bindGroups.keys().next().value!);
     }
   }
-  const label = kernel.entryPoint && kernel.entryPoint !== "main"
-    ? `${kernel.name}:${kernel.entryPoint}`
-    : kernel.name;
-  const p = profiler ? profiledPass(device, profiler, label) : computePass(device);
+  const p = profiler ? profiledPass(device, profiler, kernel) : computePass(device);
   p.setPipeline(pipeline);
   p.setBindGroup(0, group);
   p.dispatchWorkgroups(x, y, z);
@@ -255,20 +262,18 @@ interface Profiler {
 
 let profiler: Profiler | null = null;
 
-/** A compute pass of its own for one dispatch, with timestamps at its start and end. */
-function profiledPass(device: GPUDevice, prof: Profiler, label: string): GPUComputePassEncoder {
+/** A compute pass of its own for one dispatch of `kernel`, timestamped at its start and end. */
+function profiledPass(device: GPUDevice, prof: Profiler, kernel: Kernel): GPUComputePassEncoder {
   if (prof.labels.length === PROFILE_CAPACITY) {
     prof.untimed++;
     return computePass(device);
   }
-  if (pass) {
-    pass.end();
-    pass = null;
-  }
-  encoder ??= device.createCommandEncoder({ label: "step" });
+  const label = kernel.entryPoint && kernel.entryPoint !== "main"
+    ? `${kernel.name}:${kernel.entryPoint}`
+    : kernel.name;
   const k = prof.labels.length;
   prof.labels.push(label);
-  return encoder.beginComputePass({
+  return outsidePass(device).beginComputePass({
     label,
     timestampWrites: {
       querySet: prof.querySet,
@@ -358,12 +363,7 @@ export async function profileKernels<T>(fn: () => T | Promise<T>): Promise<Kerne
       usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
       label: "profile",
     });
-    if (pass) {
-      pass.end();
-      pass = null;
-    }
-    encoder ??= device.createCommandEncoder({ label: "step" });
-    encoder.resolveQuerySet(querySet, 0, 2 * count, resolved, 0);
+    outsidePass(device).resolveQuerySet(querySet, 0, 2 * count, resolved, 0);
     pendingCommands++;
     const raw = await readBuffer(resolved, 0, bytes);
     resolved.destroy();
@@ -412,12 +412,13 @@ export function copyBuffer(
   byteLength: number,
 ): void {
   const device = deviceForCaches();
-  if (pass) {
-    pass.end();
-    pass = null;
-  }
-  encoder ??= device.createCommandEncoder({ label: "step" });
-  encoder.copyBufferToBuffer(source, sourceOffset, destination, destinationOffset, byteLength);
+  outsidePass(device).copyBufferToBuffer(
+    source,
+    sourceOffset,
+    destination,
+    destinationOffset,
+    byteLength,
+  );
   pendingCommands++;
 }
 
