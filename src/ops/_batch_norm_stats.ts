@@ -1,6 +1,6 @@
 /**
- * The batch statistics kernel shared by `batchNorm2d` and the fused batch norm ops. Internal: not
- * exported by mod.ts.
+ * The batch statistics kernel shared by `batchNorm2d` and the fused batch norm ops, and the
+ * lane count of every per-channel reduction. Internal: not exported by mod.ts.
  *
  * @module
  */

@@ -28,10 +28,10 @@ const ACT_FORWARD = { name: "batch_norm_act_forward", source: actForwardSource }
 const ACT_REDUCE = { name: "batch_norm_act_backward_reduce", source: actReduceSource };
 const ACT_INPUT = { name: "batch_norm_act_backward_input", source: actInputSource };
 const ACT_INPUT_RESIDUAL = { ...ACT_INPUT, entryPoint: "main_residual" };
-// batchNorm2d's statistics kernels, shared.
+// batchNorm2d's eval-mode statistics kernel, shared.
 const EVAL_STATS = { name: "batch_norm_eval_stats", source: evalStatsSource };
 
-/** Workgroup size of the per-channel reductions (as batchNorm2d's). */
+/** Workgroup size of batch_norm_act_backward_reduce. */
 const ACT_REDUCE_WG = 64;
 
 /** Options of {@link batchNormAct}: `batchNorm2d`'s, and what follows the normalization. */
