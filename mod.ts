@@ -19,9 +19,12 @@
 export { adapterDescription, getDevice, initGPU, type InitGPUOptions } from "./src/gpu/device.ts";
 export { type MemoryStats, memoryStats, resetPeakMemory } from "./src/gpu/buffer_pool.ts";
 export {
+  flush,
+  type GpuCounters,
   gpuCounters,
   type KernelProfile,
   type KernelTime,
+  MAX_PENDING_COMMANDS,
   profileKernels,
 } from "./src/gpu/dispatch.ts";
 export {

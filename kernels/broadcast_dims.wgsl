@@ -1,7 +1,7 @@
 // broadcast_dims: spreads a reduced gradient back over the reduced dimensions, scaled
 // (backward of sum: scale 1, of mean: 1 / R): out[i] = g[offset of i's kept coordinates] * scale.
 // The CPU merges neighbouring dimensions that are both kept or both reduced (at most 8 remain).
-// Bindings: 0 uniform Params { count: u32 (elements of out), ndim: u32, pad0: u32, pad1: u32,
+// Bindings: 0 uniform Params { count: u32 (elements of out), ndim: u32,
 //   size: array<vec4u, 2> (out's merged sizes, innermost first), gstride: array<vec4u, 2> (the
 //   element stride of each dimension in g; 0 for reduced ones), scale: f32 };
 // 1 g: array<f32> [kept elements] (reads); 2 out: array<f32> [count], x's shape (writes).
@@ -9,8 +9,6 @@
 struct Params {
   count: u32,
   ndim: u32,
-  pad0: u32,
-  pad1: u32,
   size: array<vec4u, 2>,
   gstride: array<vec4u, 2>,
   scale: f32,

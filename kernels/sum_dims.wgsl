@@ -7,8 +7,8 @@
 // 2 out: array<f32> [count, splits] row-major (writes; with splits == 1 that is the kept shape).
 // Params { count: u32 (kept elements), splits: u32 (partial sums per kept element), chunk: u32
 //   (reduced elements per split), rcount: u32 (R, all reduced elements), nk: u32, nr: u32,
-//   pad0: u32, pad1: u32, ksize, kstride, rsize, rstride: array<vec4u, 2> (8 entries each,
-//   innermost first), scale: f32 }.
+//   ksize, kstride, rsize, rstride: array<vec4u, 2> (8 entries each, innermost first, at 16-byte
+//   offsets as WGSL aligns them), scale: f32 }.
 // Workgroup 64; dispatch grid1d(count * splits, 64); one invocation sums the reduced elements
 // [s * chunk, min(R, (s + 1) * chunk)) of kept element o (flat index o * splits + s), walking the
 // innermost reduced dimension in a tight loop, and writes the scaled sum.
@@ -19,8 +19,6 @@ struct Params {
   rcount: u32,
   nk: u32,
   nr: u32,
-  pad0: u32,
-  pad1: u32,
   ksize: array<vec4u, 2>,
   kstride: array<vec4u, 2>,
   rsize: array<vec4u, 2>,

@@ -17,8 +17,8 @@ export type Shape = readonly number[];
 /** Numbers a tensor can be created from. */
 export type TensorData = ArrayLike<number>;
 
-const FILL = { name: "fill", source: fillSource };
-const ADD_INPLACE = { name: "add_inplace", source: addInplaceSource };
+const FILL = { name: "fill", source: fillSource, params: ["count", "value"] as const };
+const ADD_INPLACE = { name: "add_inplace", source: addInplaceSource, params: ["count"] as const };
 
 /** A GPU buffer shared by a tensor and its views, returned to the pool with its last user. */
 class Storage {
@@ -387,7 +387,7 @@ export class Tensor {
     if (this.size === 0) return this;
     dispatch(FILL, {
       buffers: [this.buffer],
-      uniforms: uniformsU32F32(this.size, value),
+      params: { count: this.size, value },
       workgroups: grid1d(this.size, 256),
     });
     return this;
@@ -414,7 +414,7 @@ export class Tensor {
     if (this.size === 0) return this;
     dispatch(ADD_INPLACE, {
       buffers: [this.buffer, source.buffer],
-      uniforms: new Uint32Array([this.size]),
+      params: { count: this.size },
       workgroups: grid1d(this.size, 256),
     });
     return this;
@@ -448,13 +448,6 @@ export class Tensor {
 }
 
 /** Packs a `{ u32, f32 }` uniform struct. */
-function uniformsU32F32(count: number, value: number): Uint32Array {
-  const u = new Uint32Array(2);
-  u[0] = count;
-  new Float32Array(u.buffer)[1] = value;
-  return u;
-}
-
 /** Whether ops should record a node now: grad mode is on and an input requires grad. */
 export function shouldRecord(...inputs: (Tensor | null | undefined)[]): boolean {
   return isGradEnabled() && inputs.some((t) => t?.requiresGrad);

@@ -7,14 +7,7 @@
  */
 import augmentSource from "../../kernels/augment.wgsl" with { type: "text" };
 import { getDevice } from "../gpu/device.ts";
-import {
-  destroyBuffer,
-  dispatch,
-  flush,
-  grid1d,
-  packParams,
-  writeBuffer,
-} from "../gpu/dispatch.ts";
+import { destroyBuffer, dispatch, flush, grid1d, writeBuffer } from "../gpu/dispatch.ts";
 import { Generator } from "../random.ts";
 import { Tensor } from "../tensor.ts";
 import {
@@ -25,7 +18,20 @@ import {
   type ImageDataset,
 } from "./cifar10.ts";
 
-const AUGMENT = { name: "augment", source: augmentSource };
+const AUGMENT = {
+  name: "augment",
+  source: augmentSource,
+  params: [
+    "count",
+    "chunk_images",
+    "scale_r",
+    "scale_g",
+    "scale_b",
+    "bias_r",
+    "bias_g",
+    "bias_b",
+  ] as const,
+};
 const WORKGROUP = 256;
 /** Output vec4s per image: 3 channels x 32 rows x 8 groups of 4 pixels. */
 const QUADS_PER_IMAGE = 3 * 32 * 8;
@@ -220,10 +226,16 @@ export class GpuImageStore {
         chunks[2] ?? chunks[0],
         chunks[3] ?? chunks[0],
       ],
-      uniforms: packParams(
-        [quads, this.chunkImages],
-        [0, 1, 2].map((c) => 1 / (255 * std[c])).concat([0, 1, 2].map((c) => -mean[c] / std[c])),
-      ),
+      params: {
+        count: quads,
+        chunk_images: this.chunkImages,
+        scale_r: 1 / (255 * std[0]),
+        scale_g: 1 / (255 * std[1]),
+        scale_b: 1 / (255 * std[2]),
+        bias_r: -mean[0] / std[0],
+        bias_g: -mean[1] / std[1],
+        bias_b: -mean[2] / std[2],
+      },
       workgroups: grid1d(quads, WORKGROUP),
     });
     return out;

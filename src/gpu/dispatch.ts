@@ -10,23 +10,41 @@
  * @module
  */
 import { getDevice } from "./device.ts";
+import {
+  checkDeclaredParams,
+  packParamsByName,
+  type ParamsLayout,
+  type ParamValues,
+  parseParamsStruct,
+} from "./_params.ts";
 
-/** A WGSL compute kernel: its name is its file name, pipeline label and cache key. */
-export interface Kernel {
+/**
+ * A WGSL compute kernel: its name is its file name, pipeline label and cache key. `P` names the
+ * fields of its `struct Params`.
+ */
+export interface Kernel<P extends string = string> {
   /** File name without `.wgsl`; also the pipeline label. */
   name: string;
   /** WGSL source, imported as text from `kernels/`. */
   source: string;
   /** Entry point; default `"main"`. */
   entryPoint?: string;
+  /**
+   * The fields of the kernel's `struct Params`, in the WGSL's order (checked against the parsed
+   * struct when the kernel is first dispatched); omitted when the kernel binds no uniforms.
+   */
+  params?: readonly P[];
 }
 
 /** Arguments of one {@link dispatch}. */
-export interface DispatchArgs {
+export interface DispatchArgs<P extends string = string> {
   /** Storage buffers in binding order. */
   buffers: readonly GPUBuffer[];
-  /** The uniform struct's bytes, bound at binding 0; its layout must follow WGSL's rules. */
-  uniforms?: ArrayBufferView;
+  /**
+   * Values of the kernel's `struct Params` by field name (every field, nothing else), packed at
+   * the offsets parsed from the WGSL and bound at binding 0.
+   */
+  params?: ParamValues<P>;
   /** Workgroup counts `[x, y, z]`. */
   workgroups: readonly [number, number?, number?];
   /** Values of the kernel's `override` constants; part of the pipeline cache key. */
@@ -91,7 +109,24 @@ class BufferRing {
   }
 }
 
-const counters = { dispatches: 0, submits: 0, readbacks: 0, pipelines: 0, bufferCreations: 0 };
+const counters = {
+  dispatches: 0,
+  submits: 0,
+  readbacks: 0,
+  pipelines: 0,
+  bufferCreations: 0,
+  bindGroupCreations: 0,
+  bufferWrites: 0,
+};
+
+/**
+ * Commands (dispatches and copies) after which the shared encoder is submitted on its own, so a
+ * loop that never reads back (a plain `tidy(() => { loss.backward(); opt.step(); })` loop) keeps
+ * its encoder, its per-submit uniform and upload rings and its deferred destroys bounded. A
+ * ResNet-20 training step encodes ~300 commands and the seed's model ~840, so a step of either
+ * stays one submit when a readback ends it.
+ */
+export const MAX_PENDING_COMMANDS = 4096;
 const uploadRing = new BufferRing(GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, "upload");
 const uniformRing = new BufferRing(GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, "uniforms");
 const readbackBuffers = new Map<number, GPUBuffer[]>();
@@ -119,6 +154,26 @@ function deviceForCaches(): GPUDevice {
     cachedFor = device;
   }
   return device;
+}
+
+const layouts = new WeakMap<Kernel, ParamsLayout>();
+// Scratch for packing params; the bytes are copied into a uniform buffer before the next pack.
+const paramScratch = new ArrayBuffer(1024);
+
+/** The kernel's parsed `struct Params`, checked once against the launcher's declared fields. */
+function paramsLayout(kernel: Kernel): ParamsLayout {
+  let layout = layouts.get(kernel);
+  if (layout) return layout;
+  if (!kernel.params) {
+    throw new Error(`kernel ${kernel.name}: params given, but the launcher declares no fields`);
+  }
+  layout = parseParamsStruct(kernel.source);
+  checkDeclaredParams(kernel.name, layout, kernel.params);
+  if (layout.size > paramScratch.byteLength) {
+    throw new Error(`kernel ${kernel.name}: struct Params of ${layout.size} bytes is too large`);
+  }
+  layouts.set(kernel, layout);
+  return layout;
 }
 
 function constantsKey(constants?: Record<string, number>): string {
@@ -203,19 +258,30 @@ function outsidePass(device: GPUDevice): GPUCommandEncoder {
  * Encodes one dispatch of `kernel` into the shared compute pass. Nothing runs until the next
  * {@link flush} (which readbacks and uploads call).
  */
-export function dispatch(kernel: Kernel, args: DispatchArgs): void {
+export function dispatch<P extends string>(
+  kernel: Kernel<P>,
+  args: DispatchArgs<NoInfer<P>>,
+): void {
   const device = deviceForCaches();
   const [x, y = 1, z = 1] = args.workgroups;
   if (x === 0 || y === 0 || z === 0) return;
   const { key, pipeline } = pipelineFor(device, kernel, args.constants);
   let uniform: GPUBuffer | null = null;
-  if (args.uniforms && args.dynamicUniforms) {
-    const u = args.uniforms;
-    const bytes = padTo4(new Uint8Array(u.buffer, u.byteOffset, u.byteLength));
-    uniform = uniformRing.take(device, Math.max(16, Math.ceil(bytes.byteLength / 16) * 16));
-    device.queue.writeBuffer(uniform, 0, bytes as Uint8Array<ArrayBuffer>, 0, bytes.byteLength);
-  } else if (args.uniforms) {
-    uniform = uniformBuffer(device, args.uniforms);
+  if (args.params) {
+    const layout = paramsLayout(kernel as Kernel);
+    packParamsByName(kernel.name, layout, args.params, paramScratch);
+    const bytes = new Uint8Array(paramScratch, 0, layout.size);
+    if (args.dynamicUniforms) {
+      uniform = uniformRing.take(device, layout.size);
+      device.queue.writeBuffer(uniform, 0, bytes, 0, layout.size);
+      counters.bufferWrites++;
+    } else {
+      uniform = uniformBuffer(device, bytes);
+    }
+  } else if (kernel.params?.length) {
+    throw new Error(
+      `kernel ${kernel.name}: its params (${kernel.params.join(", ")}) were not given`,
+    );
   }
   const first = uniform ? 1 : 0;
   let groupKey = key;
@@ -229,6 +295,7 @@ export function dispatch(kernel: Kernel, args: DispatchArgs): void {
     }));
     if (uniform) entries.unshift({ binding: 0, resource: { buffer: uniform } });
     group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    counters.bindGroupCreations++;
     bindGroups.set(groupKey, group);
     for (const b of uniform ? [uniform, ...args.buffers] : args.buffers) {
       const id = bufferId(b);
@@ -245,8 +312,13 @@ export function dispatch(kernel: Kernel, args: DispatchArgs): void {
   p.setBindGroup(0, group);
   p.dispatchWorkgroups(x, y, z);
   if (p !== pass) p.end();
-  pendingCommands++;
   counters.dispatches++;
+  commandEncoded();
+}
+
+/** Counts one encoded command; submits the encoder when it holds MAX_PENDING_COMMANDS. */
+function commandEncoded(): void {
+  if (++pendingCommands >= MAX_PENDING_COMMANDS) flush();
 }
 
 /** Timestamp pairs one profiling query set holds (WebGPU allows 4,096 queries per set). */
@@ -419,10 +491,25 @@ export function copyBuffer(
     destinationOffset,
     byteLength,
   );
-  pendingCommands++;
+  commandEncoded();
 }
 
-/** Submits everything encoded so far as one command buffer. Does not wait for it. */
+/**
+ * Submits everything encoded so far as one command buffer, without waiting for it. Readbacks
+ * flush on their own, and the encoder is also flushed every {@link MAX_PENDING_COMMANDS}
+ * commands, so calling this is never needed for correctness; a loop that reads nothing back can
+ * call it once per step to start the GPU on that step's work sooner.
+ *
+ * @example
+ * ```ts
+ * import { flush, gpuCounters, initGPU, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const before = gpuCounters().submits;
+ * Tensor.randn([4, 4], { seed: 0 }).add(Tensor.ones([4, 4]));
+ * flush();
+ * console.log(gpuCounters().submits - before, gpuCounters().pendingCommands); // 1 0
+ * ```
+ */
 export function flush(): void {
   const device = deviceForCaches();
   if (!encoder) return;
@@ -448,6 +535,7 @@ export function flush(): void {
 export function writeBuffer(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
   const device = deviceForCaches();
   const bytes = padTo4(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  counters.bufferWrites++;
   if (pendingCommands === 0) {
     device.queue.writeBuffer(buffer, byteOffset, bytes as Uint8Array<ArrayBuffer>, 0, bytes.length);
     return;
@@ -498,26 +586,40 @@ export async function readBuffer(
   return result;
 }
 
+/** What {@link gpuCounters} returns. */
+export interface GpuCounters {
+  /** Kernel dispatches encoded. */
+  dispatches: number;
+  /** Command buffers submitted. */
+  submits: number;
+  /** Buffers read back to the CPU (each one wait on the GPU). */
+  readbacks: number;
+  /** Compute pipelines compiled. */
+  pipelines: number;
+  /** Buffers created outside the tensor pool (uniform, upload and readback buffers). */
+  bufferCreations: number;
+  /** Bind groups created (cache misses). */
+  bindGroupCreations: number;
+  /** `queue.writeBuffer` calls: uploads and per-step uniform values. */
+  bufferWrites: number;
+  /** Commands encoded and not yet submitted, now (not a running count). */
+  pendingCommands: number;
+}
+
 /**
- * Counts of dispatches, submits, readbacks, compiled pipelines and buffers created outside the
- * tensor pool (uniform, upload and readback buffers) since the process started; subtract two
- * snapshots to measure a step.
+ * Counts of dispatches, submits, readbacks, compiled pipelines, buffers created outside the
+ * tensor pool, bind groups created and buffer writes since the process started, and the commands
+ * waiting in the encoder now; subtract two snapshots to measure a step.
  *
  * @example
  * ```ts
  * import { gpuCounters } from "@resnet/webgpu";
  * const before = gpuCounters();
- * console.log(before.dispatches >= 0);
+ * console.log(before.dispatches >= 0, before.bindGroupCreations >= 0);
  * ```
  */
-export function gpuCounters(): {
-  dispatches: number;
-  submits: number;
-  readbacks: number;
-  pipelines: number;
-  bufferCreations: number;
-} {
-  return { ...counters };
+export function gpuCounters(): GpuCounters {
+  return { ...counters, pendingCommands };
 }
 
 /**
@@ -530,15 +632,4 @@ export function grid1d(count: number, workgroupSize: number): [number, number, n
   if (groups <= 65535) return [groups, 1, 1];
   const y = Math.ceil(groups / 65535);
   return [Math.ceil(groups / y), y, 1];
-}
-
-/**
- * Packs a uniform struct whose fields are `u32`s followed by `f32`s, in that order, as the kernels
- * declare them.
- */
-export function packParams(u32: readonly number[], f32: readonly number[] = []): Uint32Array {
-  const words = new Uint32Array(u32.length + f32.length);
-  words.set(u32.map((v) => v >>> 0));
-  new Float32Array(words.buffer).set(f32, u32.length);
-  return words;
 }

@@ -5,10 +5,14 @@
  * @module
  */
 import statsSource from "../../kernels/batch_norm_stats.wgsl" with { type: "text" };
-import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import type { Tensor } from "../tensor.ts";
 
-const STATS = { name: "batch_norm_stats", source: statsSource };
+const STATS = {
+  name: "batch_norm_stats",
+  source: statsSource,
+  params: ["batch", "channels", "hw", "lanes", "rows", "count", "momentum", "eps"] as const,
+};
 const STATS_RUNNING = { ...STATS, entryPoint: "main_running" };
 const STATS_RUNNING_COUNTER = { ...STATS, entryPoint: "main_running_counter" };
 
@@ -43,7 +47,16 @@ export function encodeBatchStatistics(input: Tensor, stats: Tensor, run: Running
   const lanes = reductionLanes(N, perImage, STATS_WG);
   dispatch(kernel, {
     buffers,
-    uniforms: packParams([N, C, hw, lanes, STATS_WG / lanes], [N * hw, run.momentum, run.eps]),
+    params: {
+      batch: N,
+      channels: C,
+      hw,
+      lanes,
+      rows: STATS_WG / lanes,
+      count: N * hw,
+      momentum: run.momentum,
+      eps: run.eps,
+    },
     workgroups: grid1d(C, 1),
     constants: { VEC4: vec4 ? 1 : 0 },
   });

@@ -10,13 +10,54 @@ import packWeightSource from "../../kernels/conv2d_pack_weight.wgsl" with { type
 import weightRowsSource from "../../kernels/conv2d_backward_weight_rows.wgsl" with {
   type: "text",
 };
-import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, Tensor } from "../tensor.ts";
 import type { Conv2dOptions } from "./conv2d.ts";
 
-const FORWARD_ROWS = { name: "conv2d_forward_rows", source: forwardRowsSource };
-const PACK_WEIGHT = { name: "conv2d_pack_weight", source: packWeightSource };
-const WEIGHT_ROWS = { name: "conv2d_backward_weight_rows", source: weightRowsSource };
+const FORWARD_ROWS = {
+  name: "conv2d_forward_rows",
+  source: forwardRowsSource,
+  params: [
+    "n",
+    "c",
+    "h",
+    "w",
+    "o",
+    "oh",
+    "ow",
+    "kh",
+    "pad_h",
+    "op",
+    "blocks_w",
+    "pixel_blocks",
+    "epilogue",
+    "has_residual",
+    "relu",
+  ] as const,
+};
+const PACK_WEIGHT = {
+  name: "conv2d_pack_weight",
+  source: packWeightSource,
+  params: ["o", "c", "kh", "kw", "cols", "count"] as const,
+};
+const WEIGHT_ROWS = {
+  name: "conv2d_backward_weight_rows",
+  source: weightRowsSource,
+  params: [
+    "n",
+    "c",
+    "h",
+    "w",
+    "o",
+    "oh",
+    "ow",
+    "kh",
+    "pad_h",
+    "rows",
+    "rows_per_chunk",
+    "chunks",
+  ] as const,
+};
 
 /** Workgroup size of conv2d_forward_rows. */
 const FORWARD_WG = 64;
@@ -173,7 +214,7 @@ export function packWeight(weight: Tensor, flip: boolean): Tensor {
   const packed = Tensor.empty([rows, cols]);
   dispatch(PACK_WEIGHT, {
     buffers: [weight.buffer, packed.buffer],
-    uniforms: packParams([o, c, kh, kw, cols, rows * cols]),
+    params: { o, c, kh, kw, cols, count: rows * cols },
     workgroups: grid1d(rows * cols, 64),
     constants: { FLIP: flip ? 1 : 0 },
   });
@@ -241,7 +282,7 @@ export function forwardRows(
   dispatch(FORWARD_ROWS, {
     // Unused per-channel and residual bindings alias other read-only buffers, never read.
     buffers: [x.buffer, packed.buffer, chan.buffer, residual.buffer, out.buffer],
-    uniforms: packParams([
+    params: {
       n,
       c,
       h,
@@ -249,15 +290,15 @@ export function forwardRows(
       o,
       oh,
       ow,
-      geo.kh,
-      geo.padH,
+      kh: geo.kh,
+      pad_h: geo.padH,
       op,
-      blocksW,
-      pixelBlocks,
-      mode,
-      residual === x ? 0 : 1,
-      relu ? 1 : 0,
-    ]),
+      blocks_w: blocksW,
+      pixel_blocks: pixelBlocks,
+      epilogue: mode,
+      has_residual: residual === x ? 0 : 1,
+      relu: relu ? 1 : 0,
+    },
     workgroups: [gx, Math.ceil(o / (4 * qv)), gz],
     constants: {
       WG: FORWARD_WG,
@@ -296,7 +337,20 @@ export function weightGradientRows(
   const partial = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
   dispatch(WEIGHT_ROWS, {
     buffers: [x.buffer, gy.buffer, partial.buffer],
-    uniforms: packParams([n, c, h, w, o, oh, ow, geo.kh, geo.padH, rows, rowsPerChunk, chunks]),
+    params: {
+      n,
+      c,
+      h,
+      w,
+      o,
+      oh,
+      ow,
+      kh: geo.kh,
+      pad_h: geo.padH,
+      rows,
+      rows_per_chunk: rowsPerChunk,
+      chunks,
+    },
     workgroups: [Math.ceil(chunks / WEIGHT_WG), blocksC, blocksO],
     constants: {
       WG: WEIGHT_WG,

@@ -7,14 +7,30 @@ import evalStatsSource from "../../kernels/batch_norm_eval_stats.wgsl" with { ty
 import forwardSource from "../../kernels/batch_norm_forward.wgsl" with { type: "text" };
 import reduceSource from "../../kernels/batch_norm_backward_reduce.wgsl" with { type: "text" };
 import inputGradSource from "../../kernels/batch_norm_backward_input.wgsl" with { type: "text" };
-import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { encodeBatchStatistics, reductionLanes } from "./_batch_norm_stats.ts";
 
-const EVAL_STATS = { name: "batch_norm_eval_stats", source: evalStatsSource };
-const FORWARD = { name: "batch_norm_forward", source: forwardSource };
-const BACKWARD_REDUCE = { name: "batch_norm_backward_reduce", source: reduceSource };
-const BACKWARD_INPUT = { name: "batch_norm_backward_input", source: inputGradSource };
+const EVAL_STATS = {
+  name: "batch_norm_eval_stats",
+  source: evalStatsSource,
+  params: ["channels", "eps"] as const,
+};
+const FORWARD = {
+  name: "batch_norm_forward",
+  source: forwardSource,
+  params: ["channels", "hw", "chunks", "count"] as const,
+};
+const BACKWARD_REDUCE = {
+  name: "batch_norm_backward_reduce",
+  source: reduceSource,
+  params: ["batch", "channels", "hw", "lanes", "rows"] as const,
+};
+const BACKWARD_INPUT = {
+  name: "batch_norm_backward_input",
+  source: inputGradSource,
+  params: ["channels", "hw", "chunks", "count", "n"] as const,
+};
 
 /** Workgroup size of the per-channel reduction kernels. */
 const REDUCE_WG = 256;
@@ -103,7 +119,7 @@ export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor 
   } else {
     dispatch(EVAL_STATS, {
       buffers: [runningMean!.buffer, runningVar!.buffer, stats.buffer],
-      uniforms: packParams([C], [v.eps]),
+      params: { channels: C, eps: v.eps },
       workgroups: grid1d(C, 64),
     });
   }
@@ -120,7 +136,7 @@ export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor 
       (bias ?? stats).buffer,
       out.buffer,
     ],
-    uniforms: packParams([C, hw, chunks, count]),
+    params: { channels: C, hw, chunks, count },
     workgroups: grid1d(count, 256),
     constants: { HAS_WEIGHT: weight ? 1 : 0, HAS_BIAS: bias ? 1 : 0 },
   });
@@ -165,7 +181,7 @@ function batchNorm2dBackward(
     const lanes = reductionLanes(N, hw, REDUCE_WG);
     dispatch(BACKWARD_REDUCE, {
       buffers: [gy.buffer, x.buffer, stats.buffer, sumDy.buffer, sumDyXhat.buffer],
-      uniforms: packParams([N, C, hw, lanes, REDUCE_WG / lanes]),
+      params: { batch: N, channels: C, hw, lanes, rows: REDUCE_WG / lanes },
       workgroups: grid1d(C, 1),
     });
   }
@@ -185,7 +201,7 @@ function batchNorm2dBackward(
         (sumDyXhat ?? stats).buffer,
         gx.buffer,
       ],
-      uniforms: packParams([C, hw, chunks, count], [n]),
+      params: { channels: C, hw, chunks, count, n },
       workgroups: grid1d(count, 256),
       constants: { TRAINING: training ? 1 : 0, HAS_WEIGHT: weight ? 1 : 0 },
     });

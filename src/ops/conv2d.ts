@@ -13,7 +13,7 @@ import backwardInputSource from "../../kernels/conv2d_backward_input.wgsl" with 
 import backwardWeightSource from "../../kernels/conv2d_backward_weight.wgsl" with { type: "text" };
 import backwardBiasSource from "../../kernels/conv2d_backward_bias.wgsl" with { type: "text" };
 import reduceChunksSource from "../../kernels/conv2d_reduce_chunks.wgsl" with { type: "text" };
-import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { record, shouldRecord, Tensor } from "../tensor.ts";
 import {
   forwardRows,
@@ -24,11 +24,82 @@ import {
   weightGradientRows,
 } from "./_conv2d_rows.ts";
 
-const FORWARD = { name: "conv2d_forward", source: forwardSource };
-const BACKWARD_INPUT = { name: "conv2d_backward_input", source: backwardInputSource };
-const BACKWARD_WEIGHT = { name: "conv2d_backward_weight", source: backwardWeightSource };
-const BACKWARD_BIAS = { name: "conv2d_backward_bias", source: backwardBiasSource };
-const REDUCE_CHUNKS = { name: "conv2d_reduce_chunks", source: reduceChunksSource };
+const FORWARD = {
+  name: "conv2d_forward",
+  source: forwardSource,
+  params: [
+    "n",
+    "c",
+    "h",
+    "w",
+    "o",
+    "oh",
+    "ow",
+    "kh",
+    "kw",
+    "stride_h",
+    "stride_w",
+    "pad_h",
+    "pad_w",
+    "has_bias",
+    "blocks_w",
+    "pixel_blocks",
+  ] as const,
+};
+const BACKWARD_INPUT = {
+  name: "conv2d_backward_input",
+  source: backwardInputSource,
+  params: [
+    "n",
+    "c",
+    "h",
+    "w",
+    "o",
+    "oh",
+    "ow",
+    "kh",
+    "kw",
+    "stride_h",
+    "stride_w",
+    "pad_h",
+    "pad_w",
+    "rows",
+    "blocks_w",
+    "pixel_blocks",
+  ] as const,
+};
+const BACKWARD_WEIGHT = {
+  name: "conv2d_backward_weight",
+  source: backwardWeightSource,
+  params: [
+    "n",
+    "c",
+    "h",
+    "w",
+    "o",
+    "oh",
+    "ow",
+    "kh",
+    "kw",
+    "stride_h",
+    "stride_w",
+    "pad_h",
+    "pad_w",
+    "lanes",
+    "rows_per_chunk",
+    "rows",
+  ] as const,
+};
+const BACKWARD_BIAS = {
+  name: "conv2d_backward_bias",
+  source: backwardBiasSource,
+  params: ["o", "oh", "ow", "rows_per_chunk", "rows", "count"] as const,
+};
+const REDUCE_CHUNKS = {
+  name: "conv2d_reduce_chunks",
+  source: reduceChunksSource,
+  params: ["count", "chunks"] as const,
+};
 
 /**
  * Workgroup size of the general blocked kernels (their `WG` override). Each of their invocations
@@ -53,23 +124,23 @@ export interface Conv2dOptions {
   padding?: number | [number, number];
 }
 
-/** The u32 fields every conv2d kernel's uniform struct starts with. */
-function common(g: Geometry): number[] {
-  return [
-    g.n,
-    g.c,
-    g.h,
-    g.w,
-    g.o,
-    g.oh,
-    g.ow,
-    g.kh,
-    g.kw,
-    g.strideH,
-    g.strideW,
-    g.padH,
-    g.padW,
-  ];
+/** The u32 fields every direct conv2d kernel's uniform struct starts with. */
+function common(g: Geometry) {
+  return {
+    n: g.n,
+    c: g.c,
+    h: g.h,
+    w: g.w,
+    o: g.o,
+    oh: g.oh,
+    ow: g.ow,
+    kh: g.kh,
+    kw: g.kw,
+    stride_h: g.strideH,
+    stride_w: g.strideW,
+    pad_h: g.padH,
+    pad_w: g.padW,
+  };
 }
 
 /** Workgroups for `count` invocations flat over x and z (y is taken by a channel block). */
@@ -120,7 +191,12 @@ export function conv2d(
     dispatch(FORWARD, {
       // Without a bias the weight buffer fills the binding; has_bias = 0 keeps it from being read.
       buffers: [input.buffer, weight.buffer, (bias ?? weight).buffer, out.buffer],
-      uniforms: packParams([...common(g), bias ? 1 : 0, blocksW, pixelBlocks]),
+      params: {
+        ...common(g),
+        has_bias: bias ? 1 : 0,
+        blocks_w: blocksW,
+        pixel_blocks: pixelBlocks,
+      },
       workgroups: gridXZ(pixelBlocks, Math.ceil(g.o / 8)),
       constants: { WG },
     });
@@ -170,7 +246,7 @@ function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
   const pixelBlocks = g.n * rows * blocksW;
   dispatch(BACKWARD_INPUT, {
     buffers: [gy.buffer, weight.buffer, gx.buffer],
-    uniforms: packParams([...common(g), rows, blocksW, pixelBlocks]),
+    params: { ...common(g), rows, blocks_w: blocksW, pixel_blocks: pixelBlocks },
     workgroups: gridXZ(pixelBlocks, Math.ceil(g.c / 8) * g.strideH * g.strideW),
     constants: { WG },
   });
@@ -199,7 +275,7 @@ function reduceChunks(partial: Tensor, chunks: number, shape: number[]): Tensor 
   const out = Tensor.empty(shape);
   dispatch(REDUCE_CHUNKS, {
     buffers: [partial.buffer, out.buffer],
-    uniforms: packParams([out.size, chunks]),
+    params: { count: out.size, chunks },
     workgroups: grid1d(out.size, 64),
   });
   partial.dispose();
@@ -221,7 +297,7 @@ function weightGradient(g: Geometry, input: Tensor, gy: Tensor): Tensor {
   const out = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
   dispatch(BACKWARD_WEIGHT, {
     buffers: [input.buffer, gy.buffer, out.buffer],
-    uniforms: packParams([...common(g), lanes, rowsPerChunk, rows]),
+    params: { ...common(g), lanes, rows_per_chunk: rowsPerChunk, rows },
     workgroups: [Math.ceil(lanes / wg), blocksO, chunks],
     constants: { WG: wg },
   });
@@ -235,7 +311,7 @@ function biasGradient(g: Geometry, gy: Tensor): Tensor {
   const out = Tensor.empty(chunks > 1 ? [chunks, g.o] : [g.o]);
   dispatch(BACKWARD_BIAS, {
     buffers: [gy.buffer, out.buffer],
-    uniforms: packParams([g.o, g.oh, g.ow, rowsPerChunk, rows, count]),
+    params: { o: g.o, oh: g.oh, ow: g.ow, rows_per_chunk: rowsPerChunk, rows, count },
     workgroups: grid1d(count, 64),
     constants: { VEC4: g.ow % 4 === 0 ? 1 : 0 },
   });

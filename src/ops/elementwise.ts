@@ -9,14 +9,22 @@ import mulSource from "../../kernels/mul.wgsl" with { type: "text" };
 import scaleSource from "../../kernels/scale.wgsl" with { type: "text" };
 import reluForwardSource from "../../kernels/relu_forward.wgsl" with { type: "text" };
 import reluBackwardSource from "../../kernels/relu_backward.wgsl" with { type: "text" };
-import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 
-const ADD = { name: "add", source: addSource };
-const MUL = { name: "mul", source: mulSource };
-const SCALE = { name: "scale", source: scaleSource };
-const RELU_FORWARD = { name: "relu_forward", source: reluForwardSource };
-const RELU_BACKWARD = { name: "relu_backward", source: reluBackwardSource };
+const ADD = { name: "add", source: addSource, params: ["count4"] as const };
+const MUL = { name: "mul", source: mulSource, params: ["count4"] as const };
+const SCALE = { name: "scale", source: scaleSource, params: ["count4", "s", "t"] as const };
+const RELU_FORWARD = {
+  name: "relu_forward",
+  source: reluForwardSource,
+  params: ["count4"] as const,
+};
+const RELU_BACKWARD = {
+  name: "relu_backward",
+  source: reluBackwardSource,
+  params: ["count4"] as const,
+};
 
 const WORKGROUP = 256;
 
@@ -55,7 +63,7 @@ function binary(kernel: typeof ADD, a: Tensor, b: Tensor): Tensor {
   const count4 = Math.ceil(a.size / 4);
   dispatch(kernel, {
     buffers: [a.buffer, b.buffer, out.buffer],
-    uniforms: packParams([count4]),
+    params: { count4 },
     workgroups: grid1d(count4, WORKGROUP),
   });
   return out;
@@ -67,7 +75,7 @@ function affine(x: Tensor, s: number, t: number): Tensor {
   const count4 = Math.ceil(x.size / 4);
   dispatch(SCALE, {
     buffers: [x.buffer, out.buffer],
-    uniforms: packParams([count4], [s, t]),
+    params: { count4, s, t },
     workgroups: grid1d(count4, WORKGROUP),
   });
   return out;
@@ -197,7 +205,7 @@ export function relu(x: Tensor): Tensor {
   const count4 = Math.ceil(x.size / 4);
   dispatch(RELU_FORWARD, {
     buffers: [x.buffer, y.buffer],
-    uniforms: packParams([count4]),
+    params: { count4 },
     workgroups: grid1d(count4, WORKGROUP),
   });
   // Saves the output y (its own output, so not an internal): gx = gy * (y > 0).
@@ -212,7 +220,7 @@ function reluBackward(gy: Tensor, y: Tensor): Tensor {
   const count4 = Math.ceil(y.size / 4);
   dispatch(RELU_BACKWARD, {
     buffers: [y.buffer, gy.buffer, gx.buffer],
-    uniforms: packParams([count4]),
+    params: { count4 },
     workgroups: grid1d(count4, WORKGROUP),
   });
   return gx;

@@ -15,7 +15,7 @@ import actInputSource from "../../kernels/batch_norm_act_backward_input.wgsl" wi
   type: "text",
 };
 import evalStatsSource from "../../kernels/batch_norm_eval_stats.wgsl" with { type: "text" };
-import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { batchNorm2d, type BatchNorm2dOptions } from "./batch_norm.ts";
 import { encodeBatchStatistics, reductionLanes } from "./_batch_norm_stats.ts";
@@ -23,13 +23,33 @@ import { conv2d, type Conv2dOptions } from "./conv2d.ts";
 import { add, relu } from "./elementwise.ts";
 import { forwardRows, geometry, packWeight, rowsFit } from "./_conv2d_rows.ts";
 
-const PARAMS = { name: "batch_norm_act_params", source: paramsSource };
-const ACT_FORWARD = { name: "batch_norm_act_forward", source: actForwardSource };
-const ACT_REDUCE = { name: "batch_norm_act_backward_reduce", source: actReduceSource };
-const ACT_INPUT = { name: "batch_norm_act_backward_input", source: actInputSource };
+const PARAMS = {
+  name: "batch_norm_act_params",
+  source: paramsSource,
+  params: ["channels", "has_conv_bias", "has_weight", "has_bias", "eps"] as const,
+};
+const ACT_FORWARD = {
+  name: "batch_norm_act_forward",
+  source: actForwardSource,
+  params: ["channels", "hw4", "count4", "has_weight", "has_bias", "has_residual", "relu"] as const,
+};
+const ACT_REDUCE = {
+  name: "batch_norm_act_backward_reduce",
+  source: actReduceSource,
+  params: ["batch", "channels", "hw4", "lanes", "rows", "has_weight", "training", "n"] as const,
+};
+const ACT_INPUT = {
+  name: "batch_norm_act_backward_input",
+  source: actInputSource,
+  params: ["channels", "hw4", "count4", "relu"] as const,
+};
 const ACT_INPUT_RESIDUAL = { ...ACT_INPUT, entryPoint: "main_residual" };
 // batchNorm2d's eval-mode statistics kernel, shared.
-const EVAL_STATS = { name: "batch_norm_eval_stats", source: evalStatsSource };
+const EVAL_STATS = {
+  name: "batch_norm_eval_stats",
+  source: evalStatsSource,
+  params: ["channels", "eps"] as const,
+};
 
 /** Workgroup size of batch_norm_act_backward_reduce. */
 const ACT_REDUCE_WG = 64;
@@ -227,7 +247,7 @@ export function batchNormAct(input: Tensor, options: BatchNormActOptions): Tenso
   } else {
     dispatch(EVAL_STATS, {
       buffers: [bn.runningMean!.buffer, bn.runningVar!.buffer, stats.buffer],
-      uniforms: packParams([C], [bn.eps]),
+      params: { channels: C, eps: bn.eps },
       workgroups: grid1d(C, 64),
     });
   }
@@ -243,15 +263,15 @@ export function batchNormAct(input: Tensor, options: BatchNormActOptions): Tenso
       (residual ?? input).buffer,
       out.buffer,
     ],
-    uniforms: packParams([
-      C,
-      hw / 4,
+    params: {
+      channels: C,
+      hw4: hw / 4,
       count4,
-      bn.weight ? 1 : 0,
-      bn.bias ? 1 : 0,
-      residual ? 1 : 0,
-      useRelu ? 1 : 0,
-    ]),
+      has_weight: bn.weight ? 1 : 0,
+      has_bias: bn.bias ? 1 : 0,
+      has_residual: residual ? 1 : 0,
+      relu: useRelu ? 1 : 0,
+    },
     workgroups: grid1d(count4, 256),
   });
   if (!shouldRecord(input, bn.weight, bn.bias, residual)) {
@@ -306,18 +326,16 @@ function batchNormActBackward(
       sumDyXhat.buffer,
       coef.buffer,
     ],
-    uniforms: packParams(
-      [
-        N,
-        C,
-        hw / 4,
-        lanes,
-        ACT_REDUCE_WG / lanes,
-        bn.weight ? 1 : 0,
-        training ? 1 : 0,
-      ],
-      [n],
-    ),
+    params: {
+      batch: N,
+      channels: C,
+      hw4: hw / 4,
+      lanes,
+      rows: ACT_REDUCE_WG / lanes,
+      has_weight: bn.weight ? 1 : 0,
+      training: training ? 1 : 0,
+      n,
+    },
     workgroups: grid1d(C, 1),
     constants: { RELU: useRelu ? 1 : 0 },
   });
@@ -333,7 +351,7 @@ function batchNormActBackward(
     const count4 = x.size / 4;
     dispatch(wantResidual ? ACT_INPUT_RESIDUAL : ACT_INPUT, {
       buffers,
-      uniforms: packParams([C, hw / 4, count4, useRelu ? 1 : 0]),
+      params: { channels: C, hw4: hw / 4, count4, relu: useRelu ? 1 : 0 },
       workgroups: grid1d(count4, 256),
     });
     if (!x.requiresGrad) {
@@ -447,7 +465,13 @@ export function conv2dBatchNorm(
       (bnBias ?? runningMean!).buffer,
       params.buffer,
     ],
-    uniforms: packParams([g.o, bias ? 1 : 0, bnWeight ? 1 : 0, bnBias ? 1 : 0], [eps]),
+    params: {
+      channels: g.o,
+      has_conv_bias: bias ? 1 : 0,
+      has_weight: bnWeight ? 1 : 0,
+      has_bias: bnBias ? 1 : 0,
+      eps,
+    },
     workgroups: grid1d(g.o, 64),
   });
   const out = Tensor.empty(outShape);

@@ -6,11 +6,15 @@
  */
 import matmulSource from "../../kernels/matmul.wgsl" with { type: "text" };
 import { noGrad } from "../autograd.ts";
-import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { sum } from "./reduce.ts";
 
-const MATMUL = { name: "matmul", source: matmulSource };
+const MATMUL = {
+  name: "matmul",
+  source: matmulSource,
+  params: ["M", "N", "K", "has_bias"] as const,
+};
 
 /**
  * Encodes `op(a) op(b) (+ bias)` into a fresh `[m, n]` tensor, where `op(a)` is `[m, k]` (stored
@@ -30,7 +34,7 @@ function encodeMatmul(
   dispatch(MATMUL, {
     // Without a bias the binding still needs a buffer: a read-only one already bound is fine.
     buffers: [a.buffer, b.buffer, (bias ?? a).buffer, c.buffer],
-    uniforms: packParams([m, n, k, bias ? 1 : 0]),
+    params: { M: m, N: n, K: k, has_bias: bias ? 1 : 0 },
     workgroups: grid1d(Math.ceil(m / 4) * Math.ceil(n / 4), 64),
     constants: { TRANS_A: transA ? 1 : 0, TRANS_B: transB ? 1 : 0 },
   });

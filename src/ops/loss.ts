@@ -12,13 +12,25 @@ import crossEntropyBackwardSource from "../../kernels/cross_entropy_backward.wgs
 };
 import argmaxCorrectSource from "../../kernels/argmax_correct.wgsl" with { type: "text" };
 import { noGrad } from "../autograd.ts";
-import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { mean, sum } from "./reduce.ts";
 
-const CE_FORWARD = { name: "cross_entropy_forward", source: crossEntropyForwardSource };
-const CE_BACKWARD = { name: "cross_entropy_backward", source: crossEntropyBackwardSource };
-const ARGMAX_CORRECT = { name: "argmax_correct", source: argmaxCorrectSource };
+const CE_FORWARD = {
+  name: "cross_entropy_forward",
+  source: crossEntropyForwardSource,
+  params: ["N", "C", "nan_bits"] as const,
+};
+const CE_BACKWARD = {
+  name: "cross_entropy_backward",
+  source: crossEntropyBackwardSource,
+  params: ["N", "C", "per_row", "nan_bits", "scale"] as const,
+};
+const ARGMAX_CORRECT = {
+  name: "argmax_correct",
+  source: argmaxCorrectSource,
+  params: ["N", "C"] as const,
+};
 
 /** A quiet NaN's bits, for kernels to write where a target is invalid. */
 const NAN_BITS = 0x7fc00000;
@@ -143,7 +155,7 @@ export function crossEntropy(
   const lse = Tensor.empty([n]);
   dispatch(CE_FORWARD, {
     buffers: [logits.buffer, t.buffer, losses.buffer, lse.buffer],
-    uniforms: packParams([n, c, NAN_BITS]),
+    params: { N: n, C: c, nan_bits: NAN_BITS },
     workgroups: grid1d(n, 64),
   });
   let out = losses;
@@ -162,10 +174,13 @@ export function crossEntropy(
         const gx = Tensor.empty([n, c]);
         dispatch(CE_BACKWARD, {
           buffers: [logits.buffer, t.buffer, lse.buffer, gy.buffer, gx.buffer],
-          uniforms: packParams(
-            [n, c, reduction === "none" ? 1 : 0, NAN_BITS],
-            [reduction === "mean" ? 1 / n : 1],
-          ),
+          params: {
+            N: n,
+            C: c,
+            per_row: reduction === "none" ? 1 : 0,
+            nan_bits: NAN_BITS,
+            scale: reduction === "mean" ? 1 / n : 1,
+          },
           workgroups: grid1d(n * c, 256),
         });
         return [gx];
@@ -201,7 +216,7 @@ export function correctCount(logits: Tensor, targets: Int32Array | Tensor): Tens
   const correct = Tensor.empty([n]);
   dispatch(ARGMAX_CORRECT, {
     buffers: [logits.buffer, t.buffer, correct.buffer],
-    uniforms: packParams([n, c]),
+    params: { N: n, C: c },
     workgroups: grid1d(n, 64),
   });
   if (owned) t.dispose();

@@ -14,16 +14,92 @@ import globalForwardSource from "../../kernels/global_avg_pool2d_forward.wgsl" w
 import globalBackwardSource from "../../kernels/global_avg_pool2d_backward.wgsl" with {
   type: "text",
 };
-import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 
-const MAX_FORWARD = { name: "max_pool2d_forward", source: maxForwardSource };
+const MAX_FORWARD = {
+  name: "max_pool2d_forward",
+  source: maxForwardSource,
+  params: [
+    "count",
+    "height",
+    "width",
+    "out_h",
+    "out_w",
+    "kernel_h",
+    "kernel_w",
+    "stride_h",
+    "stride_w",
+    "pad_h",
+    "pad_w",
+    "chunks",
+  ] as const,
+};
 const MAX_FORWARD_INDICES = { ...MAX_FORWARD, entryPoint: "main_indices" };
-const MAX_BACKWARD = { name: "max_pool2d_backward", source: maxBackwardSource };
-const AVG_FORWARD = { name: "avg_pool2d_forward", source: avgForwardSource };
-const AVG_BACKWARD = { name: "avg_pool2d_backward", source: avgBackwardSource };
-const GLOBAL_FORWARD = { name: "global_avg_pool2d_forward", source: globalForwardSource };
-const GLOBAL_BACKWARD = { name: "global_avg_pool2d_backward", source: globalBackwardSource };
+const MAX_BACKWARD = {
+  name: "max_pool2d_backward",
+  source: maxBackwardSource,
+  params: [
+    "count",
+    "height",
+    "width",
+    "out_h",
+    "out_w",
+    "kernel_h",
+    "kernel_w",
+    "stride_h",
+    "stride_w",
+    "pad_h",
+    "pad_w",
+    "chunks",
+  ] as const,
+};
+const AVG_FORWARD = {
+  name: "avg_pool2d_forward",
+  source: avgForwardSource,
+  params: [
+    "count",
+    "height",
+    "width",
+    "out_h",
+    "out_w",
+    "kernel_h",
+    "kernel_w",
+    "stride_h",
+    "stride_w",
+    "pad_h",
+    "pad_w",
+    "chunks",
+  ] as const,
+};
+const AVG_BACKWARD = {
+  name: "avg_pool2d_backward",
+  source: avgBackwardSource,
+  params: [
+    "count",
+    "height",
+    "width",
+    "out_h",
+    "out_w",
+    "kernel_h",
+    "kernel_w",
+    "stride_h",
+    "stride_w",
+    "pad_h",
+    "pad_w",
+    "chunks",
+  ] as const,
+};
+const GLOBAL_FORWARD = {
+  name: "global_avg_pool2d_forward",
+  source: globalForwardSource,
+  params: ["planes", "hw"] as const,
+};
+const GLOBAL_BACKWARD = {
+  name: "global_avg_pool2d_backward",
+  source: globalBackwardSource,
+  params: ["hw", "chunks", "count"] as const,
+};
 
 /** Arg-max offsets are stored as float32 values, exact up to 2^24. */
 const MAX_PLANE = 2 ** 24;
@@ -218,7 +294,7 @@ export function globalAvgPool2d(input: Tensor): Tensor {
   const out = Tensor.empty([N, C]);
   dispatch(GLOBAL_FORWARD, {
     buffers: [input.buffer, out.buffer],
-    uniforms: packParams([N * C, H * W]),
+    params: { planes: N * C, hw: H * W },
     workgroups: grid1d(N * C, 64),
   });
   if (!shouldRecord(input)) return out;
@@ -237,7 +313,7 @@ function globalAvgPool2dBackward(gy: Tensor, shape: readonly number[]): Tensor {
   const count = shape[0] * shape[1] * chunks;
   dispatch(GLOBAL_BACKWARD, {
     buffers: [gy.buffer, gx.buffer],
-    uniforms: packParams([hw, chunks, count]),
+    params: { hw, chunks, count },
     workgroups: grid1d(count, 256),
   });
   return gx;
@@ -251,7 +327,20 @@ function windowArgs(g: Geometry, rows: number, width: number) {
   const chunks = Math.ceil(width / 4);
   const count = rows * chunks;
   return {
-    uniforms: packParams([count, g.H, g.W, g.OH, g.OW, g.kH, g.kW, g.sH, g.sW, g.pH, g.pW, chunks]),
+    params: {
+      count,
+      height: g.H,
+      width: g.W,
+      out_h: g.OH,
+      out_w: g.OW,
+      kernel_h: g.kH,
+      kernel_w: g.kW,
+      stride_h: g.sH,
+      stride_w: g.sW,
+      pad_h: g.pH,
+      pad_w: g.pW,
+      chunks,
+    },
     workgroups: grid1d(count, 256),
   };
 }

@@ -6,11 +6,31 @@
  */
 import sumDimsSource from "../../kernels/sum_dims.wgsl" with { type: "text" };
 import broadcastDimsSource from "../../kernels/broadcast_dims.wgsl" with { type: "text" };
-import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 
-const SUM_DIMS = { name: "sum_dims", source: sumDimsSource };
-const BROADCAST_DIMS = { name: "broadcast_dims", source: broadcastDimsSource };
+const SUM_DIMS = {
+  name: "sum_dims",
+  source: sumDimsSource,
+  params: [
+    "count",
+    "splits",
+    "chunk",
+    "rcount",
+    "nk",
+    "nr",
+    "ksize",
+    "kstride",
+    "rsize",
+    "rstride",
+    "scale",
+  ] as const,
+};
+const BROADCAST_DIMS = {
+  name: "broadcast_dims",
+  source: broadcastDimsSource,
+  params: ["count", "ndim", "size", "gstride", "scale"] as const,
+};
 
 /** The kernels describe a tensor by at most this many merged kept and reduced dimensions. */
 const MAX_RANK = 8;
@@ -94,23 +114,19 @@ function encodeSum(x: Tensor, reduced: readonly boolean[], out: Tensor, scale: n
     const redStrides = red.length > 0 ? red.map((g) => g.stride) : [0];
     dispatch(SUM_DIMS, {
       buffers: [source.buffer, target.buffer],
-      uniforms: packParams(
-        [
-          count,
-          splits,
-          chunk,
-          total,
-          kept.length,
-          redSizes.length,
-          0,
-          0,
-          ...vec8(kept.map((g) => g.size), 1),
-          ...vec8(kept.map((g) => g.stride), 0),
-          ...vec8(redSizes, 1),
-          ...vec8(redStrides, 0),
-        ],
-        [splits > 1 ? 1 : scale],
-      ),
+      params: {
+        count,
+        splits,
+        chunk,
+        rcount: total,
+        nk: kept.length,
+        nr: redSizes.length,
+        ksize: vec8(kept.map((g) => g.size), 1),
+        kstride: vec8(kept.map((g) => g.stride), 0),
+        rsize: vec8(redSizes, 1),
+        rstride: vec8(redStrides, 0),
+        scale: splits > 1 ? 1 : scale,
+      },
       workgroups: grid1d(count * splits, 64),
     });
     partial?.dispose();
@@ -134,17 +150,13 @@ function encodeBroadcast(g: Tensor, reduced: readonly boolean[], out: Tensor, sc
   }
   dispatch(BROADCAST_DIMS, {
     buffers: [g.buffer, out.buffer],
-    uniforms: packParams(
-      [
-        out.size,
-        groups.length,
-        0,
-        0,
-        ...vec8(groups.map((g) => g.size), 1),
-        ...vec8(gStrides, 0),
-      ],
-      [scale],
-    ),
+    params: {
+      count: out.size,
+      ndim: groups.length,
+      size: vec8(groups.map((g) => g.size), 1),
+      gstride: vec8(gStrides, 0),
+      scale,
+    },
     workgroups: grid1d(out.size, 256),
   });
 }

@@ -5,11 +5,29 @@
  * @module
  */
 import adamStepSource from "../../kernels/adam_step.wgsl" with { type: "text" };
-import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { Tensor } from "../tensor.ts";
 import { checkNonNegative, checkUnitInterval, type HyperValue, Optimizer } from "./optimizer.ts";
 
-const ADAM_STEP = { name: "adam_step", source: adamStepSource };
+const ADAM_STEP = {
+  name: "adam_step",
+  source: adamStepSource,
+  params: [
+    "n0",
+    "n1",
+    "beta1",
+    "one_minus_beta1",
+    "beta2",
+    "one_minus_beta2",
+    "eps",
+    "l2",
+    "decay",
+    "step_size0",
+    "bc2_sqrt0",
+    "step_size1",
+    "bc2_sqrt1",
+  ] as const,
+};
 
 /** Options of {@link Adam} and {@link AdamW}. */
 export interface AdamOptions {
@@ -140,19 +158,21 @@ export class Adam extends Optimizer {
       dispatch(ADAM_STEP, {
         dynamicUniforms: true,
         buffers,
-        uniforms: packParams([counts[0], counts[1]], [
+        params: {
+          n0: counts[0],
+          n1: counts[1],
           beta1,
-          1 - beta1,
+          one_minus_beta1: 1 - beta1,
           beta2,
-          1 - beta2,
+          one_minus_beta2: 1 - beta2,
           eps,
-          decoupled ? 0 : weightDecay,
-          decoupled ? 1 - lr * weightDecay : 1,
-          stepSizes[0],
-          bc2Sqrts[0],
-          stepSizes[1],
-          bc2Sqrts[1],
-        ]),
+          l2: decoupled ? 0 : weightDecay,
+          decay: decoupled ? 1 - lr * weightDecay : 1,
+          step_size0: stepSizes[0],
+          bc2_sqrt0: bc2Sqrts[0],
+          step_size1: stepSizes[1],
+          bc2_sqrt1: bc2Sqrts[1],
+        },
         workgroups: grid1d(counts[0] + counts[1], 256),
       });
     }

@@ -5,11 +5,26 @@
  * @module
  */
 import sgdStepSource from "../../kernels/sgd_step.wgsl" with { type: "text" };
-import { dispatch, grid1d, packParams } from "../gpu/dispatch.ts";
+import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { Tensor } from "../tensor.ts";
 import { checkNonNegative, type HyperValue, Optimizer } from "./optimizer.ts";
 
-const SGD_STEP = { name: "sgd_step", source: sgdStepSource };
+const SGD_STEP = {
+  name: "sgd_step",
+  source: sgdStepSource,
+  params: [
+    "n0",
+    "n1",
+    "init0",
+    "init1",
+    "use_momentum",
+    "nesterov",
+    "lr",
+    "momentum",
+    "one_minus_dampening",
+    "weight_decay",
+  ] as const,
+};
 
 /** Options of {@link SGD}. */
 export interface SGDOptions {
@@ -133,10 +148,18 @@ export class SGD extends Optimizer {
       dispatch(SGD_STEP, {
         dynamicUniforms: true,
         buffers,
-        uniforms: packParams(
-          [counts[0], counts[1], init[0], init[1], useMomentum ? 1 : 0, nesterov ? 1 : 0],
-          [this.lr, momentum, 1 - dampening, weightDecay],
-        ),
+        params: {
+          n0: counts[0],
+          n1: counts[1],
+          init0: init[0],
+          init1: init[1],
+          use_momentum: useMomentum ? 1 : 0,
+          nesterov: nesterov ? 1 : 0,
+          lr: this.lr,
+          momentum,
+          one_minus_dampening: 1 - dampening,
+          weight_decay: weightDecay,
+        },
         workgroups: grid1d(counts[0] + counts[1], 256),
       });
     }

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { inUseBytesSince, memoryStats, poolMark } from "../../src/gpu/buffer_pool.ts";
-import { gpuCounters } from "../../src/gpu/dispatch.ts";
+import { gpuCounters, MAX_PENDING_COMMANDS } from "../../src/gpu/dispatch.ts";
+import { noGrad } from "../../src/autograd.ts";
+import { Linear } from "../../src/nn/linear.ts";
 import { SGD } from "../../src/optim/sgd.ts";
 import { CosineLR } from "../../src/optim/schedules.ts";
 import { crossEntropy } from "../../src/ops/loss.ts";
@@ -71,3 +73,53 @@ gpuTest("a training step is encoded without submits; only the readback submits",
   assert.equal(after.readbacks - before.readbacks, 1);
   model.dispose();
 });
+
+gpuTest(
+  "1000 steps without a readback keep the encoder, GPU memory and buffer count bounded",
+  async () => {
+    const mark = poolMark();
+    const model = new Linear(12, 5, { seed: 7 });
+    const optimizer = new SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
+    const x = Tensor.randn([6, 12], { seed: 8 });
+    const labels = new Int32Array([0, 1, 2, 3, 4, 0]);
+    const step = () =>
+      tidy(() => {
+        optimizer.zeroGrad();
+        crossEntropy(model.forward(x), labels).backward();
+        optimizer.step();
+      });
+    for (let i = 0; i < 10; i++) step();
+    const inUseAfter10 = inUseBytesSince(mark);
+    const submits = gpuCounters().submits;
+    // The per-submit uniform ring fills up to the encoder's bound once, before the first
+    // automatic submit; after it, nothing more is created.
+    let createdAtFirstSubmit = -1;
+    let mostPending = 0;
+    for (let i = 10; i < 1000; i++) {
+      step();
+      const now = gpuCounters();
+      mostPending = Math.max(mostPending, now.pendingCommands);
+      if (createdAtFirstSubmit < 0 && now.submits > submits) {
+        createdAtFirstSubmit = now.bufferCreations;
+      }
+    }
+    assert.ok(
+      mostPending < MAX_PENDING_COMMANDS,
+      `the encoder held ${mostPending} commands (bound ${MAX_PENDING_COMMANDS})`,
+    );
+    assert.ok(gpuCounters().submits >= submits + 2, "the encoder was not submitted on its own");
+    assert.equal(inUseBytesSince(mark), inUseAfter10, "GPU memory in use grew after step 10");
+    assert.equal(
+      gpuCounters().bufferCreations,
+      createdAtFirstSubmit,
+      "buffers were created after the first automatic submit",
+    );
+    // The loop trained: the parameters moved and the loss is finite.
+    const loss = noGrad(() => crossEntropy(model.forward(x), labels));
+    assert.ok(Number.isFinite(await loss.item()));
+    loss.dispose();
+    optimizer.dispose();
+    model.dispose();
+    x.dispose();
+  },
+);
