@@ -9,11 +9,17 @@ export async function gpu(): Promise<GPUDevice> {
 
 /**
  * Deno.test with WebGPU's async ops allowed to outlive a test (buffers map and the device stays
- * open across tests, which Deno's sanitizers would otherwise report).
+ * open across tests, which Deno's sanitizers would otherwise report). `ignore` marks a test that
+ * cannot run on this adapter (reported as ignored, never passed silently).
  */
-export function gpuTest(name: string, fn: () => Promise<void> | void): void {
+export function gpuTest(
+  name: string,
+  fn: () => Promise<void> | void,
+  options: { ignore?: boolean } = {},
+): void {
   Deno.test({
     name,
+    ignore: options.ignore ?? false,
     sanitizeOps: false,
     sanitizeResources: false,
     fn: async () => {
