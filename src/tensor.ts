@@ -7,6 +7,7 @@ import fillSource from "../kernels/fill.wgsl" with { type: "text" };
 import addInplaceSource from "../kernels/add_inplace.wgsl" with { type: "text" };
 import { type BackwardOptions, type GradNode, isGradEnabled, runBackward } from "./autograd.ts";
 import { acquireBuffer, releaseBuffer } from "./gpu/buffer_pool.ts";
+import { currentDevice } from "./gpu/device.ts";
 import { copyBuffer, dispatch, grid1d, readBuffer, writeBuffer } from "./gpu/dispatch.ts";
 import { defaultGenerator, Generator } from "./random.ts";
 import { keep, track } from "./scope.ts";
@@ -23,6 +24,8 @@ const ADD_INPLACE = { name: "add_inplace", source: addInplaceSource, params: ["c
 /** A GPU buffer shared by a tensor and its views, returned to the pool with its last user. */
 class Storage {
   refs = 1;
+  /** The device the buffer belongs to: a tensor outlives a re-initialised device, its buffer not. */
+  readonly device: GPUDevice | null = currentDevice();
   constructor(readonly buffer: GPUBuffer) {}
   release(): void {
     if (--this.refs === 0) releaseBuffer(this.buffer);
@@ -234,13 +237,21 @@ export class Tensor {
   }
 
   #live(): Storage {
-    if (!this.#storage) {
+    const storage = this.#storage;
+    if (!storage) {
       throw new Error(
         `This tensor ${formatShape(this.shape)} was disposed (by dispose(), tidy() or a ` +
           "released autograd graph) and can no longer be used.",
       );
     }
-    return this.#storage;
+    if (storage.device !== currentDevice()) {
+      throw new Error(
+        `This tensor ${formatShape(this.shape)} belongs to an earlier GPU device (lost, or ` +
+          "replaced by a later initGPU()), whose memory is gone: recreate it (and its model) " +
+          "after initGPU(), e.g. from a checkpoint.",
+      );
+    }
+    return storage;
   }
 
   /** The GPU buffer holding the values (at least `size * 4` bytes). */

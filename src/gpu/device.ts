@@ -38,7 +38,7 @@ const NO_ADAPTER_HELP = "No WebGPU adapter is available (navigator.gpu.requestAd
  * ```
  */
 export function initGPU(options: InitGPUOptions = {}): Promise<GPUDevice> {
-  if (device && !failure) return Promise.resolve(device);
+  if (device) return Promise.resolve(device);
   if (pending) return pending;
   pending = requestDevice(options).finally(() => pending = null);
   return pending;
@@ -88,10 +88,19 @@ async function requestDevice(options: InitGPUOptions): Promise<GPUDevice> {
 }
 
 /**
+ * The device of the last {@link initGPU}, or null before it and after that device was lost.
+ * Internal: never throws, for checks that a tensor belongs to the device in use.
+ */
+export function currentDevice(): GPUDevice | null {
+  return device;
+}
+
+/**
  * The device from {@link initGPU}.
  *
- * @throws {Error} before `initGPU()` has resolved, after the device was lost, or after WebGPU
- * reported a validation error.
+ * @throws {Error} before `initGPU()` has resolved, after the device was lost, or once after WebGPU
+ * reported a validation error (the error is reported by the next call, then cleared: the device
+ * keeps working for later work).
  * @example
  * ```ts
  * import { getDevice, initGPU } from "@resnet/webgpu";
@@ -101,8 +110,10 @@ async function requestDevice(options: InitGPUOptions): Promise<GPUDevice> {
  */
 export function getDevice(): GPUDevice {
   if (failure) {
+    // Reported once: a lost device stays gone (the next call says initGPU() is needed), and a
+    // validation error does not poison the work that follows it.
     const error = failure;
-    if (!device) failure = null;
+    failure = null;
     throw error;
   }
   if (!device) {

@@ -502,10 +502,10 @@ export function copyBuffer(
  *
  * @example
  * ```ts
- * import { flush, gpuCounters, initGPU, Tensor } from "@resnet/webgpu";
+ * import { add, flush, gpuCounters, initGPU, Tensor } from "@resnet/webgpu";
  * await initGPU();
  * const before = gpuCounters().submits;
- * Tensor.randn([4, 4], { seed: 0 }).add(Tensor.ones([4, 4]));
+ * add(Tensor.randn([4, 4], { seed: 0 }), Tensor.ones([4, 4]));
  * flush();
  * console.log(gpuCounters().submits - before, gpuCounters().pendingCommands); // 1 0
  * ```

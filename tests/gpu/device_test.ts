@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { adapterDescription, getDevice, initGPU } from "../../src/gpu/device.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import { memoryStats } from "../../src/gpu/buffer_pool.ts";
+import { add } from "../../src/ops/elementwise.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { gpuTest } from "../_gpu.ts";
 
@@ -41,4 +42,40 @@ gpuTest("a lost device gives a clear error on the next op, and initGPU() recover
   const fresh = await initGPU();
   assert.notEqual(fresh, device);
   assert.deepEqual(Array.from(await Tensor.full([2], 5).toArray()), [5, 5]);
+});
+
+gpuTest(
+  "a tensor of a lost device is refused by name; new tensors work after initGPU()",
+  async () => {
+    const device = await initGPU();
+    const old = Tensor.full([3], 2);
+    device.destroy();
+    await device.lost;
+    assert.throws(() => Tensor.zeros([1]), /device was lost/);
+    await initGPU();
+    assert.throws(
+      () => add(old, Tensor.ones([3])),
+      /belongs to an earlier GPU device.*recreate it/,
+    );
+    // The refusal left nothing behind: later work on the new device runs and reads back.
+    const fresh = add(Tensor.full([3], 4), Tensor.ones([3]));
+    assert.deepEqual(Array.from(await fresh.toArray()), [5, 5, 5]);
+    assert.deepEqual(Array.from(await Tensor.full([2], 7).toArray()), [7, 7]);
+  },
+);
+
+gpuTest("one WebGPU validation error is reported once and does not poison later work", async () => {
+  const device = await initGPU();
+  // A uniform buffer bound as storage: a validation error WebGPU reports asynchronously.
+  device.pushErrorScope("out-of-memory"); // scopes of another filter leave validation uncaptured
+  const bad = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM });
+  device.queue.writeBuffer(bad, 0, new Uint8Array(32)); // out of range: a validation error
+  await device.popErrorScope();
+  await device.queue.onSubmittedWorkDone();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.throws(() => getDevice(), /WebGPU reported an error/);
+  // Reported once; the same device keeps working, for new models and old tensors alike.
+  assert.equal(getDevice(), device);
+  const t = Tensor.full([4], 1.5);
+  assert.deepEqual(Array.from(await add(t, t).toArray()), [3, 3, 3, 3]);
 });
