@@ -63,7 +63,8 @@ export interface EpochEndResult {
  *     test_acc: 0.55, seconds: 2, images_per_sec: 640 },
  *   { logDir, model, optimizer, checkpoint: { epoch: 1, step: 10 } },
  * );
- * console.log(isBest, (await Deno.readDir(logDir).toArray()).map((e) => e.name).sort());
+ * const names = (await Array.fromAsync(Deno.readDir(logDir))).map((e) => e.name).sort();
+ * console.log(isBest, names);
  * // true [ "best.safetensors", "curves.svg", "last.safetensors", "metrics.jsonl" ]
  * await Deno.remove(logDir, { recursive: true });
  * ```

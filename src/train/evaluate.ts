@@ -42,7 +42,7 @@ export interface EvaluateResult {
  * const { test } = syntheticCifar({ trainCount: 0, testCount: 20, seed: 0 });
  * const model = resnet(8, { numClasses: 10, seed: 0 });
  * const { loss, accuracy } = await evaluate(model, test, { batchSize: 10 });
- * console.log(loss.toFixed(3), accuracy); // about 2.3 (ln 10) and about 0.1, untrained
+ * console.log(loss.toFixed(1), accuracy); // "2.3" (ln 10: untrained) and a fraction in [0, 1]
  * ```
  */
 export async function evaluate(

@@ -30,7 +30,7 @@ function labmlModel(seed: number): Sequential {
  * import { initGPU } from "@resnet/webgpu";
  * await initGPU();
  * const model = buildModel("resnet20", 0);
- * console.log(model.parameters().reduce((n, p) => n + p.size, 0)); // 272474
+ * console.log(model.parameters().reduce((n, p) => n + p.size, 0)); // 273258
  * ```
  */
 export function buildModel(name: string, seed: number, numClasses = 10): Sequential {
