@@ -268,54 +268,14 @@ export async function train(
   const progress = options.progress ?? new ProgressReporter();
   const { logDir } = config;
   await Deno.mkdir(logDir, { recursive: true });
-  const metricsPath = `${logDir}/metrics.jsonl`;
   const lastPath = `${logDir}/last.safetensors`;
 
-  const data = await resolveDataset(config, progress);
-  const model = buildModel(config.model, config.seed, data.train.classes.length);
-  const parameterCount = model.parameters().reduce((s, p) => s + p.size, 0);
-  const optimizer = makeOptimizer(config, model.parameters());
-  const trainLoader = new DataLoader(data.train, {
-    batchSize: config.batchSize,
-    shuffle: true,
-    seed: config.seed,
-    augment: config.augment,
-    dropLast: true,
-  });
-  if (trainLoader.length === 0) {
-    throw new RangeError(
-      `The training set has ${data.train.count} images, fewer than one batch of ` +
-        `${config.batchSize}; use a smaller --batch-size`,
-    );
-  }
-  const testLoader = new DataLoader(data.test, { batchSize: config.batchSize, shuffle: false });
-  const totalSteps = Math.min(
-    config.epochs * trainLoader.length,
-    config.maxSteps ?? Infinity,
-  );
-  const schedule = makeSchedule(config, optimizer, Math.max(1, config.epochs * trainLoader.length));
-
-  let step = 0;
-  let history: EpochMetrics[] = [];
-  if (options.resumeFrom) {
-    const checkpoint = await loadCheckpoint(options.resumeFrom);
-    try {
-      model.loadStateDict(checkpoint.model);
-      optimizer.loadStateDict({ state: checkpoint.optimizerState, hyper: checkpoint.optimizer! });
-      const extra = checkpoint.extra ?? {};
-      schedule.loadStateDict(extra.schedule as { iteration: number });
-      trainLoader.loadStateDict(extra.loader as DataLoaderState);
-      step = checkpoint.step;
-    } finally {
-      checkpoint.dispose();
-    }
-    history = (await readMetrics(metricsPath)).filter((m) => m.epoch <= trainLoader.epoch);
-    progress.log(`resumed from ${options.resumeFrom}: epoch ${trainLoader.epoch}, step ${step}`);
-  }
-
+  const run = await setUp(config, progress, options.resumeFrom);
+  const { data, model, optimizer, schedule, trainLoader, testLoader, totalSteps, history } = run;
+  let step = run.step;
   const device = adapterDescription();
   progress.log(
-    `adapter: ${device}\nmodel: ${config.model} (${parameterCount.toLocaleString("en")} ` +
+    `adapter: ${device}\nmodel: ${config.model} (${countParameters(model).toLocaleString("en")} ` +
       `parameters)  data: ${data.name} (${data.train.count} train, ${data.test.count} test)\n` +
       `optimizer: ${config.optimizer} lr ${config.lr}  schedule: ${config.schedule}  batch ` +
       `${config.batchSize}  epochs ${config.epochs}  steps ${totalSteps}`,
@@ -473,6 +433,68 @@ export async function train(
   await writeTextAtomic(`${logDir}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
   model.dispose();
   return summary;
+}
+
+/** A run's model, optimizer, schedule, data and loaders, restored from `resumeFrom` if given. */
+async function setUp(config: TrainConfig, progress: ProgressReporter, resumeFrom?: string) {
+  const data = await resolveDataset(config, progress);
+  const model = buildModel(config.model, config.seed, data.train.classes.length);
+  const optimizer = makeOptimizer(config, model.parameters());
+  const trainLoader = new DataLoader(data.train, {
+    batchSize: config.batchSize,
+    shuffle: true,
+    seed: config.seed,
+    augment: config.augment,
+    dropLast: true,
+  });
+  if (trainLoader.length === 0) {
+    throw new RangeError(
+      `The training set has ${data.train.count} images, fewer than one batch of ` +
+        `${config.batchSize}; use a smaller --batch-size`,
+    );
+  }
+  const testLoader = new DataLoader(data.test, { batchSize: config.batchSize, shuffle: false });
+  const totalSteps = Math.min(
+    config.epochs * trainLoader.length,
+    config.maxSteps ?? Infinity,
+  );
+  const schedule = makeSchedule(config, optimizer, Math.max(1, config.epochs * trainLoader.length));
+
+  let step = 0;
+  let history: EpochMetrics[] = [];
+  if (resumeFrom) {
+    const checkpoint = await loadCheckpoint(resumeFrom);
+    try {
+      model.loadStateDict(checkpoint.model);
+      optimizer.loadStateDict({ state: checkpoint.optimizerState, hyper: checkpoint.optimizer! });
+      const extra = checkpoint.extra ?? {};
+      schedule.loadStateDict(extra.schedule as { iteration: number });
+      trainLoader.loadStateDict(extra.loader as DataLoaderState);
+      step = checkpoint.step;
+    } finally {
+      checkpoint.dispose();
+    }
+    history = (await readMetrics(`${config.logDir}/metrics.jsonl`)).filter((m) =>
+      m.epoch <= trainLoader.epoch
+    );
+    progress.log(`resumed from ${resumeFrom}: epoch ${trainLoader.epoch}, step ${step}`);
+  }
+
+  return {
+    data,
+    model,
+    optimizer,
+    schedule,
+    trainLoader,
+    testLoader,
+    totalSteps,
+    step,
+    history,
+  };
+}
+
+function countParameters(model: Module): number {
+  return model.parameters().reduce((s, p) => s + p.size, 0);
 }
 
 /** Prints how long the run's steps take at the meter's first rate, and a warning past 6 hours. */
