@@ -14,6 +14,9 @@
  * console.log(await loss.item());
  * ```
  *
+ * Layers, optimizers, data and the training loop also come one by one from the subpaths
+ * `@resnet/webgpu/nn`, `@resnet/webgpu/optim`, `@resnet/webgpu/data` and `@resnet/webgpu/train`.
+ *
  * @module
  */
 export { adapterDescription, getDevice, initGPU, type InitGPUOptions } from "./src/gpu/device.ts";
@@ -47,27 +50,6 @@ export * from "./src/ops/batch_norm.ts";
 export * from "./src/ops/fused.ts";
 export * from "./src/ops/pool.ts";
 export * as nn from "./src/nn/mod.ts";
-// The layers also at the top level, so that their types are public where ResNetBase names them.
-export {
-  AvgPool2d,
-  type AvgPoolOptions,
-  BatchNorm2d,
-  type BatchNorm2dLayerOptions,
-  Conv2d,
-  type Conv2dLayerOptions,
-  Flatten,
-  Identity,
-  type InitOptions,
-  Linear,
-  type LinearOptions,
-  type LoadStateDictOptions,
-  type LoadStateDictResult,
-  MaxPool2d,
-  Module,
-  type PoolOptions,
-  ReLU,
-  Sequential,
-} from "./src/nn/mod.ts";
 export {
   BottleneckResidualBlock,
   ResidualBlock,
@@ -87,10 +69,8 @@ export {
   type SafetensorsEntry,
   saveSafetensors,
 } from "./src/io/safetensors.ts";
-// optim and data as namespaces (PyTorch's torch.optim, torch.utils.data), and at the top level
-// too, so that every type a public signature names is public.
+// optim and data as namespaces, as nn above (torch.optim, torch.utils.data, torch.nn). The subpaths
+// "@resnet/webgpu/nn", "/optim" and "/data" export the same names one by one, and "/train" the
+// training loop; types that signatures here name (ResNetBase extends nn.Module) are public there.
 export * as optim from "./src/optim/mod.ts";
-export * from "./src/optim/mod.ts";
 export * as data from "./src/data/mod.ts";
-export * from "./src/data/mod.ts";
-export * from "./src/train/mod.ts";

@@ -2,12 +2,10 @@
 // seed's labml model, the adapter's measured peaks, and end-to-end training and inference
 // throughput with a per-step breakdown. See BENCHMARKS.md for how the figures are measured.
 import {
-  Adam,
   adapterDescription,
   add,
   avgPool2d,
   batchNorm2d,
-  buildModel,
   conv2d,
   crossEntropy,
   getDevice,
@@ -19,15 +17,15 @@ import {
   matmul,
   maxPool2d,
   memoryStats,
-  type Module,
   noGrad,
-  type Optimizer,
   profileKernels,
   resetPeakMemory,
-  SGD,
   Tensor,
   tidy,
 } from "@resnet/webgpu";
+import type { Module } from "@resnet/webgpu/nn";
+import { Adam, type Optimizer, SGD } from "@resnet/webgpu/optim";
+import { buildModel } from "@resnet/webgpu/train";
 // Not public: a step's work is submitted without waiting, as the trainer does.
 import { flush } from "../src/gpu/dispatch.ts";
 import { Clock, loadAverage, median, type Timing, type TimingOptions } from "./_timing.ts";

@@ -10,17 +10,16 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { initGPU, noGrad } from "../mod.ts";
+import { DataLoader, defaultDataDir, type ImageDataset } from "../src/data/mod.ts";
 import {
   buildModel,
-  data,
-  DataLoader,
-  initGPU,
   loadCheckpoint,
-  noGrad,
   ProgressReporter,
-  resolveDataset,
   type TrainConfig,
-} from "../mod.ts";
+} from "../src/train/mod.ts";
+// The CLI's data-set choice (CIFAR-10 or the synthetic fallback); not part of the library.
+import { resolveDataset } from "../src/train/_dataset.ts";
 
 const { values: flags } = parseArgs({
   options: {
@@ -57,7 +56,7 @@ const { test, name } = await resolveDataset(
   {
     ...(saved ?? {} as TrainConfig),
     dataset,
-    dataDir: flags["data-dir"] ?? saved?.dataDir ?? data.defaultDataDir(),
+    dataDir: flags["data-dir"] ?? saved?.dataDir ?? defaultDataDir(),
     seed: saved?.seed ?? 0,
   },
   new ProgressReporter(),
@@ -67,7 +66,7 @@ model.loadStateDict(checkpoint.model);
 checkpoint.dispose();
 model.eval();
 
-const subset: data.ImageDataset = {
+const subset: ImageDataset = {
   ...test,
   count: Math.min(count, test.count),
   images: test.images.subarray(0, Math.min(count, test.count) * 3072),

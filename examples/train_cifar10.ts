@@ -6,18 +6,19 @@
  */
 import { parseArgs } from "node:util";
 import { dirname, join } from "node:path";
+import { initGPU } from "../mod.ts";
+import { defaultDataDir } from "../src/data/mod.ts";
 import {
   buildModel,
   configFromCheckpoint,
-  data,
   evaluate,
-  initGPU,
   loadCheckpoint,
   ProgressReporter,
-  resolveDataset,
   train,
   type TrainConfig,
-} from "../mod.ts";
+} from "../src/train/mod.ts";
+// The data-set choice behind --dataset (CIFAR-10 or the synthetic fallback); not part of the library.
+import { resolveDataset } from "../src/train/_dataset.ts";
 
 const HELP = `Train a ResNet on CIFAR-10 with WebGPU.
 
@@ -57,7 +58,7 @@ Ctrl-C saves a checkpoint (last.safetensors) and exits; --resume continues from 
 
 function safeDefaultDataDir(): string {
   try {
-    return data.defaultDataDir();
+    return defaultDataDir();
   } catch {
     return "./data";
   }
@@ -210,7 +211,7 @@ export async function main(args: string[]): Promise<number> {
       { ...config, dataset: explicit.dataset ?? saved?.dataset ?? config.dataset },
       progress,
     );
-    const result = await evaluate(net, test, config.batchSize);
+    const result = await evaluate(net, test, { batchSize: config.batchSize });
     console.log(
       `${f.checkpoint} on ${name} test set (${test.count} images): loss ` +
         `${result.loss.toFixed(4)}, accuracy ${(result.accuracy * 100).toFixed(2)}%`,

@@ -6,8 +6,8 @@
  * @module
  */
 import { CIFAR10_META_FILE, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, joinPath } from "./cifar10.ts";
-import { Md5 } from "./md5.ts";
-import { readTar } from "./tar.ts";
+import { Md5 } from "./_md5.ts";
+import { readTar } from "./_tar.ts";
 
 /** The folder the CIFAR-10 archive unpacks to. */
 export const CIFAR10_FOLDER = "cifar-10-batches-bin";

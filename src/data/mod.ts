@@ -19,8 +19,6 @@ export {
   ensureCifar10,
   type EnsureCifar10Options,
 } from "./download.ts";
-export { Md5, md5Hex } from "./md5.ts";
-export { readTar, type TarEntry, type TarEntryType } from "./tar.ts";
 export { SYNTHETIC_CLASSES, syntheticCifar, type SyntheticCifarOptions } from "./synthetic.ts";
 export {
   type AugmentOptions,

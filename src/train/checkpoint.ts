@@ -31,7 +31,8 @@ export interface CheckpointInfo {
  *
  * @example
  * ```ts
- * import { initGPU, nn, optim, saveCheckpoint } from "@resnet/webgpu";
+ * import { initGPU, nn, optim } from "@resnet/webgpu";
+ * import { saveCheckpoint } from "@resnet/webgpu/train";
  * await initGPU();
  * const model = new nn.Linear(3, 2);
  * const opt = new optim.SGD(model.parameters(), { lr: 0.1, momentum: 0.9 });
@@ -80,7 +81,8 @@ export interface LoadedCheckpoint extends CheckpointInfo {
  * @throws {Error} when the file is missing, malformed, or its metadata is not valid JSON.
  * @example
  * ```ts
- * import { initGPU, loadCheckpoint, nn, saveCheckpoint } from "@resnet/webgpu";
+ * import { initGPU, nn } from "@resnet/webgpu";
+ * import { loadCheckpoint, saveCheckpoint } from "@resnet/webgpu/train";
  * await initGPU();
  * const model = new nn.Linear(3, 2);
  * const path = await Deno.makeTempFile({ suffix: ".safetensors" });

@@ -114,7 +114,7 @@ function panel(
  *
  * @example
  * ```ts
- * import { renderCurves } from "@resnet/webgpu";
+ * import { renderCurves } from "@resnet/webgpu/train";
  * const svg = renderCurves([
  *   { epoch: 1, step: 10, lr: 0.1, train_loss: 2.1, train_acc: 0.2, test_loss: 1.9,
  *     test_acc: 0.3, seconds: 5, images_per_sec: 256 },

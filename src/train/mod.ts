@@ -1,5 +1,31 @@
 /**
- * The training loop behind `deno task train`, checkpoints, progress output and learning curves.
+ * Training: {@link train} (the loop behind `deno task train`) and the parts it is made of, for
+ * loops of one's own: {@link trainStep}, {@link evaluate}, {@link ThroughputMeter},
+ * {@link endEpoch}; checkpoints, progress output and learning curves.
+ *
+ * @example
+ * ```ts
+ * import { initGPU, resnet } from "@resnet/webgpu";
+ * import { DataLoader, syntheticCifar } from "@resnet/webgpu/data";
+ * import { SGD } from "@resnet/webgpu/optim";
+ * import { evaluate, trainStep } from "@resnet/webgpu/train";
+ * await initGPU();
+ * const { train, test } = syntheticCifar({ trainCount: 64, testCount: 32, seed: 0 });
+ * const model = resnet(8, { numClasses: 10, seed: 0 });
+ * const optimizer = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9 });
+ * const loader = new DataLoader(train, { batchSize: 16, seed: 0 });
+ * for (let epoch = 1; epoch <= 2; epoch++) {
+ *   for (const batch of loader.batches()) {
+ *     const { loss, correct } = trainStep(model, optimizer, batch);
+ *     batch.images.dispose();
+ *     loss.dispose();
+ *     correct.dispose();
+ *   }
+ *   const { loss, accuracy } = await evaluate(model, test, { batchSize: 16 });
+ *   console.log(`epoch ${epoch}: test loss ${loss.toFixed(3)}, accuracy ${accuracy}`);
+ * }
+ * loader.dispose();
+ * ```
  *
  * @module
  */
@@ -10,15 +36,19 @@ export {
   saveCheckpoint,
 } from "./checkpoint.ts";
 export { type EpochMetrics, renderCurves } from "./curves.ts";
-export { formatDuration, ProgressReporter, type ProgressState } from "./progress.ts";
+export { ProgressReporter, type ProgressState } from "./progress.ts";
+export { trainStep, type TrainStepOptions, type TrainStepResult } from "./step.ts";
+export { evaluate, type EvaluateOptions, type EvaluateResult } from "./evaluate.ts";
+export { ThroughputMeter, type ThroughputMeterOptions } from "./throughput.ts";
+export { endEpoch, type EpochEndOptions, type EpochEndResult } from "./epoch_end.ts";
+export { buildModel } from "./models.ts";
 export {
-  buildModel,
   configFromCheckpoint,
-  evaluate,
-  labmlModel,
-  resolveDataset,
+  type EpochEndContext,
+  type HookResult,
+  type StepEndContext,
   train,
   type TrainConfig,
-  type TrainHooks,
+  type TrainOptions,
   type TrainSummary,
 } from "./trainer.ts";

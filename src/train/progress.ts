@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { formatDuration } from "./_duration.ts";
 
 /** What one progress update shows. */
 export interface ProgressState {
@@ -18,29 +19,37 @@ export interface ProgressState {
   loss: number;
   /** Training accuracy of the epoch so far, in [0, 1]. */
   accuracy: number;
-  /** Training images per second. */
+  /** Training images per second; `NaN` (shown as `?`) before it is measured. */
   imagesPerSecond: number;
-  /** Seconds left in the epoch. */
+  /** Seconds left in the epoch; `NaN` (shown as `?`) before it is known. */
   etaSeconds: number;
 }
 
-/** Formats seconds as `1h02m`, `3m05s` or `12s`. */
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds)) return "?";
-  const s = Math.max(0, Math.round(seconds));
-  if (s >= 86400) {
-    return `${Math.floor(s / 86400)}d${String(Math.floor((s % 86400) / 3600)).padStart(2, "0")}h`;
-  }
-  if (s >= 3600) {
-    return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
-  }
-  if (s >= 60) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
-  return `${s}s`;
+function rate(value: number): string {
+  return Number.isFinite(value) ? value.toFixed(1) : "?";
 }
 
 /**
  * Writes progress to a stream: on a terminal one line redrawn in place with a bar; otherwise a
  * plain line at most every `plainIntervalMs` (and always for the last batch of an epoch).
+ *
+ * @example
+ * ```ts
+ * import { ProgressReporter } from "@resnet/webgpu/train";
+ * const lines: string[] = [];
+ * const progress = new ProgressReporter({ write: (text) => lines.push(text), live: false });
+ * progress.update({
+ *   epoch: 1,
+ *   epochs: 2,
+ *   batch: 10,
+ *   batches: 10,
+ *   loss: 1.25,
+ *   accuracy: 0.5,
+ *   imagesPerSecond: 320,
+ *   etaSeconds: 0,
+ * });
+ * console.log(lines[0]); // "epoch 1/2  10/10  loss 1.2500  acc 50.0%  320.0 img/s  ETA 0s"
+ * ```
  */
 export class ProgressReporter {
   readonly #write: (text: string) => void;
@@ -65,7 +74,7 @@ export class ProgressReporter {
   /** Shows `state`. */
   update(state: ProgressState): void {
     const figures = `loss ${state.loss.toFixed(4)}  acc ${(state.accuracy * 100).toFixed(1)}%  ` +
-      `${state.imagesPerSecond.toFixed(1)} img/s  ETA ${formatDuration(state.etaSeconds)}`;
+      `${rate(state.imagesPerSecond)} img/s  ETA ${formatDuration(state.etaSeconds)}`;
     const where = `epoch ${state.epoch}/${state.epochs}  ${state.batch}/${state.batches}`;
     if (this.#live) {
       const width = 24;

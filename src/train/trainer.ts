@@ -1,33 +1,35 @@
 /**
- * The training loop behind `deno task train`: builds the model, optimizer, schedule and data,
- * trains with one submit per step and periodic readbacks, evaluates each epoch, writes
- * `metrics.jsonl`, `summary.json`, `curves.svg` and checkpoints, and resumes exactly.
+ * The training loop behind `deno task train`: builds the model, optimizer, schedule and data from
+ * a {@link TrainConfig}, then repeats {@link trainStep} with readbacks every few seconds, times it
+ * with a {@link ThroughputMeter}, and at each epoch's end runs {@link evaluate} and
+ * {@link endEpoch} (`metrics.jsonl`, `curves.svg`, checkpoints); it writes `summary.json` at the
+ * end and resumes exactly from a checkpoint. `onStepEnd` and `onEpochEnd` hooks can watch the run
+ * and stop it.
  *
  * @module
  */
 import { noGrad } from "../autograd.ts";
 import { adapterDescription, getDevice } from "../gpu/device.ts";
-import { flush } from "../gpu/dispatch.ts";
-import { memoryStats } from "../gpu/buffer_pool.ts";
-import { Linear } from "../nn/linear.ts";
 import type { Module } from "../nn/module.ts";
-import { resnet, ResNetBase } from "../nn/resnet.ts";
-import { Sequential } from "../nn/sequential.ts";
 import { mulScalar } from "../ops/elementwise.ts";
-import { correctCount, crossEntropy } from "../ops/loss.ts";
 import { Adam, AdamW } from "../optim/adam.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
 import { CosineLR, MultiStepLR, OneCycleLR, type Schedule } from "../optim/schedules.ts";
 import { SGD } from "../optim/sgd.ts";
-import { type ImageDataset, loadCifar10Folder } from "../data/cifar10.ts";
-import { CIFAR10_FOLDER, CIFAR10_URL, ensureCifar10 } from "../data/download.ts";
 import { DataLoader, type DataLoaderState } from "../data/loader.ts";
-import { syntheticCifar } from "../data/synthetic.ts";
 import { tidy } from "../scope.ts";
 import { Tensor } from "../tensor.ts";
-import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
-import { type EpochMetrics, renderCurves } from "./curves.ts";
-import { formatDuration, ProgressReporter } from "./progress.ts";
+import { type CheckpointInfo, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import type { EpochMetrics } from "./curves.ts";
+import { endEpoch } from "./epoch_end.ts";
+import { evaluate } from "./evaluate.ts";
+import { buildModel } from "./models.ts";
+import { ProgressReporter } from "./progress.ts";
+import { trainStep } from "./step.ts";
+import { ThroughputMeter } from "./throughput.ts";
+import { resolveDataset } from "./_dataset.ts";
+import { formatDuration } from "./_duration.ts";
+import { readMetrics, writeTextAtomic } from "./_files.ts";
 
 /** Everything a training run is configured by (the CLI's flags). */
 export interface TrainConfig {
@@ -88,91 +90,84 @@ export interface TrainSummary {
   total_seconds: number;
   /** The WebGPU adapter. */
   adapter: string;
-  /** Whether the run stopped early on a signal (a checkpoint was saved). */
+  /**
+   * Whether the run stopped before its end, on the signal or a hook's `"stop"`
+   * (`last.safetensors` then continues it).
+   */
   interrupted: boolean;
 }
 
-/** Hooks for the CLI and tests. */
-export interface TrainHooks {
-  /** Where messages go (default: standard error, with a live bar on a terminal). */
-  progress?: ProgressReporter;
-  /** Aborting saves a checkpoint and ends the run cleanly (Ctrl-C in the CLI). */
-  signal?: AbortSignal;
+/** What {@link TrainOptions.onStepEnd} is told after each step. */
+export interface StepEndContext {
+  /** Epoch in progress, from 1. */
+  epoch: number;
+  /** Epochs of the run. */
+  epochs: number;
+  /** Batches of the epoch done, this one included, from 1. */
+  batch: number;
+  /** Batches in an epoch. */
+  batches: number;
+  /** Steps taken in all, this one included. */
+  step: number;
+  /** Steps the run takes in all. */
+  totalSteps: number;
+  /**
+   * The step's mean loss, a scalar still on the GPU: `await loss.item()` waits for the GPU, so
+   * read it only now and then. Released when the hook returns (or its promise settles).
+   */
+  loss: Tensor;
+  /** The model being trained. */
+  model: Module;
+  /** Its optimizer. */
+  optimizer: Optimizer;
 }
 
-/** The seed's CIFAR-10 experiment: bottlenecks [8, 16, 16], blocks [6, 6, 6], channels 16/32/64. */
-export function labmlModel(seed: number): Sequential {
-  const base = new ResNetBase([6, 6, 6], [16, 32, 64], {
-    bottlenecks: [8, 16, 16],
-    firstKernelSize: 3,
-    seed,
-  });
-  return new Sequential(base, new Linear(64, 10, { seed: seed + 1 }));
+/** What {@link TrainOptions.onEpochEnd} is told after each epoch's files are written. */
+export interface EpochEndContext {
+  /** The epoch's metrics, as appended to `metrics.jsonl`. */
+  metrics: EpochMetrics;
+  /** Every epoch's metrics so far, this one last. */
+  history: readonly EpochMetrics[];
+  /** Whether this epoch's test accuracy is the best so far (`best.safetensors` holds it). */
+  isBest: boolean;
+  /** The model being trained. */
+  model: Module;
+  /** Its optimizer. */
+  optimizer: Optimizer;
 }
 
 /**
- * Builds the named model: `resnet<6n+2>` (the paper's CIFAR network) or `labml`.
- *
- * @throws {RangeError} for other names.
+ * What a hook of {@link TrainOptions} returns: `"stop"` (or a promise of it) ends the run;
+ * anything else lets it go on.
  */
-export function buildModel(name: string, seed: number, numClasses = 10): Sequential {
-  if (name === "labml") return labmlModel(seed);
-  const match = /^resnet(\d+)$/.exec(name);
-  const depth = match ? Number(match[1]) : NaN;
-  if (!match || depth < 8 || (depth - 2) % 6 !== 0) {
-    throw new RangeError(
-      `Unknown model "${name}": use resnet<6n+2> (resnet8, resnet20, resnet32, resnet44, ` +
-        "resnet56, resnet110, …) or labml",
-    );
-  }
-  return resnet(depth, { numClasses, seed });
-}
+export type HookResult = void | "stop" | Promise<void | "stop">;
 
-/** Loads the dataset the config names; `auto` falls back to synthetic data with a banner. */
-export async function resolveDataset(
-  config: TrainConfig,
-  progress: ProgressReporter,
-): Promise<{ train: ImageDataset; test: ImageDataset; name: string }> {
-  const synthetic = () => {
-    const sizes = config.syntheticSizes ?? { train: 5000, test: 1000 };
-    const { train, test } = syntheticCifar({
-      trainCount: sizes.train,
-      testCount: sizes.test,
-      seed: config.seed,
-    });
-    return { train, test, name: "synthetic" };
-  };
-  if (config.dataset === "synthetic") return synthetic();
-  try {
-    const folder = await ensureCifar10({
-      dataDir: config.dataDir,
-      onProgress: (p) => {
-        progress.status(
-          `downloading CIFAR-10: ${(p.receivedBytes / 1e6).toFixed(1)} / ` +
-            `${(p.totalBytes / 1e6).toFixed(1)} MB  ${(p.bytesPerSecond / 1e6).toFixed(2)} MB/s  ` +
-            `ETA ${formatDuration(p.etaSeconds)}`,
-          p.receivedBytes >= p.totalBytes,
-        );
-      },
-    });
-    const { train, test } = await loadCifar10Folder(folder);
-    return { train, test, name: "cifar10" };
-  } catch (error) {
-    if (config.dataset === "cifar10") throw error;
-    progress.log(
-      [
-        "=".repeat(78),
-        "CIFAR-10 is not available, so this run uses the SYNTHETIC data set (10 procedurally",
-        "generated classes in CIFAR-10's layout) to show the whole pipeline working.",
-        `Why: ${(error as Error).message.split("\n")[0].split(". ")[0]}.`,
-        `To train on CIFAR-10: allow network access to ${CIFAR10_URL}, or download it`,
-        `elsewhere and unpack it so that ${config.dataDir}/${CIFAR10_FOLDER}/ holds`,
-        "data_batch_1.bin … data_batch_5.bin and test_batch.bin; then run with --dataset cifar10.",
-        "=".repeat(78),
-      ].join("\n"),
-    );
-    return synthetic();
-  }
+/** How {@link train} reports, resumes and can be stopped. */
+export interface TrainOptions {
+  /** Where messages go (default: standard error, with a live bar on a terminal). */
+  progress?: ProgressReporter;
+  /**
+   * Aborting ends the run after the current step and saves `last.safetensors` (Ctrl-C in the
+   * CLI); the summary says `interrupted`.
+   */
+  signal?: AbortSignal;
+  /**
+   * A checkpoint (`last.safetensors`) to continue from: model, optimizer, schedule, data order
+   * and metrics are restored, and the run goes on exactly where it stopped.
+   */
+  resumeFrom?: string;
+  /**
+   * Called after every step, before the signal is checked. Returning `"stop"` ends the run there,
+   * as aborting `signal` does: `last.safetensors` is saved mid-epoch, the epoch is not evaluated,
+   * and the summary says `interrupted`; `resumeFrom` continues it exactly.
+   */
+  onStepEnd?: (context: StepEndContext) => HookResult;
+  /**
+   * Called after each epoch's metrics and checkpoints are written. Returning `"stop"` ends the run
+   * there; the summary says `interrupted` unless that was the run's last epoch anyway, and
+   * `resumeFrom` continues with the next epoch.
+   */
+  onEpochEnd?: (context: EpochEndContext) => HookResult;
 }
 
 function makeOptimizer(config: TrainConfig, params: Tensor[]): Optimizer {
@@ -211,64 +206,22 @@ function makeSchedule(config: TrainConfig, optimizer: Optimizer, totalSteps: num
 }
 
 /**
- * Mean loss and accuracy of `model` on a dataset, or on a loader built without shuffling or
- * augmentation (eval mode, one readback).
+ * The configuration that resuming from a checkpoint of {@link train} continues: the flags saved
+ * in it (`extra.flags`). Pass it to `train()` with `resumeFrom` set to the same path.
+ *
+ * @throws {Error} when the checkpoint holds no flags (a plain state dict).
+ * @example
+ * ```ts
+ * import { initGPU, nn } from "@resnet/webgpu";
+ * import { configFromCheckpoint, saveCheckpoint } from "@resnet/webgpu/train";
+ * await initGPU();
+ * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
+ * const flags = { model: "resnet8", epochs: 3 };
+ * await saveCheckpoint(path, new nn.Linear(2, 2), null, { epoch: 1, step: 5, extra: { flags } });
+ * console.log((await configFromCheckpoint(path)).epochs); // 3
+ * await Deno.remove(path);
+ * ```
  */
-export async function evaluate(
-  model: Module,
-  data: ImageDataset | DataLoader,
-  batchSize: number,
-): Promise<{ loss: number; accuracy: number }> {
-  const dataset = data instanceof DataLoader ? data.dataset : data;
-  if (dataset.count === 0) return { loss: NaN, accuracy: NaN };
-  // A loader passed in keeps its uploaded images for the next evaluation.
-  const loader = data instanceof DataLoader
-    ? data
-    : new DataLoader(dataset, { batchSize, shuffle: false });
-  const lossSum = Tensor.zeros([]);
-  const correct = Tensor.zeros([]);
-  const wasTraining = model.training;
-  model.eval();
-  try {
-    for (const batch of loader.batches()) {
-      tidy(() =>
-        noGrad(() => {
-          const logits = model.forward(batch.images);
-          const loss = crossEntropy(logits, batch.labels, { reduction: "sum" });
-          lossSum.accumulate(loss);
-          correct.accumulate(correctCount(logits, batch.labels));
-        })
-      );
-      batch.images.dispose();
-      flush();
-    }
-    const [l, c] = await Promise.all([lossSum.item(), correct.item()]);
-    return { loss: l / dataset.count, accuracy: c / dataset.count };
-  } finally {
-    model.train(wasTraining);
-    lossSum.dispose();
-    correct.dispose();
-    if (loader !== data) loader.dispose();
-  }
-}
-
-async function writeTextAtomic(path: string, text: string): Promise<void> {
-  const temp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  await Deno.writeTextFile(temp, text);
-  await Deno.rename(temp, path);
-}
-
-async function readMetrics(path: string): Promise<EpochMetrics[]> {
-  try {
-    const text = await Deno.readTextFile(path);
-    return text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as EpochMetrics);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return [];
-    throw error;
-  }
-}
-
-/** The configuration that resuming from `checkpoint` continues: the flags saved in it. */
 export async function configFromCheckpoint(path: string): Promise<TrainConfig> {
   const checkpoint = await loadCheckpoint(path);
   checkpoint.dispose();
@@ -283,28 +236,209 @@ export async function configFromCheckpoint(path: string): Promise<TrainConfig> {
 }
 
 /**
- * Trains per `config`. With `resumeFrom`, restores model, optimizer, schedule, data order and
- * metrics from that checkpoint and continues exactly where it stopped.
+ * Trains per `config` and writes the run's files to `config.logDir`. With `resumeFrom`, restores
+ * model, optimizer, schedule, data order and metrics from that checkpoint and continues exactly
+ * where it stopped. The parts are public for loops of one's own: {@link trainStep},
+ * {@link evaluate}, {@link ThroughputMeter}, {@link endEpoch}.
+ *
+ * @example
+ * ```ts
+ * import { initGPU } from "@resnet/webgpu";
+ * import { ProgressReporter, train } from "@resnet/webgpu/train";
+ * await initGPU();
+ * const logDir = await Deno.makeTempDir();
+ * const summary = await train({
+ *   model: "resnet8", epochs: 2, batchSize: 16, lr: 0.05, momentum: 0.9, weightDecay: 1e-4,
+ *   optimizer: "sgd", schedule: "multistep", warmupEpochs: 0, augment: { crop: true, flip: true },
+ *   dataset: "synthetic", syntheticSizes: { train: 32, test: 16 }, dataDir: logDir, seed: 0, logDir,
+ * }, {
+ *   progress: new ProgressReporter({ write: () => {} }),
+ *   onEpochEnd: ({ metrics }) => metrics.train_loss < 10 ? "stop" : undefined,
+ * });
+ * console.log(summary.epochs, summary.steps, summary.interrupted); // 1 2 true
+ * await Deno.remove(logDir, { recursive: true });
+ * ```
  */
 export async function train(
   config: TrainConfig,
-  options: TrainHooks & { resumeFrom?: string } = {},
+  options: TrainOptions = {},
 ): Promise<TrainSummary> {
   getDevice();
   const started = performance.now();
   const progress = options.progress ?? new ProgressReporter();
-  await Deno.mkdir(config.logDir, { recursive: true });
-  const paths = {
-    metrics: `${config.logDir}/metrics.jsonl`,
-    summary: `${config.logDir}/summary.json`,
-    curves: `${config.logDir}/curves.svg`,
-    last: `${config.logDir}/last.safetensors`,
-    best: `${config.logDir}/best.safetensors`,
-  };
+  const { logDir } = config;
+  await Deno.mkdir(logDir, { recursive: true });
+  const lastPath = `${logDir}/last.safetensors`;
 
+  const run = await setUp(config, progress, options.resumeFrom);
+  const { data, model, optimizer, schedule, trainLoader, testLoader, totalSteps, history } = run;
+  let step = run.step;
+  const device = adapterDescription();
+  progress.log(
+    `adapter: ${device}\nmodel: ${config.model} (${countParameters(model).toLocaleString("en")} ` +
+      `parameters)  data: ${data.name} (${data.train.count} train, ${data.test.count} test)\n` +
+      `optimizer: ${config.optimizer} lr ${config.lr}  schedule: ${config.schedule}  batch ` +
+      `${config.batchSize}  epochs ${config.epochs}  steps ${totalSteps}`,
+  );
+
+  const checkpointInfo = (): CheckpointInfo => ({
+    epoch: trainLoader.epoch,
+    step,
+    optimizer: optimizer.stateDict().hyper,
+    extra: {
+      flags: config,
+      schedule: schedule.stateDict(),
+      loader: trainLoader.stateDict(),
+      dataset: data.name,
+    },
+  });
+
+  const meter = new ThroughputMeter({ totalSteps, completedSteps: step });
+  // A resumed run was estimated when it started.
+  let estimated = step > 0;
+  let interrupted = false;
+  const lossSum = Tensor.zeros([]);
+  const correct = Tensor.zeros([]);
+  model.train();
+  try {
+    while (trainLoader.epoch < config.epochs && step < totalSteps && !interrupted) {
+      const epoch = trainLoader.epoch + 1;
+      const epochStart = performance.now();
+      meter.restart(epochStart);
+      lossSum.fill(0);
+      correct.fill(0);
+      let seen = 0;
+      let lastRead = epochStart;
+      let unread = { steps: 0, images: 0 };
+      let batchIndex = trainLoader.position;
+      for (const batch of trainLoader.batches()) {
+        const size = batch.labels.length;
+        const result = trainStep(model, optimizer, batch);
+        tidy(() =>
+          noGrad(() => {
+            lossSum.accumulate(mulScalar(result.loss, size));
+            correct.accumulate(result.correct);
+          })
+        );
+        batch.images.dispose();
+        schedule.step();
+        step++;
+        batchIndex++;
+        seen += size;
+        unread = { steps: unread.steps + 1, images: unread.images + size };
+        const last = batchIndex === trainLoader.length || step >= totalSteps;
+        // Every wait costs ~11 ms on a software adapter: read back every few seconds only, but
+        // at each of the first steps until the meter has timed one, for the estimate.
+        if (
+          last || performance.now() - lastRead > 2000 || !estimated || options.signal?.aborted
+        ) {
+          const [l, c] = await Promise.all([lossSum.item(), correct.item()]);
+          lastRead = performance.now();
+          meter.update(unread.steps, unread.images, lastRead);
+          unread = { steps: 0, images: 0 };
+          if (!estimated && meter.measured) {
+            estimated = true;
+            logEstimate(progress, meter, device);
+          }
+          progress.update({
+            epoch,
+            epochs: config.epochs,
+            batch: batchIndex,
+            batches: trainLoader.length,
+            loss: l / seen,
+            accuracy: c / seen,
+            imagesPerSecond: meter.imagesPerSecond,
+            etaSeconds: meter.secondsFor(trainLoader.length - batchIndex),
+          });
+        }
+        let stop = false;
+        try {
+          stop = options.onStepEnd !== undefined && await options.onStepEnd({
+                epoch,
+                epochs: config.epochs,
+                batch: batchIndex,
+                batches: trainLoader.length,
+                step,
+                totalSteps,
+                loss: result.loss,
+                model,
+                optimizer,
+              }) === "stop";
+        } finally {
+          result.loss.dispose();
+          result.correct.dispose();
+        }
+        if (stop || options.signal?.aborted) {
+          interrupted = true;
+          break;
+        }
+        // At an epoch's last batch the loop ends by itself, which completes the loader's epoch.
+        if (step >= totalSteps && batchIndex < trainLoader.length) break;
+      }
+      if (interrupted) {
+        await saveCheckpoint(lastPath, model, optimizer, checkpointInfo());
+        progress.log(`interrupted: saved ${lastPath} (epoch ${epoch}, step ${step})`);
+        break;
+      }
+      const [trainLoss, trainCorrect] = await Promise.all([lossSum.item(), correct.item()]);
+      const trainSeconds = (performance.now() - epochStart) / 1000;
+      const test = await evaluate(model, testLoader);
+      const metrics: EpochMetrics = {
+        epoch,
+        step,
+        lr: optimizer.lr,
+        train_loss: trainLoss / Math.max(seen, 1),
+        train_acc: trainCorrect / Math.max(seen, 1),
+        test_loss: test.loss,
+        test_acc: test.accuracy,
+        seconds: (performance.now() - epochStart) / 1000,
+        images_per_sec: seen / trainSeconds,
+      };
+      const { isBest } = await endEpoch(metrics, {
+        logDir,
+        model,
+        optimizer,
+        checkpoint: checkpointInfo(),
+        history,
+        epochs: config.epochs,
+        title: config.model,
+        progress,
+      });
+      history.push(metrics);
+      const hook = options.onEpochEnd?.({ metrics, history, isBest, model, optimizer });
+      if (await hook === "stop") {
+        interrupted = trainLoader.epoch < config.epochs && step < totalSteps;
+        break;
+      }
+    }
+  } finally {
+    lossSum.dispose();
+    correct.dispose();
+    trainLoader.dispose();
+    testLoader.dispose();
+  }
+  const best = history.reduce((b, m) => Math.max(b, m.test_acc), -Infinity);
+  const summary: TrainSummary = {
+    model: config.model,
+    dataset: data.name,
+    flags: config,
+    epochs: history.length,
+    steps: step,
+    best_test_accuracy: Number.isFinite(best) ? best : NaN,
+    final_test_accuracy: history.at(-1)?.test_acc ?? NaN,
+    total_seconds: (performance.now() - started) / 1000,
+    adapter: device,
+    interrupted,
+  };
+  await writeTextAtomic(`${logDir}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
+  model.dispose();
+  return summary;
+}
+
+/** A run's model, optimizer, schedule, data and loaders, restored from `resumeFrom` if given. */
+async function setUp(config: TrainConfig, progress: ProgressReporter, resumeFrom?: string) {
   const data = await resolveDataset(config, progress);
   const model = buildModel(config.model, config.seed, data.train.classes.length);
-  const parameterCount = model.parameters().reduce((s, p) => s + p.size, 0);
   const optimizer = makeOptimizer(config, model.parameters());
   const trainLoader = new DataLoader(data.train, {
     batchSize: config.batchSize,
@@ -328,8 +462,8 @@ export async function train(
 
   let step = 0;
   let history: EpochMetrics[] = [];
-  if (options.resumeFrom) {
-    const checkpoint = await loadCheckpoint(options.resumeFrom);
+  if (resumeFrom) {
+    const checkpoint = await loadCheckpoint(resumeFrom);
     try {
       model.loadStateDict(checkpoint.model);
       optimizer.loadStateDict({ state: checkpoint.optimizerState, hyper: checkpoint.optimizer! });
@@ -340,179 +474,41 @@ export async function train(
     } finally {
       checkpoint.dispose();
     }
-    history = (await readMetrics(paths.metrics)).filter((m) => m.epoch <= trainLoader.epoch);
-    progress.log(`resumed from ${options.resumeFrom}: epoch ${trainLoader.epoch}, step ${step}`);
+    history = (await readMetrics(`${config.logDir}/metrics.jsonl`)).filter((m) =>
+      m.epoch <= trainLoader.epoch
+    );
+    progress.log(`resumed from ${resumeFrom}: epoch ${trainLoader.epoch}, step ${step}`);
   }
 
-  const device = adapterDescription();
-  progress.log(
-    `adapter: ${device}\nmodel: ${config.model} (${parameterCount.toLocaleString("en")} ` +
-      `parameters)  data: ${data.name} (${data.train.count} train, ${data.test.count} test)\n` +
-      `optimizer: ${config.optimizer} lr ${config.lr}  schedule: ${config.schedule}  batch ` +
-      `${config.batchSize}  epochs ${config.epochs}  steps ${totalSteps}`,
-  );
-
-  const checkpointExtra = () => ({
-    flags: config,
-    schedule: schedule.stateDict(),
-    loader: trainLoader.stateDict(),
-    dataset: data.name,
-  });
-  const saveLast = () =>
-    saveCheckpoint(paths.last, model, optimizer, {
-      epoch: trainLoader.epoch,
-      step,
-      optimizer: optimizer.stateDict().hyper,
-      extra: checkpointExtra(),
-    });
-
-  let best = history.reduce((b, m) => Math.max(b, m.test_acc), -Infinity);
-  let interrupted = false;
-  let estimated = step > 0;
-  const lossSum = Tensor.zeros([]);
-  const correct = Tensor.zeros([]);
-  model.train();
-  try {
-    while (trainLoader.epoch < config.epochs && step < totalSteps && !interrupted) {
-      const epoch = trainLoader.epoch + 1;
-      const epochStart = performance.now();
-      lossSum.fill(0);
-      correct.fill(0);
-      let seen = 0;
-      let lastRead = performance.now();
-      let readLoss = 0;
-      let readAcc = 0;
-      let imagesAtRead = 0;
-      let timeAtRead = epochStart;
-      let imagesPerSecond = 0;
-      const firstBatch = trainLoader.position;
-      let batchIndex = firstBatch;
-      for (const batch of trainLoader.batches()) {
-        const size = batch.labels.length;
-        tidy(() => {
-          optimizer.zeroGrad();
-          const logits = model.forward(batch.images);
-          const loss = crossEntropy(logits, batch.labels);
-          loss.backward();
-          optimizer.step();
-          noGrad(() => {
-            lossSum.accumulate(mulScalar(loss, size));
-            correct.accumulate(correctCount(logits, batch.labels));
-          });
-        });
-        batch.images.dispose();
-        schedule.step();
-        step++;
-        batchIndex++;
-        seen += size;
-        flush();
-        const now = performance.now();
-        const last = batchIndex === trainLoader.length || step >= totalSteps;
-        // Every wait costs ~11 ms on a software adapter: read back every few seconds only, but
-        // at each of the first steps to time them for the estimate.
-        if (last || now - lastRead > 2000 || !estimated || options.signal?.aborted) {
-          const [l, c] = await Promise.all([lossSum.item(), correct.item()]);
-          const readAt = performance.now();
-          readLoss = l / seen;
-          readAcc = c / seen;
-          imagesPerSecond = (seen - imagesAtRead) / ((readAt - timeAtRead) / 1000);
-          imagesAtRead = seen;
-          timeAtRead = readAt;
-          lastRead = readAt;
-          if (!estimated && batchIndex - firstBatch >= 3) {
-            estimated = true;
-            const secondsPerStep = config.batchSize / imagesPerSecond;
-            const total = secondsPerStep * totalSteps;
-            progress.log(
-              `estimate: ${secondsPerStep.toFixed(3)} s/step x ${totalSteps} steps = ` +
-                `${formatDuration(total)} of training (plus evaluation)`,
-            );
-            if (total > 6 * 3600) {
-              progress.log(
-                `This run would take ${formatDuration(total)} on this adapter (${device}). ` +
-                  "Shorten it with --epochs N or --max-steps N, a smaller model (--model " +
-                  "resnet8), or --dataset synthetic; the full recipe needs a GPU.",
-              );
-            }
-          }
-          const remaining = trainLoader.length - batchIndex;
-          progress.update({
-            epoch,
-            epochs: config.epochs,
-            batch: batchIndex,
-            batches: trainLoader.length,
-            loss: readLoss,
-            accuracy: readAcc,
-            imagesPerSecond,
-            etaSeconds: (remaining * config.batchSize) / Math.max(imagesPerSecond, 1e-9),
-          });
-        }
-        if (options.signal?.aborted) {
-          interrupted = true;
-          break;
-        }
-        // At an epoch's last batch the loop ends by itself, which completes the loader's epoch.
-        if (step >= totalSteps && batchIndex < trainLoader.length) break;
-      }
-      if (interrupted) {
-        await saveLast();
-        progress.log(`interrupted: saved ${paths.last} (epoch ${epoch}, step ${step})`);
-        break;
-      }
-      const [trainLoss, trainCorrect] = await Promise.all([lossSum.item(), correct.item()]);
-      const trainSeconds = (performance.now() - epochStart) / 1000;
-      const test = await evaluate(model, testLoader, config.batchSize);
-      const metrics: EpochMetrics = {
-        epoch,
-        step,
-        lr: optimizer.lr,
-        train_loss: trainLoss / Math.max(seen, 1),
-        train_acc: trainCorrect / Math.max(seen, 1),
-        test_loss: test.loss,
-        test_acc: test.accuracy,
-        seconds: (performance.now() - epochStart) / 1000,
-        images_per_sec: seen / trainSeconds,
-      };
-      history.push(metrics);
-      await Deno.writeTextFile(paths.metrics, JSON.stringify(metrics) + "\n", { append: true });
-      await writeTextAtomic(paths.curves, renderCurves(history, config.model));
-      await saveLast();
-      if (metrics.test_acc > best || !Number.isFinite(best)) {
-        best = metrics.test_acc;
-        await Deno.copyFile(paths.last, `${paths.best}.tmp`);
-        await Deno.rename(`${paths.best}.tmp`, paths.best);
-      }
-      progress.log(
-        `epoch ${epoch}/${config.epochs}  step ${step}  lr ${optimizer.lr.toPrecision(3)}  ` +
-          `train loss ${metrics.train_loss.toFixed(4)} acc ${
-            (metrics.train_acc * 100).toFixed(2)
-          }%` +
-          `  test loss ${metrics.test_loss.toFixed(4)} acc ${
-            (metrics.test_acc * 100).toFixed(2)
-          }%` +
-          `  ${metrics.images_per_sec.toFixed(1)} img/s  ${formatDuration(metrics.seconds)}  ` +
-          `GPU memory ${(memoryStats().inUseBytes / 2 ** 20).toFixed(1)} MiB`,
-      );
-    }
-  } finally {
-    lossSum.dispose();
-    correct.dispose();
-    trainLoader.dispose();
-    testLoader.dispose();
-  }
-  const summary: TrainSummary = {
-    model: config.model,
-    dataset: data.name,
-    flags: config,
-    epochs: history.length,
-    steps: step,
-    best_test_accuracy: Number.isFinite(best) ? best : NaN,
-    final_test_accuracy: history.at(-1)?.test_acc ?? NaN,
-    total_seconds: (performance.now() - started) / 1000,
-    adapter: device,
-    interrupted,
+  return {
+    data,
+    model,
+    optimizer,
+    schedule,
+    trainLoader,
+    testLoader,
+    totalSteps,
+    step,
+    history,
   };
-  await writeTextAtomic(paths.summary, JSON.stringify(summary, null, 2) + "\n");
-  model.dispose();
-  return summary;
+}
+
+function countParameters(model: Module): number {
+  return model.parameters().reduce((s, p) => s + p.size, 0);
+}
+
+/** Prints how long the run's steps take at the meter's first rate, and a warning past 6 hours. */
+function logEstimate(progress: ProgressReporter, meter: ThroughputMeter, device: string): void {
+  const total = meter.secondsPerStep * meter.totalSteps;
+  progress.log(
+    `estimate: ${meter.secondsPerStep.toFixed(3)} s/step x ${meter.totalSteps} steps = ` +
+      `${formatDuration(total)} of training (plus evaluation)`,
+  );
+  if (total > 6 * 3600) {
+    progress.log(
+      `This run would take ${formatDuration(total)} on this adapter (${device}). ` +
+        "Shorten it with --epochs N or --max-steps N, a smaller model (--model " +
+        "resnet8), or --dataset synthetic; the full recipe needs a GPU.",
+    );
+  }
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { Md5, md5Hex } from "../../src/data/md5.ts";
+import { Md5, md5Hex } from "../../src/data/_md5.ts";
 import { Generator } from "../../src/random.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readTar, safeTarPath, type TarEntry } from "../../src/data/tar.ts";
+import { readTar, safeTarPath, type TarEntry } from "../../src/data/_tar.ts";
 import { Generator } from "../../src/random.ts";
 import {
   buildTar,

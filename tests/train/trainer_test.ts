@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { loadSafetensors } from "../../src/io/safetensors.ts";
 import { ProgressReporter, type ProgressState } from "../../src/train/progress.ts";
-import { train, type TrainConfig } from "../../src/train/trainer.ts";
+import { type StepEndContext, train, type TrainConfig } from "../../src/train/trainer.ts";
 import { main, UsageError } from "../../examples/train_cifar10.ts";
 import { gpuTest } from "../_gpu.ts";
 
@@ -143,6 +143,87 @@ gpuTest("a short synthetic run learns well above chance and writes every output"
     assert.ok(best.has("0.blocks.2.shortcut.bn.running_var"));
     assert.ok(best.has("optimizer.0.momentum_buffer"));
     for (const t of best.values()) t.dispose();
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+gpuTest(
+  'onStepEnd returning "stop" saves a checkpoint mid-epoch that resumes exactly',
+  async () => {
+    const root = await Deno.makeTempDir();
+    try {
+      const seen: Omit<StepEndContext, "loss" | "model" | "optimizer">[] = [];
+      const losses: number[] = [];
+      const stopped = await train(config(`${root}/a`), {
+        progress: new Quiet(),
+        onStepEnd: async ({ loss, model: _model, optimizer: _optimizer, ...where }) => {
+          seen.push(where);
+          losses.push(await loss.item());
+          if (where.step === 3) return "stop";
+        },
+      });
+      assert.equal(stopped.interrupted, true);
+      assert.equal(stopped.steps, 3);
+      assert.equal(stopped.epochs, 0);
+      assert.deepEqual(seen.map((s) => [s.epoch, s.batch, s.step]), [[1, 1, 1], [1, 2, 2], [
+        1,
+        3,
+        3,
+      ]]);
+      assert.deepEqual(
+        [seen[0].epochs, seen[0].batches, seen[0].totalSteps],
+        [2, 4, 8],
+      );
+      assert.ok(losses.every((l) => Number.isFinite(l) && l > 0), `losses ${losses}`);
+      await assert.rejects(Deno.stat(`${root}/a/metrics.jsonl`), Deno.errors.NotFound);
+
+      const resumed = await train(config(`${root}/a`), {
+        progress: new Quiet(),
+        resumeFrom: `${root}/a/last.safetensors`,
+      });
+      assert.equal(resumed.steps, 8);
+      assert.equal(resumed.interrupted, false);
+      const straight = await train(config(`${root}/b`), { progress: new Quiet() });
+      assert.equal(straight.final_test_accuracy, resumed.final_test_accuracy);
+      const a = await weights(`${root}/a/last.safetensors`);
+      const b = await weights(`${root}/b/last.safetensors`);
+      for (const [key, values] of b) assert.deepEqual(a.get(key), values, key);
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
+
+gpuTest('onEpochEnd returning "stop" ends the run after that epoch\'s files', async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const small = { epochs: 3, syntheticSizes: { train: 32, test: 16 } };
+    const ends: [number, number, boolean][] = [];
+    const summary = await train(config(root, small), {
+      progress: new Quiet(),
+      onEpochEnd: ({ metrics, history, isBest }) => {
+        ends.push([metrics.epoch, history.length, isBest]);
+        return metrics.epoch === 2 ? "stop" : undefined;
+      },
+    });
+    assert.deepEqual(ends.map(([epoch, epochs]) => [epoch, epochs]), [[1, 1], [2, 2]]);
+    assert.equal(ends[0][2], true, "the first epoch is the best so far");
+    assert.equal(summary.epochs, 2);
+    assert.equal(summary.steps, 4);
+    assert.equal(summary.interrupted, true);
+    const lines = (await Deno.readTextFile(`${root}/metrics.jsonl`)).trim().split("\n");
+    assert.equal(lines.length, 2);
+    assert.equal(JSON.parse(lines[1]).step, 4);
+    assert.ok((await Deno.stat(`${root}/last.safetensors`)).isFile);
+
+    // A stop at the run's last epoch is no interruption: the run was over anyway.
+    const last = await train(config(`${root}/last`, { ...small, epochs: 1 }), {
+      progress: new Quiet(),
+      onEpochEnd: () => "stop",
+    });
+    assert.equal(last.epochs, 1);
+    assert.equal(last.interrupted, false);
   } finally {
     await Deno.remove(root, { recursive: true });
   }

@@ -26,8 +26,8 @@ for (let i = 0; i < 64; i++) {
  *
  * @example
  * ```ts
- * import { data } from "@resnet/webgpu";
- * const hash = new data.Md5();
+ * import { Md5 } from "./_md5.ts";
+ * const hash = new Md5();
  * hash.update(new TextEncoder().encode("a"));
  * hash.update(new TextEncoder().encode("bc"));
  * console.log(hash.hexDigest()); // "900150983cd24fb0d6963f7d28e17f72"
@@ -130,8 +130,8 @@ export class Md5 {
  *
  * @example
  * ```ts
- * import { data } from "@resnet/webgpu";
- * console.log(data.md5Hex(new Uint8Array(0))); // "d41d8cd98f00b204e9800998ecf8427e"
+ * import { md5Hex } from "./_md5.ts";
+ * console.log(md5Hex(new Uint8Array(0))); // "d41d8cd98f00b204e9800998ecf8427e"
  * ```
  */
 export function md5Hex(bytes: Uint8Array): string {

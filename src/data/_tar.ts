@@ -190,10 +190,10 @@ async function skip(reader: ByteReader, n: number, what: string): Promise<void> 
  *   archive ends early, or an entry's path is unsafe.
  * @example
  * ```ts
- * import { data } from "@resnet/webgpu";
+ * import { readTar } from "./_tar.ts";
  * // An empty archive is two zero blocks.
  * const archive = new Blob([new Uint8Array(1024)]).stream();
- * for await (const entry of data.readTar(archive)) console.log(entry.path);
+ * for await (const entry of readTar(archive)) console.log(entry.path);
  * ```
  */
 export async function* readTar(stream: ReadableStream<Uint8Array>): AsyncGenerator<TarEntry> {

@@ -1,0 +1,5 @@
+/**
+ * nn
+ * @module
+ */
+export * from "./src/nn/mod.ts";
