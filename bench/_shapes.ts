@@ -1,5 +1,6 @@
 // The distinct layer shapes of a model, derived from its ResNet structure.
-import { Conv2d, Linear, type Module, ResNetBase } from "@resnet/webgpu";
+import { ResNetBase } from "@resnet/webgpu";
+import { Conv2d, Linear, type Module } from "@resnet/webgpu/nn";
 
 export interface ConvShape {
   n: number;
