@@ -46,15 +46,21 @@ export function optionalTensor(op: string, name: string, value: unknown): Tensor
   return value;
 }
 
-/** `value` is a finite number. */
-export function checkFinite(op: string, name: string, value: unknown): number {
+/** `value` is a number (NaN and infinities included). */
+export function checkNumber(op: string, name: string, value: unknown): number {
   if (typeof value !== "number") {
     throw new TypeError(`${op}: ${name} must be a number, got ${describe(value)}`);
   }
-  if (!Number.isFinite(value)) {
-    throw new RangeError(`${op}: ${name} must be a finite number, got ${value}`);
-  }
   return value;
+}
+
+/** `value` is a finite number. */
+export function checkFinite(op: string, name: string, value: unknown): number {
+  const v = checkNumber(op, name, value);
+  if (!Number.isFinite(v)) {
+    throw new RangeError(`${op}: ${name} must be a finite number, got ${v}`);
+  }
+  return v;
 }
 
 /** An integer >= `min` in words: "a positive integer", "a non-negative integer", … */
