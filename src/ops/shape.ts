@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import { formatShape, record, shouldRecord, type Tensor } from "../tensor.ts";
 import { checkTensor, describe } from "./_check.ts";
 
 /** A view of `x` with `shape`, recorded on the tape under `name`. */
