@@ -15,11 +15,11 @@ function geo(
   stride: [number, number],
   padding: [number, number],
 ): Geo {
-  const [sh, sw] = stride;
-  const [ph, pw] = padding;
-  const oh = Math.floor((h + 2 * ph - kh) / sh) + 1;
-  const ow = Math.floor((w + 2 * pw - kw) / sw) + 1;
-  return { n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow };
+  const [strideH, strideW] = stride;
+  const [padH, padW] = padding;
+  const oh = Math.floor((h + 2 * padH - kh) / strideH) + 1;
+  const ow = Math.floor((w + 2 * padW - kw) / strideW) + 1;
+  return { n, c, h, w, o, kh, kw, strideH, strideW, padH, padW, oh, ow };
 }
 
 // ---- GPU vs reference --------------------------------------------------------------------------
