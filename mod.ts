@@ -45,7 +45,7 @@ export * from "./src/ops/shape.ts";
 export * from "./src/ops/reduce.ts";
 export * from "./src/ops/linear.ts";
 export * from "./src/ops/loss.ts";
-export * from "./src/ops/conv2d.ts";
+export { conv2d, type Conv2dOptions } from "./src/ops/conv2d.ts";
 export * from "./src/ops/batch_norm.ts";
 export * from "./src/ops/fused.ts";
 export * from "./src/ops/pool.ts";

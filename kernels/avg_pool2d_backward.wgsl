@@ -53,16 +53,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let plane = row / p.height;
   // Output o covers input i when o * stride - pad <= i < o * stride - pad + kernel, i.e.
   // floor((i + pad + stride - kernel) / stride) <= o <= floor((i + pad) / stride).
-  let sh = i32(p.stride_h);
-  let oh_lo = max(floor_div(i32(ih + p.pad_h) + sh - i32(p.kernel_h), sh), 0);
-  let oh_hi = min(i32(ih + p.pad_h) / sh, i32(p.out_h) - 1);
-  let sw = i32(p.stride_w);
-  let a = i32(iw0 + p.pad_w) + sw - i32(p.kernel_w);
-  var q_lo = floor_div(a, sw);
-  var r_lo = a - q_lo * sw;
+  let stride_h = i32(p.stride_h);
+  let oh_lo = max(floor_div(i32(ih + p.pad_h) + stride_h - i32(p.kernel_h), stride_h), 0);
+  let oh_hi = min(i32(ih + p.pad_h) / stride_h, i32(p.out_h) - 1);
+  let stride_w = i32(p.stride_w);
+  let a = i32(iw0 + p.pad_w) + stride_w - i32(p.kernel_w);
+  var q_lo = floor_div(a, stride_w);
+  var r_lo = a - q_lo * stride_w;
   let b = i32(iw0 + p.pad_w);
-  var q_hi = b / sw;
-  var r_hi = b - q_hi * sw;
+  var q_hi = b / stride_w;
+  var r_hi = b - q_hi * stride_w;
   let out_base = plane * p.out_h * p.out_w;
   let n = min(4u, p.width - iw0);
   for (var j = 0u; j < n; j++) {
@@ -70,16 +70,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     let ow_hi = min(q_hi, i32(p.out_w) - 1);
     var s = 0.0;
     for (var oh = oh_lo; oh <= oh_hi; oh++) {
-      let dh = extent(oh * sh - i32(p.pad_h), p.kernel_h, p.pad_h, p.height);
+      let dh = extent(oh * stride_h - i32(p.pad_h), p.kernel_h, p.pad_h, p.height);
       for (var ow = ow_lo; ow <= ow_hi; ow++) {
-        let dw = extent(ow * sw - i32(p.pad_w), p.kernel_w, p.pad_w, p.width);
+        let dw = extent(ow * stride_w - i32(p.pad_w), p.kernel_w, p.pad_w, p.width);
         s += gy[out_base + u32(oh) * p.out_w + u32(ow)] / f32(dh * dw);
       }
     }
     gx[row * p.width + iw0 + j] = s;
     r_lo += 1;
-    if (r_lo == sw) { r_lo = 0; q_lo += 1; }
+    if (r_lo == stride_w) { r_lo = 0; q_lo += 1; }
     r_hi += 1;
-    if (r_hi == sw) { r_hi = 0; q_hi += 1; }
+    if (r_hi == stride_w) { r_hi = 0; q_hi += 1; }
   }
 }

@@ -41,6 +41,11 @@ export function randomValues(n: number, seed: number, scale = 1): Float64Array {
   return out;
 }
 
+/** Values rounded to float32 (as the GPU holds them), in float64 for the references. */
+export function f32(values: ArrayLike<number>): Float64Array {
+  return Float64Array.from(Float32Array.from(values));
+}
+
 /** Relative L2 error ||a - b|| / max(||b||, tiny). */
 export function relativeL2(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
   let num = 0;

@@ -2,7 +2,7 @@ import { conv2d } from "../ops/conv2d.ts";
 import type { Tensor } from "../tensor.ts";
 import { Module } from "./module.ts";
 import { biasUniform, generatorFor, type InitOptions, kaimingUniform } from "./init.ts";
-import { pair, positiveInt } from "./_check.ts";
+import { checkInteger, pair } from "../ops/_check.ts";
 
 /** Options of {@link Conv2d}. */
 export interface Conv2dLayerOptions extends InitOptions {
@@ -52,11 +52,11 @@ export class Conv2d extends Module {
     options: Conv2dLayerOptions = {},
   ) {
     super();
-    this.inChannels = positiveInt("Conv2d", "inChannels", inChannels);
-    this.outChannels = positiveInt("Conv2d", "outChannels", outChannels);
+    this.inChannels = checkInteger("Conv2d", "inChannels", inChannels, 1);
+    this.outChannels = checkInteger("Conv2d", "outChannels", outChannels, 1);
     this.kernelSize = pair("Conv2d", "kernelSize", kernelSize, 1);
-    this.stride = pair("Conv2d", "stride", options.stride ?? 1, 1);
-    this.padding = pair("Conv2d", "padding", options.padding ?? 0, 0);
+    this.stride = pair("Conv2d", "stride", options.stride, 1, 1);
+    this.padding = pair("Conv2d", "padding", options.padding, 0, 0);
     const g = generatorFor(options);
     const fanIn = inChannels * this.kernelSize[0] * this.kernelSize[1];
     this.weight = this.registerParameter(

@@ -2,7 +2,7 @@ import { linear } from "../ops/linear.ts";
 import type { Tensor } from "../tensor.ts";
 import { Module } from "./module.ts";
 import { biasUniform, generatorFor, type InitOptions, kaimingUniform } from "./init.ts";
-import { positiveInt } from "./_check.ts";
+import { checkInteger } from "../ops/_check.ts";
 
 /** Options of {@link Linear}. */
 export interface LinearOptions extends InitOptions {
@@ -35,8 +35,8 @@ export class Linear extends Module {
   /** A layer from `inFeatures` to `outFeatures`. */
   constructor(inFeatures: number, outFeatures: number, options: LinearOptions = {}) {
     super();
-    this.inFeatures = positiveInt("Linear", "inFeatures", inFeatures);
-    this.outFeatures = positiveInt("Linear", "outFeatures", outFeatures);
+    this.inFeatures = checkInteger("Linear", "inFeatures", inFeatures, 1);
+    this.outFeatures = checkInteger("Linear", "outFeatures", outFeatures, 1);
     const g = generatorFor(options);
     this.weight = this.registerParameter(
       "weight",

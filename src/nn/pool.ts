@@ -1,7 +1,7 @@
 import { avgPool2d, maxPool2d } from "../ops/pool.ts";
 import type { Tensor } from "../tensor.ts";
 import { Module } from "./module.ts";
-import { pair } from "./_check.ts";
+import { pair } from "../ops/_check.ts";
 
 /** Options of {@link MaxPool2d} and {@link AvgPool2d}. */
 export interface PoolOptions {
@@ -36,7 +36,7 @@ export class MaxPool2d extends Module {
     super();
     this.kernelSize = pair("MaxPool2d", "kernelSize", kernelSize, 1);
     this.stride = pair("MaxPool2d", "stride", options.stride ?? this.kernelSize, 1);
-    this.padding = pair("MaxPool2d", "padding", options.padding ?? 0, 0);
+    this.padding = pair("MaxPool2d", "padding", options.padding, 0, 0);
   }
 
   /** `[N, C, H, W]` → `[N, C, OH, OW]`. */
@@ -86,7 +86,7 @@ export class AvgPool2d extends Module {
     super();
     this.kernelSize = pair("AvgPool2d", "kernelSize", kernelSize, 1);
     this.stride = pair("AvgPool2d", "stride", options.stride ?? this.kernelSize, 1);
-    this.padding = pair("AvgPool2d", "padding", options.padding ?? 0, 0);
+    this.padding = pair("AvgPool2d", "padding", options.padding, 0, 0);
     this.countIncludePad = options.countIncludePad ?? true;
   }
 

@@ -46,26 +46,60 @@ export function optionalTensor(op: string, name: string, value: unknown): Tensor
   return value;
 }
 
-/** `value` is a finite number. */
-export function checkFinite(op: string, name: string, value: unknown): number {
+/** `value` is a number (NaN and infinities included). */
+export function checkNumber(op: string, name: string, value: unknown): number {
   if (typeof value !== "number") {
     throw new TypeError(`${op}: ${name} must be a number, got ${describe(value)}`);
   }
-  if (!Number.isFinite(value)) {
-    throw new RangeError(`${op}: ${name} must be a finite number, got ${value}`);
-  }
   return value;
+}
+
+/** `value` is a finite number. */
+export function checkFinite(op: string, name: string, value: unknown): number {
+  const v = checkNumber(op, name, value);
+  if (!Number.isFinite(v)) {
+    throw new RangeError(`${op}: ${name} must be a finite number, got ${v}`);
+  }
+  return v;
+}
+
+/** An integer >= `min` in words: "a positive integer", "a non-negative integer", … */
+function integerWanted(min: number): string {
+  if (min === 1) return "a positive integer";
+  if (min === 0) return "a non-negative integer";
+  return `an integer >= ${min}`;
 }
 
 /** `value` is an integer >= `min`. */
 export function checkInteger(op: string, name: string, value: unknown, min: number): number {
   if (typeof value !== "number") {
-    throw new TypeError(`${op}: ${name} must be an integer >= ${min}, got ${describe(value)}`);
+    throw new TypeError(`${op}: ${name} must be ${integerWanted(min)}, got ${describe(value)}`);
   }
   if (!Number.isInteger(value) || value < min) {
-    throw new RangeError(`${op}: ${name} must be an integer >= ${min}, got ${value}`);
+    throw new RangeError(`${op}: ${name} must be ${integerWanted(min)}, got ${value}`);
   }
   return value;
+}
+
+/** `value` is true or false. */
+export function checkBoolean(op: string, name: string, value: unknown): boolean {
+  if (typeof value !== "boolean") {
+    throw new TypeError(`${op}: ${name} must be true or false, got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** `value` is an options object (not null, not an array); `example` shows one in the message. */
+export function checkOptions(
+  op: string,
+  value: unknown,
+  example: string,
+): asserts value is Record<string, unknown> {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new TypeError(
+      `${op}: options must be an object such as ${example}, got ${describe(value)}`,
+    );
+  }
 }
 
 /**
@@ -80,23 +114,22 @@ export function pair(
   fallback?: number,
 ): [number, number] {
   if (value === undefined && fallback !== undefined) return [fallback, fallback];
+  const wanted = `${op}: ${name} must be ${integerWanted(min)} or a pair [h, w] of them, got`;
   let hw: unknown[];
   if (typeof value === "number") {
     hw = [value, value];
   } else if (Array.isArray(value)) {
-    if (value.length !== 2) {
-      throw new RangeError(
-        `${op}: ${name} must be an integer >= ${min} or a pair [h, w] of them, got ` +
-          describe(value),
-      );
-    }
+    if (value.length !== 2) throw new RangeError(`${wanted} ${describe(value)}`);
     hw = value;
   } else {
-    throw new TypeError(
-      `${op}: ${name} must be an integer >= ${min} or a pair [h, w] of them, got ` +
-        describe(value),
-    );
+    throw new TypeError(`${wanted} ${describe(value)}`);
   }
-  for (const v of hw) checkInteger(op, `${name}`, v, min);
+  const got = Array.isArray(value)
+    ? `[${hw.map((v) => typeof v === "string" ? JSON.stringify(v) : String(v)).join(", ")}]`
+    : String(value);
+  for (const v of hw) {
+    if (typeof v !== "number") throw new TypeError(`${wanted} ${got}`);
+    if (!Number.isInteger(v) || v < min) throw new RangeError(`${wanted} ${got}`);
+  }
   return [hw[0] as number, hw[1] as number];
 }

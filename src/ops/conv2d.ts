@@ -1,94 +1,93 @@
 /**
- * 2-D convolution (PyTorch's `Conv2d` with dilation 1 and groups 1) and its gradients.
+ * 2-D convolution (PyTorch's `Conv2d` with dilation 1 and groups 1): the op, its gradients and the
+ * launchers of its kernels (`kernels/conv2d_*.wgsl`).
  *
- * Two families of kernels: the vec4-row kernels of `_conv2d_rows.ts` (stride 1 or 2, widths that
- * are multiples of 4, kernel width <= 3 with padding <= 1: every convolution of the CIFAR
- * ResNets), 2-2.5x faster on llvmpipe, and the general register-blocked kernels below for
- * everything else.
+ * Two kernel families compute it:
+ * - the vec4-row kernels (`conv2d_forward_rows`, `conv2d_backward_weight_rows`, with the filters
+ *   packed by `conv2d_pack_weight`) for stride 1 or 2, widths that are multiples of 4, kernel
+ *   width <= 3 and padding <= 1 ({@link rowsFit}): every convolution of the CIFAR ResNets. The
+ *   fused conv + batch norm of `fused.ts` runs `conv2d_forward_rows` too, through
+ *   {@link geometry}, {@link packWeight} and {@link forwardRows}.
+ * - the general register-blocked kernels (`conv2d_forward`, `conv2d_backward_input`,
+ *   `conv2d_backward_weight`) for everything else.
+ *
+ * The bias gradient (`conv2d_backward_bias`) and the split-K sums (`conv2d_reduce_chunks`) serve
+ * both. BENCHMARKS.md has how the families compare.
  *
  * @module
  */
 import forwardSource from "../../kernels/conv2d_forward.wgsl" with { type: "text" };
+import forwardRowsSource from "../../kernels/conv2d_forward_rows.wgsl" with { type: "text" };
+import packWeightSource from "../../kernels/conv2d_pack_weight.wgsl" with { type: "text" };
 import backwardInputSource from "../../kernels/conv2d_backward_input.wgsl" with { type: "text" };
 import backwardWeightSource from "../../kernels/conv2d_backward_weight.wgsl" with { type: "text" };
+import backwardWeightRowsSource from "../../kernels/conv2d_backward_weight_rows.wgsl" with {
+  type: "text",
+};
 import backwardBiasSource from "../../kernels/conv2d_backward_bias.wgsl" with { type: "text" };
 import reduceChunksSource from "../../kernels/conv2d_reduce_chunks.wgsl" with { type: "text" };
 import { dispatch, grid1d } from "../gpu/dispatch.ts";
-import { record, shouldRecord, Tensor } from "../tensor.ts";
-import {
-  forwardRows,
-  type Geometry,
-  geometry,
-  packWeight,
-  rowsFit,
-  weightGradientRows,
-} from "./_conv2d_rows.ts";
+import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import { checkOptions, checkTensor, optionalTensor, pair } from "./_check.ts";
+
+// ---- kernels ---------------------------------------------------------------------------------
+
+/** The fields every general kernel's `struct Params` starts with (see {@link common}). */
+const GENERAL_PARAMS = [
+  "n",
+  "c",
+  "h",
+  "w",
+  "o",
+  "oh",
+  "ow",
+  "kh",
+  "kw",
+  "stride_h",
+  "stride_w",
+  "pad_h",
+  "pad_w",
+] as const;
+/** The fields every vec4-row kernel's `struct Params` starts with (see {@link rowsCommon}). */
+const ROWS_PARAMS = ["n", "c", "h", "w", "o", "oh", "ow", "kh", "pad_h"] as const;
 
 const FORWARD = {
   name: "conv2d_forward",
   source: forwardSource,
+  params: [...GENERAL_PARAMS, "has_bias", "blocks_w", "pixel_blocks"] as const,
+};
+const FORWARD_ROWS = {
+  name: "conv2d_forward_rows",
+  source: forwardRowsSource,
   params: [
-    "n",
-    "c",
-    "h",
-    "w",
-    "o",
-    "oh",
-    "ow",
-    "kh",
-    "kw",
-    "stride_h",
-    "stride_w",
-    "pad_h",
-    "pad_w",
-    "has_bias",
+    ...ROWS_PARAMS,
+    "op",
     "blocks_w",
     "pixel_blocks",
+    "epilogue",
+    "has_residual",
+    "relu",
   ] as const,
+};
+const PACK_WEIGHT = {
+  name: "conv2d_pack_weight",
+  source: packWeightSource,
+  params: ["o", "c", "kh", "kw", "cols", "count"] as const,
 };
 const BACKWARD_INPUT = {
   name: "conv2d_backward_input",
   source: backwardInputSource,
-  params: [
-    "n",
-    "c",
-    "h",
-    "w",
-    "o",
-    "oh",
-    "ow",
-    "kh",
-    "kw",
-    "stride_h",
-    "stride_w",
-    "pad_h",
-    "pad_w",
-    "rows",
-    "blocks_w",
-    "pixel_blocks",
-  ] as const,
+  params: [...GENERAL_PARAMS, "rows", "blocks_w", "pixel_blocks"] as const,
 };
 const BACKWARD_WEIGHT = {
   name: "conv2d_backward_weight",
   source: backwardWeightSource,
-  params: [
-    "n",
-    "c",
-    "h",
-    "w",
-    "o",
-    "oh",
-    "ow",
-    "kh",
-    "kw",
-    "stride_h",
-    "stride_w",
-    "pad_h",
-    "pad_w",
-    "lanes",
-    "rows_per_chunk",
-    "rows",
-  ] as const,
+  params: [...GENERAL_PARAMS, "lanes", "rows_per_chunk", "rows"] as const,
+};
+const BACKWARD_WEIGHT_ROWS = {
+  name: "conv2d_backward_weight_rows",
+  source: backwardWeightRowsSource,
+  params: [...ROWS_PARAMS, "rows", "rows_per_chunk", "chunks"] as const,
 };
 const BACKWARD_BIAS = {
   name: "conv2d_backward_bias",
@@ -108,13 +107,24 @@ const REDUCE_CHUNKS = {
  * FMAs.
  */
 const WG = 64;
+/** Workgroup size of conv2d_forward_rows. */
+const FORWARD_ROWS_WG = 64;
+/** Workgroup size of conv2d_backward_weight_rows: one invocation per chunk of rows. */
+const WEIGHT_ROWS_WG = 8;
 /**
- * Split-K sizing of the weight and bias gradients: cut the N * OH output rows into chunks until
- * about this many invocations run...
+ * conv2d_backward_weight_rows cuts the N * OH output rows into chunks until about this many
+ * invocations run: fewer leave lanes idle, more add partial sums (BENCHMARKS.md, "Observations").
+ */
+const WEIGHT_ROWS_INVOCATIONS = 1024;
+/**
+ * Split-K sizing of the general weight gradient and of the bias gradient: cut the N * OH output
+ * rows into chunks until about this many invocations run...
  */
 const TARGET_INVOCATIONS = 16384;
 /** ...but give each chunk at least this many terms (output pixels), so partials stay few. */
 const MIN_TERMS_PER_CHUNK = 256;
+
+// ---- the op ----------------------------------------------------------------------------------
 
 /** Options of {@link conv2d}; a number applies to both height and width. */
 export interface Conv2dOptions {
@@ -124,29 +134,70 @@ export interface Conv2dOptions {
   padding?: number | [number, number];
 }
 
-/** The u32 fields every direct conv2d kernel's uniform struct starts with. */
-function common(g: Geometry) {
-  return {
-    n: g.n,
-    c: g.c,
-    h: g.h,
-    w: g.w,
-    o: g.o,
-    oh: g.oh,
-    ow: g.ow,
-    kh: g.kh,
-    kw: g.kw,
-    stride_h: g.strideH,
-    stride_w: g.strideW,
-    pad_h: g.padH,
-    pad_w: g.padW,
-  };
+/** The sizes of one convolution, shared by its kernels' uniform structs. */
+export interface Geometry {
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  o: number;
+  kh: number;
+  kw: number;
+  oh: number;
+  ow: number;
+  strideH: number;
+  strideW: number;
+  padH: number;
+  padW: number;
 }
 
-/** Workgroups for `count` invocations flat over x and z (y is taken by a channel block). */
-function gridXZ(count: number, y: number): [number, number, number] {
-  const [gx, gz] = grid1d(count, WG);
-  return [gx, y, gz];
+/**
+ * Validates the arguments of a convolution (for the op named `op`, e.g. "conv2d()", in messages)
+ * and returns its sizes.
+ */
+export function geometry(
+  op: string,
+  input: Tensor,
+  weight: Tensor,
+  bias: Tensor | null | undefined,
+  options: Conv2dOptions,
+): Geometry {
+  checkTensor(op, "input", input);
+  checkTensor(op, "weight", weight);
+  optionalTensor(op, "bias", bias);
+  checkOptions(op, options, "{ stride: 1, padding: 1 }");
+  if (weight.ndim !== 4 || weight.shape.some((d) => d < 1)) {
+    throw new RangeError(
+      `${op}: weight must be [O, C, KH, KW] with every size >= 1, got ` +
+        formatShape(weight.shape),
+    );
+  }
+  const [o, c, kh, kw] = weight.shape;
+  if (input.ndim !== 4 || input.shape[1] !== c) {
+    throw new RangeError(
+      `${op}: input must be [N, C, H, W] with C = ${c} (weight is ` +
+        `${formatShape(weight.shape)}), got ${formatShape(input.shape)}`,
+    );
+  }
+  if (bias && (bias.ndim !== 1 || bias.shape[0] !== o)) {
+    throw new RangeError(
+      `${op}: bias must be [O] = [${o}] (weight is ${formatShape(weight.shape)}), got ` +
+        formatShape(bias.shape),
+    );
+  }
+  const [strideH, strideW] = pair(op, "stride", options.stride, 1, 1);
+  const [padH, padW] = pair(op, "padding", options.padding, 0, 0);
+  const [n, , h, w] = input.shape;
+  const oh = Math.floor((h + 2 * padH - kh) / strideH) + 1;
+  const ow = Math.floor((w + 2 * padW - kw) / strideW) + 1;
+  if (!(oh >= 1 && ow >= 1)) {
+    throw new RangeError(
+      `${op}: the ${kh}x${kw} kernel (weight ${formatShape(weight.shape)}) does not fit ` +
+        `input ${formatShape(input.shape)} with padding [${padH}, ${padW}] and stride ` +
+        `[${strideH}, ${strideW}]: output would be ${oh}x${ow}`,
+    );
+  }
+  return { n, c, h, w, o, kh, kw, oh, ow, strideH, strideW, padH, padW };
 }
 
 /**
@@ -214,6 +265,8 @@ export function conv2d(
   return out;
 }
 
+// ---- the gradients ---------------------------------------------------------------------------
+
 function conv2dBackward(
   g: Geometry,
   input: Tensor,
@@ -253,35 +306,6 @@ function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
   return gx;
 }
 
-/** The sizes the vec4-row kernels take (stride and padding equal in both directions). */
-function rowsGeometry(g: Geometry) {
-  return { kh: g.kh, kw: g.kw, stride: g.strideH, padH: g.padH, padW: g.padW };
-}
-
-/**
- * How many chunks of output rows a split-K reduction uses when `parallel` invocations exist per
- * chunk, and how many rows each chunk holds.
- */
-function splitRows(parallel: number, rows: number, rowLength: number) {
-  const wanted = Math.max(1, Math.min(rows, Math.ceil(TARGET_INVOCATIONS / parallel)));
-  const minRows = Math.ceil(MIN_TERMS_PER_CHUNK / rowLength);
-  const rowsPerChunk = Math.max(1, Math.ceil(rows / wanted), minRows);
-  const chunks = Math.max(1, Math.ceil(rows / rowsPerChunk));
-  return { chunks, rowsPerChunk };
-}
-
-/** Sums `partial` [chunks, count] over its chunks into a fresh [shape] tensor; disposes it. */
-function reduceChunks(partial: Tensor, chunks: number, shape: number[]): Tensor {
-  const out = Tensor.empty(shape);
-  dispatch(REDUCE_CHUNKS, {
-    buffers: [partial.buffer, out.buffer],
-    params: { count: out.size, chunks },
-    workgroups: grid1d(out.size, 64),
-  });
-  partial.dispose();
-  return out;
-}
-
 function weightGradient(g: Geometry, input: Tensor, gy: Tensor): Tensor {
   const shape = [g.o, g.c, g.kh, g.kw];
   if (rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kw, g.padW)) {
@@ -316,4 +340,238 @@ function biasGradient(g: Geometry, gy: Tensor): Tensor {
     constants: { VEC4: g.ow % 4 === 0 ? 1 : 0 },
   });
   return chunks > 1 ? reduceChunks(out, chunks, [g.o]) : out;
+}
+
+// ---- the general kernels' launch sizes -------------------------------------------------------
+
+/** The fields every general kernel's uniform struct starts with ({@link GENERAL_PARAMS}). */
+function common(g: Geometry) {
+  return {
+    n: g.n,
+    c: g.c,
+    h: g.h,
+    w: g.w,
+    o: g.o,
+    oh: g.oh,
+    ow: g.ow,
+    kh: g.kh,
+    kw: g.kw,
+    stride_h: g.strideH,
+    stride_w: g.strideW,
+    pad_h: g.padH,
+    pad_w: g.padW,
+  };
+}
+
+/** Workgroups for `count` invocations flat over x and z (y is taken by a channel block). */
+function gridXZ(count: number, y: number): [number, number, number] {
+  const [gx, gz] = grid1d(count, WG);
+  return [gx, y, gz];
+}
+
+/**
+ * How many chunks of output rows a split-K reduction uses when `parallel` invocations exist per
+ * chunk, and how many rows each chunk holds.
+ */
+function splitRows(parallel: number, rows: number, rowLength: number) {
+  const wanted = Math.max(1, Math.min(rows, Math.ceil(TARGET_INVOCATIONS / parallel)));
+  const minRows = Math.ceil(MIN_TERMS_PER_CHUNK / rowLength);
+  const rowsPerChunk = Math.max(1, Math.ceil(rows / wanted), minRows);
+  const chunks = Math.max(1, Math.ceil(rows / rowsPerChunk));
+  return { chunks, rowsPerChunk };
+}
+
+/** Sums `partial` [chunks, count] over its chunks into a fresh [shape] tensor; disposes it. */
+function reduceChunks(partial: Tensor, chunks: number, shape: number[]): Tensor {
+  const out = Tensor.empty(shape);
+  dispatch(REDUCE_CHUNKS, {
+    buffers: [partial.buffer, out.buffer],
+    params: { count: out.size, chunks },
+    workgroups: grid1d(out.size, 64),
+  });
+  partial.dispose();
+  return out;
+}
+
+// ---- the vec4-row kernels --------------------------------------------------------------------
+
+/**
+ * Whether the vec4-row kernels compute a convolution with this stride, input width `inWidth`,
+ * output width `outWidth`, kernel width `kw` and column padding `padW`.
+ */
+export function rowsFit(
+  strideH: number,
+  strideW: number,
+  inWidth: number,
+  outWidth: number,
+  kw: number,
+  padW: number,
+): boolean {
+  return strideH === strideW && (strideH === 1 || strideH === 2) && inWidth % 4 === 0 &&
+    outWidth % 4 === 0 && kw <= 3 && padW <= 1 && kw - 1 - padW <= 1;
+}
+
+/** The sizes the vec4-row kernels take besides their tensors' shapes. */
+export interface RowsGeometry {
+  kh: number;
+  kw: number;
+  /** The stride, equal in both directions. */
+  stride: number;
+  padH: number;
+  padW: number;
+}
+
+/** A convolution's {@link RowsGeometry}. */
+function rowsGeometry(g: Geometry): RowsGeometry {
+  return { kh: g.kh, kw: g.kw, stride: g.strideH, padH: g.padH, padW: g.padW };
+}
+
+/**
+ * The fields every vec4-row kernel's uniform struct starts with ({@link ROWS_PARAMS}), for input
+ * `x` [N, C, H, W] and output (or output gradient) `y` [N, O, OH, OW].
+ */
+function rowsCommon(x: Tensor, y: Tensor, geo: RowsGeometry) {
+  const [n, c, h, w] = x.shape;
+  const [, o, oh, ow] = y.shape;
+  return { n, c, h, w, o, oh, ow, kh: geo.kh, pad_h: geo.padH };
+}
+
+/** Output channels per conv2d_forward_rows invocation, in vec4s (its QV). */
+function channelVecs(outChannels: number): number {
+  return outChannels <= 4 ? 1 : outChannels <= 8 ? 2 : 4;
+}
+
+/**
+ * The filters `weight` [O, C, KH, KW] packed for conv2d_forward_rows (see
+ * conv2d_pack_weight.wgsl): [C * KH * KW, OP], or with `flip` (for the input gradient, O and C
+ * swapped and the taps turned around) [O * KH * KW, CP].
+ */
+export function packWeight(weight: Tensor, flip: boolean): Tensor {
+  const [o, c, kh, kw] = weight.shape;
+  const outChannels = flip ? c : o;
+  const block = 4 * channelVecs(outChannels);
+  const cols = Math.ceil(outChannels / block) * block;
+  const rows = (flip ? o : c) * kh * kw;
+  const packed = Tensor.empty([rows, cols]);
+  dispatch(PACK_WEIGHT, {
+    buffers: [weight.buffer, packed.buffer],
+    params: { o, c, kh, kw, cols, count: rows * cols },
+    workgroups: grid1d(rows * cols, 64),
+    constants: { FLIP: flip ? 1 : 0 },
+  });
+  return packed;
+}
+
+/** What conv2d_forward_rows does to each output value after the convolution. */
+export type RowsEpilogue =
+  /** Adds `bias` [O] when given. */
+  | { kind: "bias"; bias: Tensor | null }
+  /**
+   * `act((v - params[0, o]) * params[1, o] + params[2, o] + residual)`: an eval-mode batch norm
+   * folded with the convolution's bias (params [3, O]), an optional residual [N, O, OH, OW], then
+   * ReLU when `relu`.
+   */
+  | { kind: "batchNorm"; params: Tensor; residual: Tensor | null; relu: boolean };
+
+/**
+ * Encodes conv2d_forward_rows: `out` [N, O, OH, OW] = the epilogue of the convolution of `x`
+ * [N, C, H, W] with `packed` (from {@link packWeight}).
+ */
+export function forwardRows(
+  x: Tensor,
+  packed: Tensor,
+  out: Tensor,
+  geo: RowsGeometry,
+  epilogue: RowsEpilogue,
+): void {
+  const n = x.shape[0];
+  const [, o, oh, ow] = out.shape;
+  const op = packed.shape[1];
+  const pv = Math.min(4, ow / 4);
+  // Narrow planes take several rows per invocation, so that each weight load serves 4 pixel
+  // vec4s (see the kernel's header).
+  let py = Math.floor(4 / pv);
+  while (py > 1 && py > oh) py >>= 1;
+  const qv = channelVecs(o);
+  const blocksW = Math.ceil(ow / (4 * pv));
+  const pixelBlocks = n * Math.ceil(oh / py) * blocksW;
+  let chan = packed;
+  let residual = x;
+  let mode = 0;
+  let relu = false;
+  if (epilogue.kind === "bias") {
+    if (epilogue.bias) {
+      chan = epilogue.bias;
+      mode = 1;
+    }
+  } else {
+    chan = epilogue.params;
+    mode = 2;
+    if (epilogue.residual) residual = epilogue.residual;
+    relu = epilogue.relu;
+  }
+  const [gx, gz] = grid1d(pixelBlocks, FORWARD_ROWS_WG);
+  dispatch(FORWARD_ROWS, {
+    // Unused per-channel and residual bindings alias other read-only buffers, never read.
+    buffers: [x.buffer, packed.buffer, chan.buffer, residual.buffer, out.buffer],
+    params: {
+      ...rowsCommon(x, out, geo),
+      op,
+      blocks_w: blocksW,
+      pixel_blocks: pixelBlocks,
+      epilogue: mode,
+      has_residual: residual === x ? 0 : 1,
+      relu: relu ? 1 : 0,
+    },
+    workgroups: [gx, Math.ceil(o / (4 * qv)), gz],
+    constants: {
+      WG: FORWARD_ROWS_WG,
+      STRIDE: geo.stride,
+      KW: geo.kw,
+      PAD_W: geo.padW,
+      PV: pv,
+      PY: py,
+      QV: qv,
+    },
+  });
+}
+
+/**
+ * Encodes conv2d_backward_weight_rows for `x` [N, C, H, W] and `gy` [N, O, OH, OW]: returns the
+ * weight gradient [O, C, KH, KW], or partial sums [chunks, O, C, KH, KW] with their `chunks`
+ * (> 1) for the caller to add up.
+ */
+function weightGradientRows(
+  x: Tensor,
+  gy: Tensor,
+  geo: RowsGeometry,
+): { partial: Tensor; chunks: number } {
+  const [n, c] = x.shape;
+  const [, o, oh] = gy.shape;
+  const qo = o > 4 ? 2 : 1;
+  const qc = c > 4 ? 2 : 1;
+  const blocksC = Math.ceil(c / (4 * qc)) * geo.kh;
+  const blocksO = Math.ceil(o / (4 * qo));
+  const rows = n * oh;
+  // Chunks in whole workgroups, so that no lane idles.
+  const wanted = Math.ceil(WEIGHT_ROWS_INVOCATIONS / (blocksC * blocksO) / WEIGHT_ROWS_WG) *
+    WEIGHT_ROWS_WG;
+  const rowsPerChunk = Math.max(1, Math.ceil(rows / Math.max(1, Math.min(rows, wanted))));
+  const chunks = Math.max(1, Math.ceil(rows / rowsPerChunk));
+  const shape = [o, c, geo.kh, geo.kw];
+  const partial = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
+  dispatch(BACKWARD_WEIGHT_ROWS, {
+    buffers: [x.buffer, gy.buffer, partial.buffer],
+    params: { ...rowsCommon(x, gy, geo), rows, rows_per_chunk: rowsPerChunk, chunks },
+    workgroups: [Math.ceil(chunks / WEIGHT_ROWS_WG), blocksC, blocksO],
+    constants: {
+      WG: WEIGHT_ROWS_WG,
+      STRIDE: geo.stride,
+      KW: geo.kw,
+      PAD_W: geo.padW,
+      QO: qo,
+      QC: qc,
+    },
+  });
+  return { partial, chunks };
 }

@@ -11,6 +11,7 @@ import reluForwardSource from "../../kernels/relu_forward.wgsl" with { type: "te
 import reluBackwardSource from "../../kernels/relu_backward.wgsl" with { type: "text" };
 import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import { checkNumber, checkTensor } from "./_check.ts";
 
 const ADD = { name: "add", source: addSource, params: ["count4"] as const };
 const MUL = { name: "mul", source: mulSource, params: ["count4"] as const };
@@ -28,32 +29,14 @@ const RELU_BACKWARD = {
 
 const WORKGROUP = 256;
 
-function checkTensor(op: string, name: string, value: unknown): asserts value is Tensor {
-  if (!(value instanceof Tensor)) {
-    throw new TypeError(`${op}(): ${name} must be a Tensor, got ${describe(value)}`);
-  }
-}
-
-function describe(value: unknown): string {
-  if (value === null) return "null";
-  if (typeof value === "object") return value.constructor?.name ?? "object";
-  return typeof value;
-}
-
 function checkSameShape(op: string, a: Tensor, b: Tensor): void {
   checkTensor(op, "a", a);
   checkTensor(op, "b", b);
   if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) {
     throw new RangeError(
-      `${op}(): a and b must have the same shape (no broadcasting), got ${formatShape(a.shape)} ` +
+      `${op}: a and b must have the same shape (no broadcasting), got ${formatShape(a.shape)} ` +
         `and ${formatShape(b.shape)}`,
     );
-  }
-}
-
-function checkScalar(op: string, s: unknown): asserts s is number {
-  if (typeof s !== "number") {
-    throw new TypeError(`${op}(): the scalar must be a number, got ${describe(s)}`);
   }
 }
 
@@ -96,7 +79,7 @@ function affine(x: Tensor, s: number, t: number): Tensor {
  * ```
  */
 export function add(a: Tensor, b: Tensor): Tensor {
-  checkSameShape("add", a, b);
+  checkSameShape("add()", a, b);
   const out = binary(ADD, a, b);
   // Saves nothing: both gradients are gy.
   if (shouldRecord(a, b)) {
@@ -127,7 +110,7 @@ function addBackward(gy: Tensor, a: Tensor, b: Tensor): (Tensor | null)[] {
  * ```
  */
 export function mul(a: Tensor, b: Tensor): Tensor {
-  checkSameShape("mul", a, b);
+  checkSameShape("mul()", a, b);
   const out = binary(MUL, a, b);
   // Saves the inputs a and b (ga = gy * b, gb = gy * a).
   if (shouldRecord(a, b)) {
@@ -155,8 +138,8 @@ function mulBackward(gy: Tensor, a: Tensor, b: Tensor): (Tensor | null)[] {
  * ```
  */
 export function mulScalar(x: Tensor, s: number): Tensor {
-  checkTensor("mulScalar", "x", x);
-  checkScalar("mulScalar", s);
+  checkTensor("mulScalar()", "x", x);
+  checkNumber("mulScalar()", "the scalar", s);
   const out = affine(x, s, 0);
   // Saves nothing but the number s: gx = gy * s.
   if (shouldRecord(x)) {
@@ -177,8 +160,8 @@ export function mulScalar(x: Tensor, s: number): Tensor {
  * ```
  */
 export function addScalar(x: Tensor, s: number): Tensor {
-  checkTensor("addScalar", "x", x);
-  checkScalar("addScalar", s);
+  checkTensor("addScalar()", "x", x);
+  checkNumber("addScalar()", "the scalar", s);
   const out = affine(x, 1, s);
   // Saves nothing: gx = gy.
   if (shouldRecord(x)) {
@@ -200,7 +183,7 @@ export function addScalar(x: Tensor, s: number): Tensor {
  * ```
  */
 export function relu(x: Tensor): Tensor {
-  checkTensor("relu", "x", x);
+  checkTensor("relu()", "x", x);
   const y = Tensor.empty(x.shape);
   const count4 = Math.ceil(x.size / 4);
   dispatch(RELU_FORWARD, {

@@ -8,6 +8,7 @@ import matmulSource from "../../kernels/matmul.wgsl" with { type: "text" };
 import { noGrad } from "../autograd.ts";
 import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import { checkTensor, optionalTensor } from "./_check.ts";
 import { sum } from "./reduce.ts";
 
 const MATMUL = {
@@ -41,17 +42,6 @@ function encodeMatmul(
   return c;
 }
 
-function checkTensor(op: string, name: string, value: unknown): asserts value is Tensor {
-  if (!(value instanceof Tensor)) {
-    const got = value === null
-      ? "null"
-      : typeof value === "object"
-      ? value.constructor?.name ?? "object"
-      : typeof value;
-    throw new TypeError(`${op}(): ${name} must be a Tensor, got ${got}`);
-  }
-}
-
 /**
  * Matrix product of `a` `[M, K]` and `b` `[K, N]`, giving `[M, N]`, like `torch.mm`.
  *
@@ -67,8 +57,8 @@ function checkTensor(op: string, name: string, value: unknown): asserts value is
  * ```
  */
 export function matmul(a: Tensor, b: Tensor): Tensor {
-  checkTensor("matmul", "a", a);
-  checkTensor("matmul", "b", b);
+  checkTensor("matmul()", "a", a);
+  checkTensor("matmul()", "b", b);
   if (a.ndim !== 2 || b.ndim !== 2 || a.shape[1] !== b.shape[0]) {
     throw new RangeError(
       `matmul(): expected a [M, K] and b [K, N], got a ${formatShape(a.shape)} and b ` +
@@ -109,9 +99,9 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
  * ```
  */
 export function linear(input: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  checkTensor("linear", "input", input);
-  checkTensor("linear", "weight", weight);
-  if (bias !== undefined && bias !== null) checkTensor("linear", "bias", bias);
+  checkTensor("linear()", "input", input);
+  checkTensor("linear()", "weight", weight);
+  const b = optionalTensor("linear()", "bias", bias);
   if (weight.ndim !== 2) {
     throw new RangeError(`linear(): weight must be [out, in], got ${formatShape(weight.shape)}`);
   }
@@ -122,7 +112,6 @@ export function linear(input: Tensor, weight: Tensor, bias?: Tensor | null): Ten
         `${formatShape(weight.shape)}), got ${formatShape(input.shape)}`,
     );
   }
-  const b = bias ?? null;
   if (b && (b.ndim !== 1 || b.shape[0] !== outFeatures)) {
     throw new RangeError(
       `linear(): bias must be [out] = [${outFeatures}] (weight is ${formatShape(weight.shape)}), ` +

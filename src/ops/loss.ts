@@ -14,6 +14,7 @@ import argmaxCorrectSource from "../../kernels/argmax_correct.wgsl" with { type:
 import { noGrad } from "../autograd.ts";
 import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import { checkOptions, checkTensor, describe } from "./_check.ts";
 import { mean, sum } from "./reduce.ts";
 
 const CE_FORWARD = {
@@ -53,19 +54,17 @@ function prepare(
   logits: Tensor,
   targets: Int32Array | Tensor,
 ): { n: number; c: number; t: Tensor; owned: boolean } {
-  if (!(logits instanceof Tensor)) {
-    throw new TypeError(`${op}(): logits must be a Tensor [N, C], got ${typeName(logits)}`);
-  }
+  checkTensor(op, "logits", logits);
   if (logits.ndim !== 2 || logits.shape[0] < 1 || logits.shape[1] < 1) {
     throw new RangeError(
-      `${op}(): logits must be [N, C] with N >= 1 and C >= 1, got ${formatShape(logits.shape)}`,
+      `${op}: logits must be [N, C] with N >= 1 and C >= 1, got ${formatShape(logits.shape)}`,
     );
   }
   const [n, c] = logits.shape;
   if (targets instanceof Tensor) {
     if (targets.ndim !== 1 || targets.shape[0] !== n) {
       throw new RangeError(
-        `${op}(): targets must be [N] = [${n}] for logits ${formatShape(logits.shape)}, got ` +
+        `${op}: targets must be [N] = [${n}] for logits ${formatShape(logits.shape)}, got ` +
           formatShape(targets.shape),
       );
     }
@@ -73,20 +72,20 @@ function prepare(
   }
   if (!(targets instanceof Int32Array)) {
     throw new TypeError(
-      `${op}(): targets must be an Int32Array of class indices or a Tensor [N], got ` +
-        typeName(targets),
+      `${op}: targets must be an Int32Array of class indices or a Tensor [N], got ` +
+        describe(targets),
     );
   }
   if (targets.length !== n) {
     throw new RangeError(
-      `${op}(): targets must hold N = ${n} class indices (logits are ` +
+      `${op}: targets must hold N = ${n} class indices (logits are ` +
         `${formatShape(logits.shape)}), got ${targets.length}`,
     );
   }
   for (let i = 0; i < n; i++) {
     if (targets[i] < 0 || targets[i] >= c) {
       throw new RangeError(
-        `${op}(): targets[${i}] is ${targets[i]}, outside the classes [0, ${c - 1}] of logits ` +
+        `${op}: targets[${i}] is ${targets[i]}, outside the classes [0, ${c - 1}] of logits ` +
           formatShape(logits.shape),
       );
     }
@@ -95,21 +94,13 @@ function prepare(
   return { n, c, t: Tensor.from(Float32Array.from(targets)), owned: true };
 }
 
-function typeName(value: unknown): string {
-  if (value === null) return "null";
-  if (typeof value === "object") return value.constructor?.name ?? "object";
-  return typeof value;
-}
-
 function reductionOption(options: unknown): "mean" | "sum" | "none" {
   if (options === undefined) return "mean";
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`crossEntropy(): options must be an object like { reduction: "sum" }`);
-  }
-  const reduction = (options as CrossEntropyOptions).reduction ?? "mean";
+  checkOptions("crossEntropy()", options, '{ reduction: "sum" }');
+  const reduction = options.reduction ?? "mean";
   if (typeof reduction !== "string") {
     throw new TypeError(
-      `crossEntropy(): options.reduction must be a string, got ${typeName(reduction)}`,
+      `crossEntropy(): options.reduction must be a string, got ${describe(reduction)}`,
     );
   }
   if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
@@ -149,7 +140,7 @@ export function crossEntropy(
   targets: Int32Array | Tensor,
   options?: CrossEntropyOptions,
 ): Tensor {
-  const { n, c, t, owned } = prepare("crossEntropy", logits, targets);
+  const { n, c, t, owned } = prepare("crossEntropy()", logits, targets);
   const reduction = reductionOption(options);
   const losses = Tensor.empty([n]);
   const lse = Tensor.empty([n]);
@@ -212,7 +203,7 @@ export function crossEntropy(
  * ```
  */
 export function correctCount(logits: Tensor, targets: Int32Array | Tensor): Tensor {
-  const { n, c, t, owned } = prepare("correctCount", logits, targets);
+  const { n, c, t, owned } = prepare("correctCount()", logits, targets);
   const correct = Tensor.empty([n]);
   dispatch(ARGMAX_CORRECT, {
     buffers: [logits.buffer, t.buffer, correct.buffer],

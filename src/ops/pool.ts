@@ -16,79 +16,43 @@ import globalBackwardSource from "../../kernels/global_avg_pool2d_backward.wgsl"
 };
 import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import { checkBoolean, checkOptions, checkTensorNd, pair } from "./_check.ts";
 
+/** The `struct Params` of the four window kernels (filled by {@link windowArgs}). */
+const WINDOW_PARAMS = [
+  "count",
+  "height",
+  "width",
+  "out_h",
+  "out_w",
+  "kernel_h",
+  "kernel_w",
+  "stride_h",
+  "stride_w",
+  "pad_h",
+  "pad_w",
+  "chunks",
+] as const;
 const MAX_FORWARD = {
   name: "max_pool2d_forward",
   source: maxForwardSource,
-  params: [
-    "count",
-    "height",
-    "width",
-    "out_h",
-    "out_w",
-    "kernel_h",
-    "kernel_w",
-    "stride_h",
-    "stride_w",
-    "pad_h",
-    "pad_w",
-    "chunks",
-  ] as const,
+  params: WINDOW_PARAMS,
 };
 const MAX_FORWARD_INDICES = { ...MAX_FORWARD, entryPoint: "main_indices" };
 const MAX_BACKWARD = {
   name: "max_pool2d_backward",
   source: maxBackwardSource,
-  params: [
-    "count",
-    "height",
-    "width",
-    "out_h",
-    "out_w",
-    "kernel_h",
-    "kernel_w",
-    "stride_h",
-    "stride_w",
-    "pad_h",
-    "pad_w",
-    "chunks",
-  ] as const,
+  params: WINDOW_PARAMS,
 };
 const AVG_FORWARD = {
   name: "avg_pool2d_forward",
   source: avgForwardSource,
-  params: [
-    "count",
-    "height",
-    "width",
-    "out_h",
-    "out_w",
-    "kernel_h",
-    "kernel_w",
-    "stride_h",
-    "stride_w",
-    "pad_h",
-    "pad_w",
-    "chunks",
-  ] as const,
+  params: WINDOW_PARAMS,
 };
 const AVG_BACKWARD = {
   name: "avg_pool2d_backward",
   source: avgBackwardSource,
-  params: [
-    "count",
-    "height",
-    "width",
-    "out_h",
-    "out_w",
-    "kernel_h",
-    "kernel_w",
-    "stride_h",
-    "stride_w",
-    "pad_h",
-    "pad_w",
-    "chunks",
-  ] as const,
+  params: WINDOW_PARAMS,
 };
 const GLOBAL_FORWARD = {
   name: "global_avg_pool2d_forward",
@@ -116,7 +80,7 @@ const MAX_PLANE = 2 ** 24;
  * ```
  */
 export interface Pool2dOptions {
-  /** Window size `k` or `[kH, kW]`. */
+  /** Window size `k` or `[kernelH, kernelW]`. */
   kernelSize: number | [number, number];
   /** Step between windows; default `kernelSize`. */
   stride?: number | [number, number];
@@ -140,20 +104,20 @@ export interface AvgPool2dOptions extends Pool2dOptions {
   countIncludePad?: boolean;
 }
 
-/** A resolved pooling geometry. */
+/** A resolved pooling geometry: input [n, c, h, w], output [n, c, oh, ow]. */
 interface Geometry {
-  N: number;
-  C: number;
-  H: number;
-  W: number;
-  OH: number;
-  OW: number;
-  kH: number;
-  kW: number;
-  sH: number;
-  sW: number;
-  pH: number;
-  pW: number;
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  oh: number;
+  ow: number;
+  kernelH: number;
+  kernelW: number;
+  strideH: number;
+  strideW: number;
+  padH: number;
+  padW: number;
 }
 
 /**
@@ -176,20 +140,20 @@ interface Geometry {
  */
 export function maxPool2d(input: Tensor, options: Pool2dOptions): Tensor {
   const g = geometry("maxPool2d()", input, options);
-  if (g.H * g.W > MAX_PLANE) {
+  if (g.h * g.w > MAX_PLANE) {
     throw new RangeError(
       `maxPool2d(): H * W must be at most 2^24 (arg-max offsets are float32), got input ` +
         formatShape(input.shape),
     );
   }
-  const out = Tensor.empty([g.N, g.C, g.OH, g.OW]);
+  const out = Tensor.empty([g.n, g.c, g.oh, g.ow]);
   const recording = shouldRecord(input);
   const indices = recording ? Tensor.empty(out.shape) : null;
   const buffers = [input.buffer, out.buffer];
   if (indices) buffers.push(indices.buffer);
   dispatch(indices ? MAX_FORWARD_INDICES : MAX_FORWARD, {
     buffers,
-    ...windowArgs(g, g.N * g.C * g.OH, g.OW),
+    ...windowArgs(g, g.n * g.c * g.oh, g.ow),
   });
   if (!indices) return out;
   return record(out, {
@@ -203,10 +167,10 @@ export function maxPool2d(input: Tensor, options: Pool2dOptions): Tensor {
 // The forward saves only `indices` [N, C, OH, OW] (internal): each window's arg-max as the flat
 // offset ih * W + iw in its plane, stored as float32.
 function maxPool2dBackward(gy: Tensor, indices: Tensor, g: Geometry): Tensor {
-  const gx = Tensor.empty([g.N, g.C, g.H, g.W]);
+  const gx = Tensor.empty([g.n, g.c, g.h, g.w]);
   dispatch(MAX_BACKWARD, {
     buffers: [gy.buffer, indices.buffer, gx.buffer],
-    ...windowArgs(g, g.N * g.C * g.H, g.W),
+    ...windowArgs(g, g.n * g.c * g.h, g.w),
   });
   return gx;
 }
@@ -230,18 +194,16 @@ function maxPool2dBackward(gy: Tensor, indices: Tensor, g: Geometry): Tensor {
  */
 export function avgPool2d(input: Tensor, options: AvgPool2dOptions): Tensor {
   const g = geometry("avgPool2d()", input, options);
-  const includePad = options.countIncludePad ?? true;
-  if (typeof includePad !== "boolean") {
-    throw new TypeError(
-      `avgPool2d(): countIncludePad must be true or false, got ${typeof includePad} ` +
-        String(includePad),
-    );
-  }
+  const includePad = checkBoolean(
+    "avgPool2d()",
+    "countIncludePad",
+    options.countIncludePad ?? true,
+  );
   const constants = { COUNT_INCLUDE_PAD: includePad ? 1 : 0 };
-  const out = Tensor.empty([g.N, g.C, g.OH, g.OW]);
+  const out = Tensor.empty([g.n, g.c, g.oh, g.ow]);
   dispatch(AVG_FORWARD, {
     buffers: [input.buffer, out.buffer],
-    ...windowArgs(g, g.N * g.C * g.OH, g.OW),
+    ...windowArgs(g, g.n * g.c * g.oh, g.ow),
     constants,
   });
   if (!shouldRecord(input)) return out;
@@ -258,10 +220,10 @@ function avgPool2dBackward(
   g: Geometry,
   constants: Record<string, number>,
 ): Tensor {
-  const gx = Tensor.empty([g.N, g.C, g.H, g.W]);
+  const gx = Tensor.empty([g.n, g.c, g.h, g.w]);
   dispatch(AVG_BACKWARD, {
     buffers: [gy.buffer, gx.buffer],
-    ...windowArgs(g, g.N * g.C * g.H, g.W),
+    ...windowArgs(g, g.n * g.c * g.h, g.w),
     constants,
   });
   return gx;
@@ -282,20 +244,20 @@ function avgPool2dBackward(
  * ```
  */
 export function globalAvgPool2d(input: Tensor): Tensor {
-  checkInput("globalAvgPool2d()", input);
-  const [N, C, H, W] = input.shape;
-  if (H < 1 || W < 1) {
+  checkTensorNd("globalAvgPool2d()", "input", input, 4, "[N, C, H, W]");
+  const [n, c, h, w] = input.shape;
+  if (h < 1 || w < 1) {
     throw new RangeError(
       `globalAvgPool2d(): input must be [N, C, H, W] with H, W >= 1, got ${
         formatShape(input.shape)
       }`,
     );
   }
-  const out = Tensor.empty([N, C]);
+  const out = Tensor.empty([n, c]);
   dispatch(GLOBAL_FORWARD, {
     buffers: [input.buffer, out.buffer],
-    params: { planes: N * C, hw: H * W },
-    workgroups: grid1d(N * C, 64),
+    params: { planes: n * c, hw: h * w },
+    workgroups: grid1d(n * c, 64),
   });
   if (!shouldRecord(input)) return out;
   return record(out, {
@@ -329,89 +291,44 @@ function windowArgs(g: Geometry, rows: number, width: number) {
   return {
     params: {
       count,
-      height: g.H,
-      width: g.W,
-      out_h: g.OH,
-      out_w: g.OW,
-      kernel_h: g.kH,
-      kernel_w: g.kW,
-      stride_h: g.sH,
-      stride_w: g.sW,
-      pad_h: g.pH,
-      pad_w: g.pW,
+      height: g.h,
+      width: g.w,
+      out_h: g.oh,
+      out_w: g.ow,
+      kernel_h: g.kernelH,
+      kernel_w: g.kernelW,
+      stride_h: g.strideH,
+      stride_w: g.strideW,
+      pad_h: g.padH,
+      pad_w: g.padW,
       chunks,
     },
     workgroups: grid1d(count, 256),
   };
 }
 
-function checkInput(op: string, input: Tensor): void {
-  if (!(input instanceof Tensor)) {
-    throw new TypeError(
-      `${op}: input must be a Tensor, got ${input === null ? "null" : typeof input}`,
-    );
-  }
-  if (input.ndim !== 4) {
-    throw new RangeError(`${op}: input must be [N, C, H, W], got ${formatShape(input.shape)}`);
-  }
-}
-
-/** Reads a size option given as `k` or `[kH, kW]`. */
-function pair(op: string, name: string, value: unknown, min: number): [number, number] {
-  let hw: [unknown, unknown];
-  if (typeof value === "number") {
-    hw = [value, value];
-  } else if (Array.isArray(value)) {
-    if (value.length !== 2) {
-      throw new RangeError(`${op}: ${name} must be a number or [h, w], got [${value.join(", ")}]`);
-    }
-    hw = [value[0], value[1]];
-  } else {
-    throw new TypeError(
-      `${op}: ${name} must be a number or [h, w], got ${value === null ? "null" : typeof value}`,
-    );
-  }
-  for (const v of hw) {
-    if (typeof v !== "number") {
-      throw new TypeError(`${op}: ${name} must hold numbers, got ${typeof v}`);
-    }
-    if (!Number.isInteger(v) || v < min) {
-      throw new RangeError(
-        `${op}: ${name} must be ${min === 0 ? "a non-negative" : "a positive"} integer, got ` +
-          (Array.isArray(value) ? `[${value.join(", ")}]` : String(value)),
-      );
-    }
-  }
-  return hw as [number, number];
-}
-
+/** Validates the arguments of a window pooling (for the op named `op`) and returns its sizes. */
 function geometry(op: string, input: Tensor, options: Pool2dOptions): Geometry {
-  checkInput(op, input);
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(
-      `${op}: options must be an object such as { kernelSize: 2 }, got ${
-        options === null ? "null" : typeof options
-      }`,
-    );
-  }
-  const [kH, kW] = pair(op, "kernelSize", options.kernelSize, 1);
-  const [sH, sW] = pair(op, "stride", options.stride ?? options.kernelSize, 1);
-  const [pH, pW] = pair(op, "padding", options.padding ?? 0, 0);
-  if (pH > Math.floor(kH / 2) || pW > Math.floor(kW / 2)) {
+  checkTensorNd(op, "input", input, 4, "[N, C, H, W]");
+  checkOptions(op, options, "{ kernelSize: 2 }");
+  const [kernelH, kernelW] = pair(op, "kernelSize", options.kernelSize, 1);
+  const [strideH, strideW] = pair(op, "stride", options.stride ?? options.kernelSize, 1);
+  const [padH, padW] = pair(op, "padding", options.padding, 0, 0);
+  if (padH > Math.floor(kernelH / 2) || padW > Math.floor(kernelW / 2)) {
     throw new RangeError(
-      `${op}: padding should be at most half of the kernel size, got padding [${pH}, ${pW}] ` +
-        `with kernelSize [${kH}, ${kW}]`,
+      `${op}: padding should be at most half of the kernel size, got padding [${padH}, ${padW}] ` +
+        `with kernelSize [${kernelH}, ${kernelW}]`,
     );
   }
-  const [N, C, H, W] = input.shape;
-  const OH = Math.floor((H + 2 * pH - kH) / sH) + 1;
-  const OW = Math.floor((W + 2 * pW - kW) / sW) + 1;
-  if (OH < 1 || OW < 1) {
+  const [n, c, h, w] = input.shape;
+  const oh = Math.floor((h + 2 * padH - kernelH) / strideH) + 1;
+  const ow = Math.floor((w + 2 * padW - kernelW) / strideW) + 1;
+  if (oh < 1 || ow < 1) {
     throw new RangeError(
-      `${op}: input ${formatShape(input.shape)} is too small for kernelSize [${kH}, ${kW}], ` +
-        `stride [${sH}, ${sW}], padding [${pH}, ${pW}]: the output would be [${N}, ${C}, ` +
-        `${OH}, ${OW}]`,
+      `${op}: input ${formatShape(input.shape)} is too small for kernelSize ` +
+        `[${kernelH}, ${kernelW}], stride [${strideH}, ${strideW}], padding [${padH}, ${padW}]: ` +
+        `the output would be [${n}, ${c}, ${oh}, ${ow}]`,
     );
   }
-  return { N, C, H, W, OH, OW, kH, kW, sH, sW, pH, pW };
+  return { n, c, h, w, oh, ow, kernelH, kernelW, strideH, strideW, padH, padW };
 }

@@ -8,6 +8,7 @@ import sumDimsSource from "../../kernels/sum_dims.wgsl" with { type: "text" };
 import broadcastDimsSource from "../../kernels/broadcast_dims.wgsl" with { type: "text" };
 import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import { checkBoolean, checkOptions, checkTensor, describe } from "./_check.ts";
 
 const SUM_DIMS = {
   name: "sum_dims",
@@ -163,13 +164,10 @@ function encodeBroadcast(g: Tensor, reduced: readonly boolean[], out: Tensor, sc
 
 /** Validates `dims` for `x` and marks the reduced dimensions (all when `dims` is omitted). */
 function reducedMask(op: string, x: Tensor, dims: unknown): boolean[] {
-  if (!(x instanceof Tensor)) {
-    const got = x === null ? "null" : typeof x === "object" ? "a non-Tensor object" : typeof x;
-    throw new TypeError(`${op}(): x must be a Tensor, got ${got}`);
-  }
+  checkTensor(op, "x", x);
   if (x.ndim > MAX_RANK) {
     throw new RangeError(
-      `${op}(): x must have at most ${MAX_RANK} dimensions, got ${formatShape(x.shape)}`,
+      `${op}: x must have at most ${MAX_RANK} dimensions, got ${formatShape(x.shape)}`,
     );
   }
   const mask = new Array<boolean>(x.ndim).fill(false);
@@ -179,7 +177,7 @@ function reducedMask(op: string, x: Tensor, dims: unknown): boolean[] {
   else if (Array.isArray(dims)) list = dims;
   else {
     throw new TypeError(
-      `${op}(): dims must be a number or an array of numbers, got ${typeof dims}`,
+      `${op}: dims must be a number or an array of numbers, got ${describe(dims)}`,
     );
   }
   // Like PyTorch 1.13: an empty list reduces every dimension.
@@ -189,7 +187,7 @@ function reducedMask(op: string, x: Tensor, dims: unknown): boolean[] {
   for (const d of list) {
     if (typeof d !== "number" || !Number.isInteger(d) || d < -rank || d >= rank) {
       throw new RangeError(
-        `${op}(): dims must be integers in [${-rank}, ${rank - 1}] for a tensor of shape ` +
+        `${op}: dims must be integers in [${-rank}, ${rank - 1}] for a tensor of shape ` +
           `${formatShape(x.shape)}, got ${JSON.stringify(dims)}`,
       );
     }
@@ -197,7 +195,7 @@ function reducedMask(op: string, x: Tensor, dims: unknown): boolean[] {
     if (x.ndim === 0) continue;
     if (mask[dim]) {
       throw new RangeError(
-        `${op}(): dimension ${dim} appears more than once in dims ${JSON.stringify(dims)}`,
+        `${op}: dimension ${dim} appears more than once in dims ${JSON.stringify(dims)}`,
       );
     }
     mask[dim] = true;
@@ -207,14 +205,8 @@ function reducedMask(op: string, x: Tensor, dims: unknown): boolean[] {
 
 function keepDimOption(op: string, options: unknown): boolean {
   if (options === undefined) return false;
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`${op}(): options must be an object like { keepDim: true }`);
-  }
-  const keepDim = (options as ReduceOptions).keepDim ?? false;
-  if (typeof keepDim !== "boolean") {
-    throw new TypeError(`${op}(): options.keepDim must be a boolean, got ${typeof keepDim}`);
-  }
-  return keepDim;
+  checkOptions(op, options, "{ keepDim: true }");
+  return checkBoolean(op, "options.keepDim", options.keepDim ?? false);
 }
 
 function reduce(
@@ -223,8 +215,8 @@ function reduce(
   dims: number | readonly number[] | undefined,
   options: ReduceOptions | undefined,
 ): Tensor {
-  const mask = reducedMask(op, x, dims);
-  const keepDim = keepDimOption(op, options);
+  const mask = reducedMask(`${op}()`, x, dims);
+  const keepDim = keepDimOption(`${op}()`, options);
   const shape = keepDim
     ? x.shape.map((d, i) => mask[i] ? 1 : d)
     : x.shape.filter((_, i) => !mask[i]);

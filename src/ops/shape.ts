@@ -4,14 +4,8 @@
  *
  * @module
  */
-import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
-
-function checkTensor(op: string, x: unknown): asserts x is Tensor {
-  if (!(x instanceof Tensor)) {
-    const got = x === null ? "null" : typeof x === "object" ? x.constructor?.name : typeof x;
-    throw new TypeError(`${op}(): x must be a Tensor, got ${got}`);
-  }
-}
+import { formatShape, record, shouldRecord, type Tensor } from "../tensor.ts";
+import { checkTensor, describe } from "./_check.ts";
 
 /** A view of `x` with `shape`, recorded on the tape under `name`. */
 function view(name: string, x: Tensor, shape: readonly number[]): Tensor {
@@ -40,9 +34,9 @@ function view(name: string, x: Tensor, shape: readonly number[]): Tensor {
  * ```
  */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
-  checkTensor("reshape", x);
+  checkTensor("reshape()", "x", x);
   if (!Array.isArray(shape)) {
-    throw new TypeError(`reshape(): shape must be an array of sizes, got ${String(shape)}`);
+    throw new TypeError(`reshape(): shape must be an array of sizes, got ${describe(shape)}`);
   }
   let inferred = -1;
   let known = 1;
@@ -101,7 +95,7 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
  * ```
  */
 export function flatten(x: Tensor, startDim = 1, endDim = -1): Tensor {
-  checkTensor("flatten", x);
+  checkTensor("flatten()", "x", x);
   // PyTorch treats a 0-d tensor as having one dimension for the range check.
   const rank = Math.max(x.ndim, 1);
   const normalize = (d: number, name: string): number => {

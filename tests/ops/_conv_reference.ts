@@ -9,15 +9,18 @@ export interface Geo {
   o: number;
   kh: number;
   kw: number;
-  sh: number;
-  sw: number;
-  ph: number;
-  pw: number;
+  strideH: number;
+  strideW: number;
+  padH: number;
+  padW: number;
   oh: number;
   ow: number;
 }
 
-/** y[n, o, oy, ox] = b[o] + sum x[n, c, oy*sh - ph + ky, ox*sw - pw + kx] * w[o, c, ky, kx]. */
+/**
+ * y[n, o, oy, ox] = b[o] + sum x[n, c, oy * strideH - padH + ky, ox * strideW - padW + kx] *
+ * w[o, c, ky, kx].
+ */
 export function convReference(
   x: ArrayLike<number>,
   wt: ArrayLike<number>,
@@ -32,10 +35,10 @@ export function convReference(
           let s = b ? b[o] : 0;
           for (let c = 0; c < g.c; c++) {
             for (let ky = 0; ky < g.kh; ky++) {
-              const iy = oy * g.sh - g.ph + ky;
+              const iy = oy * g.strideH - g.padH + ky;
               if (iy < 0 || iy >= g.h) continue;
               for (let kx = 0; kx < g.kw; kx++) {
-                const ix = ox * g.sw - g.pw + kx;
+                const ix = ox * g.strideW - g.padW + kx;
                 if (ix < 0 || ix >= g.w) continue;
                 s += x[((n * g.c + c) * g.h + iy) * g.w + ix] *
                   wt[((o * g.c + c) * g.kh + ky) * g.kw + kx];
@@ -68,10 +71,10 @@ export function convBackwardReference(
           gb[o] += d;
           for (let c = 0; c < g.c; c++) {
             for (let ky = 0; ky < g.kh; ky++) {
-              const iy = oy * g.sh - g.ph + ky;
+              const iy = oy * g.strideH - g.padH + ky;
               if (iy < 0 || iy >= g.h) continue;
               for (let kx = 0; kx < g.kw; kx++) {
-                const ix = ox * g.sw - g.pw + kx;
+                const ix = ox * g.strideW - g.padW + kx;
                 if (ix < 0 || ix >= g.w) continue;
                 const xi = ((n * g.c + c) * g.h + iy) * g.w + ix;
                 const wi = ((o * g.c + c) * g.kh + ky) * g.kw + kx;

@@ -4,7 +4,7 @@ import { Tensor } from "../../src/tensor.ts";
 import { noGrad } from "../../src/autograd.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
-import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
+import { assertClose, dot, f32, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
 import { convBackwardReference, convReference, type Geo } from "./_conv_reference.ts";
 
 // ---- float64 reference -------------------------------------------------------------------------
@@ -15,11 +15,11 @@ function geo(
   stride: [number, number],
   padding: [number, number],
 ): Geo {
-  const [sh, sw] = stride;
-  const [ph, pw] = padding;
-  const oh = Math.floor((h + 2 * ph - kh) / sh) + 1;
-  const ow = Math.floor((w + 2 * pw - kw) / sw) + 1;
-  return { n, c, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow };
+  const [strideH, strideW] = stride;
+  const [padH, padW] = padding;
+  const oh = Math.floor((h + 2 * padH - kh) / strideH) + 1;
+  const ow = Math.floor((w + 2 * padW - kw) / strideW) + 1;
+  return { n, c, h, w, o, kh, kw, strideH, strideW, padH, padW, oh, ow };
 }
 
 // ---- GPU vs reference --------------------------------------------------------------------------
@@ -31,8 +31,6 @@ interface Case {
   stride: [number, number];
   padding: [number, number];
 }
-
-const f32 = (values: Float64Array) => Float64Array.from(Float32Array.from(values));
 
 /** Random float32-exact inputs for a case (the reference then sees exactly what the GPU sees). */
 function inputs(c: Case, seed: number) {
@@ -404,7 +402,7 @@ gpuTest("conv2d() rejects wrong ranks, shapes and options with named errors", ()
   throwsRange(() => conv2d(x, w, Tensor.zeros([1, 4])), /bias/);
   throwsRange(() => conv2d(x, w, b, { stride: 0 }), /stride.*positive/);
   throwsRange(() => conv2d(x, w, b, { stride: 1.5 }), /stride/);
-  throwsRange(() => conv2d(x, w, b, { stride: [1, -2] }), /stride/);
+  throwsRange(() => conv2d(x, w, b, { stride: [1, -2] }), /stride.*got \[1, -2\]/);
   throwsRange(() => conv2d(x, w, b, { padding: -1 }), /padding.*non-negative/);
   throwsRange(() => conv2d(x, Tensor.zeros([4, 3, 9, 9]), b), /does not fit/);
   throwsRange(() => conv2d(x, Tensor.zeros([4, 3, 9, 9]), b, { padding: [1, 0] }), /0x-0|fit/);
@@ -412,7 +410,11 @@ gpuTest("conv2d() rejects wrong ranks, shapes and options with named errors", ()
   assert.throws(() => conv2d(x, "w" as unknown as Tensor), TypeError);
   assert.throws(() => conv2d(x, w, [1, 2, 3, 4] as unknown as Tensor), TypeError);
   assert.throws(() => conv2d(x, w, b, { stride: "2" as unknown as number }), TypeError);
-  assert.throws(() => conv2d(x, w, b, { padding: [1, 1, 1] as unknown as number }), TypeError);
+  // An array of the wrong length is the right kind of value with a bad size: a RangeError.
+  throwsRange(
+    () => conv2d(x, w, b, { padding: [1, 1, 1] as unknown as number }),
+    /padding must be .* or a pair \[h, w\] of them, got an array of length 3/,
+  );
   // A kernel that fits only thanks to the padding is fine.
   assert.deepEqual(conv2d(x, Tensor.zeros([4, 3, 9, 9]), b, { padding: 1 }).shape, [2, 4, 2, 2]);
 });

@@ -3,12 +3,7 @@ import { add, addScalar, mul, mulScalar, relu } from "../../src/ops/elementwise.
 import { sum } from "../../src/ops/reduce.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { noGrad } from "../../src/autograd.ts";
-import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
-
-/** Values rounded to float32, so the float64 references see exactly what the GPU sees. */
-function f32(values: ArrayLike<number>): Float64Array {
-  return Float64Array.from(Float32Array.from(values));
-}
+import { assertClose, dot, f32, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
 
 function map(x: Float64Array, f: (v: number, i: number) => number): Float64Array {
   return x.map(f);

@@ -28,7 +28,7 @@ function geo(c: Case): Geo {
   const oh = Math.floor((h + 2 * c.padding - kh) / c.stride) + 1;
   const ow = Math.floor((w + 2 * c.padding - kw) / c.stride) + 1;
   const [s, p] = [c.stride, c.padding];
-  return { n, c: ch, h, w, o, kh, kw, sh: s, sw: s, ph: p, pw: p, oh, ow };
+  return { n, c: ch, h, w, o, kh, kw, strideH: s, strideW: s, padH: p, padW: p, oh, ow };
 }
 
 /** Every value a case's op reads, float32-exact. */

@@ -1,11 +1,7 @@
 import assert from "node:assert/strict";
 import { linear, matmul } from "../../src/ops/linear.ts";
 import { Tensor } from "../../src/tensor.ts";
-import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
-
-function f32(values: ArrayLike<number>): Float64Array {
-  return Float64Array.from(Float32Array.from(values));
-}
+import { assertClose, dot, f32, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
 
 /** float64 c = op(a) op(b), a stored [m, k] (or [k, m] when ta), b stored [k, n] (or [n, k]). */
 function mm(

@@ -4,11 +4,7 @@ import { Tensor } from "../../src/tensor.ts";
 import { tidy } from "../../src/scope.ts";
 import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { Generator } from "../../src/random.ts";
-import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
-
-function f32(values: ArrayLike<number>): Float64Array {
-  return Float64Array.from(Float32Array.from(values));
-}
+import { assertClose, dot, f32, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
 
 function randomTargets(n: number, c: number, seed: number): Int32Array {
   const g = new Generator(seed);

@@ -4,7 +4,7 @@ import { noGrad } from "../../src/autograd.ts";
 import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { tidy } from "../../src/scope.ts";
 import { avgPool2d, globalAvgPool2d, maxPool2d, type Pool2dOptions } from "../../src/ops/pool.ts";
-import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
+import { assertClose, dot, f32, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
 
 // ---- float64 references -----------------------------------------------------------------
 
@@ -124,10 +124,6 @@ function globalBackwardRef(shape: number[], gy: Float64Array) {
 }
 
 // ---- helpers ----------------------------------------------------------------------------
-
-function f32(values: ArrayLike<number>): Float64Array {
-  return Float64Array.from(Float32Array.from(values));
-}
 
 function size(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);

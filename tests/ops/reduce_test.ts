@@ -3,11 +3,7 @@ import { mean, sum } from "../../src/ops/reduce.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { tidy } from "../../src/scope.ts";
 import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
-import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
-
-function f32(values: ArrayLike<number>): Float64Array {
-  return Float64Array.from(Float32Array.from(values));
-}
+import { assertClose, dot, f32, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
 
 function normalize(dims: number | number[] | undefined, rank: number): boolean[] {
   if (dims === undefined) return new Array(rank).fill(true);

@@ -5,17 +5,12 @@ import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import type { Optimizer } from "../../src/optim/optimizer.ts";
 import { tidy } from "../../src/scope.ts";
 import { Tensor } from "../../src/tensor.ts";
-import { randomValues } from "../_gpu.ts";
+import { f32, randomValues } from "../_gpu.ts";
 
 // Odd sizes, one past a 256-invocation workgroup, and an odd count (a dispatch with one slot).
 export const SHAPES = [[7], [3, 5], [2, 3, 3, 3], [5, 67], [1]];
 
 export const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-
-/** Values as float32 would hold them, in float64. */
-export function f32(values: ArrayLike<number>): Float64Array {
-  return Float64Array.from(Float32Array.from(values));
-}
 
 /** Parameters on the GPU and their float64 copies. */
 export function makeParams(seed: number): { params: Tensor[]; ref: Float64Array[] } {
