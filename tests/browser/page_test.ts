@@ -1,0 +1,201 @@
+// The browser build end to end: the bundle holds no Deno API, and the example page trains a
+// ResNet in Debian's headless Chromium (WebGPU on SwiftShader), driven through the DevTools
+// protocol. Needs `chromium` on PATH (`apt-get install chromium`; .ci/run installs it).
+import assert from "node:assert/strict";
+import { buildBundle, BUNDLE_URL, serveExample } from "../../examples/browser/serve.ts";
+import { decodeSafetensors } from "../../src/io/safetensors.ts";
+import { resnet } from "../../src/nn/resnet.ts";
+import { noGrad } from "../../src/autograd.ts";
+import { CIFAR10_MEAN, CIFAR10_STD } from "../../src/data/cifar10.ts";
+import { Tensor } from "../../src/tensor.ts";
+import { initGPU } from "../../src/gpu/device.ts";
+import { Browser, decodePng, findChromium } from "./_chromium.ts";
+
+/** A use of the Deno namespace in bundled code: `Deno.x`, `Deno?.x`, `Deno[x]`. */
+const DENO_API = /\bDeno\s*(?:\?\.|\.|\[)/g;
+
+/** Each use of {@link DENO_API} in `code`, with the code around it. */
+function denoUses(code: string): string[] {
+  return [...code.matchAll(DENO_API)].map((m) =>
+    code.slice(Math.max(0, m.index - 60), m.index + 40)
+  );
+}
+
+let bundled: Promise<void> | null = null;
+/** Runs `deno task bundle` once for every test of this file. */
+function bundle(): Promise<void> {
+  return bundled ??= buildBundle();
+}
+
+Deno.test("browser bundle: deno task bundle writes an ES module with no Deno.* call in it", async () => {
+  await bundle();
+  const code = await Deno.readTextFile(BUNDLE_URL);
+  assert.deepEqual(denoUses(code), [], "a Deno-only API is reachable from browser.ts");
+  assert.doesNotMatch(code, /from\s*["']node:/, "the bundle imports a node: module");
+  const mod = await import(BUNDLE_URL.href);
+  for (const name of ["initGPU", "Tensor", "resnet", "DataLoader", "encodeSafetensors"]) {
+    assert.ok(mod[name], `the bundle exports ${name}`);
+  }
+  assert.equal(typeof mod.nn.Conv2d, "function");
+  assert.equal(typeof mod.optim.SGD, "function");
+  assert.equal(mod.loadSafetensors, undefined, "loadSafetensors reads files: not for browsers");
+});
+
+Deno.test("browser bundle: the Deno.* scan finds the file APIs when mod.ts is bundled instead", async () => {
+  // The check above is only as good as its pattern: mod.ts reaches Deno.readFile and friends.
+  const out = await Deno.makeTempFile({ suffix: ".js" });
+  try {
+    const { success } = await new Deno.Command(Deno.execPath(), {
+      args: ["bundle", "--quiet", "--platform", "browser", "--minify", "--output", out, "mod.ts"],
+      cwd: new URL("../../", import.meta.url),
+      stdout: "null",
+      stderr: "inherit",
+    }).output();
+    assert.ok(success, "deno bundle mod.ts failed");
+    const uses = denoUses(await Deno.readTextFile(out)).join("\n");
+    for (const api of ["Deno.readFile", "Deno.rename", "Deno.mkdir"]) {
+      assert.match(uses, RegExp(api));
+    }
+  } finally {
+    await Deno.remove(out);
+  }
+});
+
+/** What `window.__report` of examples/browser/app.js holds. */
+interface PageReport {
+  status: string;
+  adapter: string | null;
+  error: string | null;
+  classes: string[];
+  steps: { step: number; loss: number; accuracy: number; ms: number }[];
+  plot: { x: number; y: number; width: number; height: number; background: number[] } | null;
+  checkpoint: { base64: string; sums: Record<string, number>; bytes: number } | null;
+  prediction: {
+    pixels: string;
+    logits: number[];
+    top: { class: string; probability: number }[];
+    label: string;
+  } | null;
+}
+
+const STEPS = 16;
+const PAGE_QUERY = `?auto&steps=${STEPS}&batch=8&train=16&lr=0.05`;
+
+Deno.test({
+  name: "browser page: resnet(8) trains in headless Chromium, the loss falls, the plot is drawn, " +
+    "and the page's checkpoint loads in Deno with the same values and logits",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const chromium = await findChromium();
+    if (!chromium) {
+      throw new Error(
+        "Chromium is not installed, and this test drives the example page in it: install it " +
+          "with `apt-get install chromium` (Debian/Ubuntu; .ci/run does this), or set CHROMIUM " +
+          "to a Chromium or Chrome executable",
+      );
+    }
+    await bundle();
+    let url = "";
+    const server = serveExample({ port: 0, onListen: (address) => url = address });
+    let browser: Browser | null = null;
+    try {
+      browser = await Browser.launch(chromium, url + PAGE_QUERY);
+      const report = await waitForReport(browser, 240_000);
+      console.log(
+        `adapter: ${report.adapter}\n` +
+          report.steps.map((s) =>
+            `step ${s.step}: loss ${s.loss.toFixed(4)}, accuracy ${s.accuracy}, ` +
+            `${s.ms.toFixed(0)} ms`
+          ).join("\n") +
+          `\nprediction: ${JSON.stringify(report.prediction?.top)} (label ` +
+          `${report.prediction?.label})`,
+      );
+
+      // Training ran and learned: the two batches of 8 images repeat, so the loss must fall.
+      assert.equal(report.steps.length, STEPS);
+      for (const s of report.steps) assert.ok(Number.isFinite(s.loss), `step ${s.step} loss`);
+      const first = (report.steps[0].loss + report.steps[1].loss) / 2;
+      const last = (report.steps[STEPS - 1].loss + report.steps[STEPS - 2].loss) / 2;
+      assert.ok(last < 0.6 * first, `mean loss of two steps fell from ${first} to ${last}`);
+
+      // The plot is drawn: non-white pixels inside the plot's canvas, some in the loss colour.
+      const png = await browser.screenshot();
+      const screenshotPath = Deno.env.get("BROWSER_SCREENSHOT");
+      if (screenshotPath) await Deno.writeFile(screenshotPath, png);
+      const { width, rgba } = await decodePng(png);
+      const plot = report.plot!;
+      let ink = 0;
+      let lossInk = 0;
+      for (let y = Math.ceil(plot.y) + 2; y < plot.y + plot.height - 2; y++) {
+        for (let x = Math.ceil(plot.x) + 2; x < plot.x + plot.width - 2; x++) {
+          const [r, g, b] = rgba.subarray(4 * (y * width + x), 4 * (y * width + x) + 3);
+          if (r < 240 || g < 240 || b < 240) ink++;
+          if (Math.abs(r - 0x2f) < 24 && Math.abs(g - 0x6f) < 24 && Math.abs(b - 0xe8) < 24) {
+            lossInk++;
+          }
+        }
+      }
+      assert.ok(ink > 2000, `the plot has ${ink} non-white pixels`);
+      assert.ok(lossInk > 300, `the loss curve has ${lossInk} pixels in its colour`);
+
+      // The checkpoint saved in the page decodes in Deno to the values the page summed.
+      const bytes = Uint8Array.from(atob(report.checkpoint!.base64), (c) => c.charCodeAt(0));
+      const { metadata, tensors } = decodeSafetensors(bytes, "page checkpoint");
+      assert.deepEqual(JSON.parse(metadata.classes), report.classes);
+      assert.deepEqual([...tensors.keys()].sort(), Object.keys(report.checkpoint!.sums).sort());
+      for (const [name, { values }] of tensors) {
+        const sum = values.reduce((a, v) => a + v, 0);
+        assert.equal(sum, report.checkpoint!.sums[name], `sum of ${name}`);
+      }
+      const counters = [...tensors].filter(([name]) => name.endsWith("num_batches_tracked"));
+      assert.ok(counters.length > 0 && counters.every(([, t]) => t.dtype === "I64"));
+      assert.equal(counters[0][1].values[0], STEPS, "batch norm counted every step");
+
+      // Loaded into a model here (Deno's WebGPU), it gives the logits the page's model gave.
+      await initGPU();
+      const model = resnet(8, { numClasses: report.classes.length });
+      model.loadStateDict(
+        new Map([...tensors].map(([name, t]) => [name, Tensor.from(t.values, t.shape)])),
+      );
+      model.eval();
+      const pixels = Uint8Array.from(atob(report.prediction!.pixels), (c) => c.charCodeAt(0));
+      const input = Float32Array.from(
+        pixels,
+        (p, i) => (p / 255 - CIFAR10_MEAN[i >> 10]) / CIFAR10_STD[i >> 10],
+      );
+      const logits = await noGrad(() => model.forward(Tensor.from(input, [1, 3, 32, 32])))
+        .toArray();
+      const expected = report.prediction!.logits;
+      const scale = Math.max(1, ...expected.map(Math.abs));
+      for (let k = 0; k < expected.length; k++) {
+        assert.ok(
+          Math.abs(logits[k] - expected[k]) < 1e-3 * scale,
+          `logit ${k}: Deno ${logits[k]}, page ${expected[k]}`,
+        );
+      }
+      model.dispose();
+    } finally {
+      await browser?.close();
+      await server.shutdown();
+    }
+  },
+});
+
+/** Polls `window.__report` until the page is done, failing with the page's log otherwise. */
+async function waitForReport(browser: Browser, timeoutMs: number): Promise<PageReport> {
+  const deadline = Date.now() + timeoutMs;
+  let report: PageReport | null = null;
+  while (Date.now() < deadline) {
+    report = await browser.evaluate<PageReport | null>("globalThis.__report ?? null");
+    if (report?.status === "done") return report;
+    if (report?.status === "error") break;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  const log = browser.logs.map((l) => `  [${l.type}] ${l.text}`).join("\n");
+  throw new Error(
+    `the page did not finish (status ${report?.status ?? "no report"}, ` +
+      `${report?.steps.length ?? 0} steps` +
+      (report?.error ? `, error: ${report.error}` : ", timed out") + `)\npage log:\n${log}`,
+  );
+}
