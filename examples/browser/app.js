@@ -5,7 +5,10 @@
 // URL parameters (used by tests/browser/page_test.ts): `steps`, `batch`, `lr`, `train` (synthetic
 // training images), and `auto` to train at once and then save and predict without clicks. The
 // page keeps its results in `window.__report`, which `status` "done" or "error" ends.
-import {
+// The bundle is imported by a computed specifier, so that type-checking `examples/` does not look
+// for dist/ (the server maps ./resnet_webgpu.js to dist/resnet_webgpu.js).
+const BUNDLE = "./resnet_webgpu.js";
+const {
   adapterDescription,
   CIFAR10_MEAN,
   CIFAR10_STD,
@@ -20,7 +23,7 @@ import {
   syntheticCifar,
   Tensor,
   tidy,
-} from "./resnet_webgpu.js";
+} = await import(BUNDLE);
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -192,19 +195,24 @@ function drawPlot(steps, total) {
   ctx.fillText("100%", right + 6, top + 10);
   ctx.fillText("0%", right + 6, bottom);
   ctx.fillText(`step ${total}`, right - 50, height - 8);
-  const line = (color, y, key, widthPx) => {
-    ctx.strokeStyle = color;
-    ctx.lineWidth = widthPx;
-    ctx.beginPath();
-    steps.forEach((s, i) => (i ? ctx.lineTo(x(i), y(s[key])) : ctx.moveTo(x(i), y(s[key]))));
-    ctx.stroke();
-    for (const [i, s] of steps.entries()) {
-      ctx.fillStyle = color;
-      ctx.fillRect(x(i) - 2, y(s[key]) - 2, 4, 4);
-    }
+  // Each step faint, and bold its exponential moving average (weight 0.9 on the past).
+  const line = (color, y, key) => {
+    const path = (values, alpha, widthPx) => {
+      ctx.globalAlpha = alpha;
+      ctx.strokeStyle = color;
+      ctx.lineWidth = widthPx;
+      ctx.beginPath();
+      values.forEach((v, i) => (i ? ctx.lineTo(x(i), y(v)) : ctx.moveTo(x(i), y(v))));
+      ctx.stroke();
+      ctx.globalAlpha = 1;
+    };
+    const raw = steps.map((s) => s[key]);
+    let average = raw[0];
+    path(raw, 0.3, 1);
+    path(raw.map((v) => average = 0.9 * average + 0.1 * v), 1, 3);
   };
-  line("#e8812f", yAcc, "accuracy", 2);
-  line("#2f6fe8", yLoss, "loss", 3);
+  line("#e8812f", yAcc, "accuracy");
+  line("#2f6fe8", yLoss, "loss");
   ctx.fillStyle = "#2f6fe8";
   ctx.fillText("loss", left + 8, height - 8);
   ctx.fillStyle = "#e8812f";

@@ -1,21 +1,19 @@
 // Test helpers: headless Chromium driven through the DevTools protocol (CDP) over Deno's built-in
 // WebSocket, and a PNG decoder for its screenshots. No dependencies.
 
-/** Where Debian's, Ubuntu's and Google's packages put the browser. */
-const CANDIDATES = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"];
-
-/** The first Chromium executable on PATH (or in `$CHROMIUM`), or null. */
+/**
+ * `$CHROMIUM` when set, else the first `chromium` on PATH (Debian's package), else null.
+ * `deno task test` allows running `chromium` only; another executable in `$CHROMIUM` needs a run
+ * permission of its own.
+ */
 export async function findChromium(): Promise<string | null> {
   const explicit = Deno.env.get("CHROMIUM");
   if (explicit) return explicit;
   for (const dir of (Deno.env.get("PATH") ?? "").split(":").filter(Boolean)) {
-    for (const name of CANDIDATES) {
-      const path = `${dir}/${name}`;
-      try {
-        if ((await Deno.stat(path)).isFile) return path;
-      } catch {
-        // not in this folder
-      }
+    try {
+      if ((await Deno.stat(`${dir}/chromium`)).isFile) return `${dir}/chromium`;
+    } catch {
+      // not in this folder
     }
   }
   return null;
@@ -273,4 +271,39 @@ export async function decodePng(bytes: Uint8Array): Promise<DecodedPng> {
     rgba[4 * i + 3] = channels === 4 ? raw[4 * i + 3] : 255;
   }
   return { width, height, rgba };
+}
+
+/** What `window.__report` of examples/browser/app.js holds. */
+export interface PageReport {
+  status: string;
+  adapter: string | null;
+  error: string | null;
+  classes: string[];
+  steps: { step: number; loss: number; accuracy: number; ms: number }[];
+  plot: { x: number; y: number; width: number; height: number; background: number[] } | null;
+  checkpoint: { base64: string; sums: Record<string, number>; bytes: number } | null;
+  prediction: {
+    pixels: string;
+    logits: number[];
+    top: { class: string; probability: number }[];
+    label: string;
+  } | null;
+}
+
+/** Polls `window.__report` until the page is done, failing with the page's log otherwise. */
+export async function waitForReport(browser: Browser, timeoutMs: number): Promise<PageReport> {
+  const deadline = Date.now() + timeoutMs;
+  let report: PageReport | null = null;
+  while (Date.now() < deadline) {
+    report = await browser.evaluate<PageReport | null>("globalThis.__report ?? null");
+    if (report?.status === "done") return report;
+    if (report?.status === "error") break;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  const log = browser.logs.map((l) => `  [${l.type}] ${l.text}`).join("\n");
+  throw new Error(
+    `the page did not finish (status ${report?.status ?? "no report"}, ` +
+      `${report?.steps.length ?? 0} steps` +
+      (report?.error ? `, error: ${report.error}` : ", timed out") + `)\npage log:\n${log}`,
+  );
 }

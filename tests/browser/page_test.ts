@@ -9,7 +9,7 @@ import { noGrad } from "../../src/autograd.ts";
 import { CIFAR10_MEAN, CIFAR10_STD } from "../../src/data/cifar10.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { initGPU } from "../../src/gpu/device.ts";
-import { Browser, decodePng, findChromium } from "./_chromium.ts";
+import { Browser, decodePng, findChromium, waitForReport } from "./_chromium.ts";
 
 /** A use of the Deno namespace in bundled code: `Deno.x`, `Deno?.x`, `Deno[x]`. */
 const DENO_API = /\bDeno\s*(?:\?\.|\.|\[)/g;
@@ -60,23 +60,6 @@ Deno.test("browser bundle: the Deno.* scan finds the file APIs when mod.ts is bu
     await Deno.remove(out);
   }
 });
-
-/** What `window.__report` of examples/browser/app.js holds. */
-interface PageReport {
-  status: string;
-  adapter: string | null;
-  error: string | null;
-  classes: string[];
-  steps: { step: number; loss: number; accuracy: number; ms: number }[];
-  plot: { x: number; y: number; width: number; height: number; background: number[] } | null;
-  checkpoint: { base64: string; sums: Record<string, number>; bytes: number } | null;
-  prediction: {
-    pixels: string;
-    logits: number[];
-    top: { class: string; probability: number }[];
-    label: string;
-  } | null;
-}
 
 const STEPS = 16;
 const PAGE_QUERY = `?auto&steps=${STEPS}&batch=8&train=16&lr=0.05`;
@@ -136,6 +119,7 @@ Deno.test({
           }
         }
       }
+      console.log(`plot: ${ink} non-white pixels, ${lossInk} in the loss colour`);
       assert.ok(ink > 2000, `the plot has ${ink} non-white pixels`);
       assert.ok(lossInk > 300, `the loss curve has ${lossInk} pixels in its colour`);
 
@@ -181,21 +165,3 @@ Deno.test({
     }
   },
 });
-
-/** Polls `window.__report` until the page is done, failing with the page's log otherwise. */
-async function waitForReport(browser: Browser, timeoutMs: number): Promise<PageReport> {
-  const deadline = Date.now() + timeoutMs;
-  let report: PageReport | null = null;
-  while (Date.now() < deadline) {
-    report = await browser.evaluate<PageReport | null>("globalThis.__report ?? null");
-    if (report?.status === "done") return report;
-    if (report?.status === "error") break;
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
-  const log = browser.logs.map((l) => `  [${l.type}] ${l.text}`).join("\n");
-  throw new Error(
-    `the page did not finish (status ${report?.status ?? "no report"}, ` +
-      `${report?.steps.length ?? 0} steps` +
-      (report?.error ? `, error: ${report.error}` : ", timed out") + `)\npage log:\n${log}`,
-  );
-}
