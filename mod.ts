@@ -19,58 +19,14 @@
  *
  * @module
  */
-export { adapterDescription, getDevice, initGPU, type InitGPUOptions } from "./src/gpu/device.ts";
-export { type MemoryStats, memoryStats, resetPeakMemory } from "./src/gpu/buffer_pool.ts";
+export * from "./src/_core.ts";
+// Files: Deno only.
 export {
-  flush,
-  type GpuCounters,
-  gpuCounters,
-  type KernelProfile,
-  type KernelTime,
-  MAX_PENDING_COMMANDS,
-  profileKernels,
-} from "./src/gpu/dispatch.ts";
-export {
-  type RandomOptions,
-  type Shape,
-  Tensor,
-  type TensorData,
-  type TensorOptions,
-} from "./src/tensor.ts";
-export { type BackwardOptions, type GradNode, isGradEnabled, noGrad } from "./src/autograd.ts";
-export { type Disposable, keep, tidy } from "./src/scope.ts";
-export { defaultGenerator, Generator, manualSeed } from "./src/random.ts";
-export * from "./src/ops/elementwise.ts";
-export * from "./src/ops/shape.ts";
-export * from "./src/ops/reduce.ts";
-export * from "./src/ops/linear.ts";
-export * from "./src/ops/loss.ts";
-export { conv2d, type Conv2dOptions } from "./src/ops/conv2d.ts";
-export * from "./src/ops/batch_norm.ts";
-export * from "./src/ops/fused.ts";
-export * from "./src/ops/pool.ts";
-export * as nn from "./src/nn/mod.ts";
-export {
-  BottleneckResidualBlock,
-  ResidualBlock,
-  resnet,
-  ResNetBase,
-  type ResNetBaseOptions,
-  type ResNetOptions,
-  ShortcutProjection,
-} from "./src/nn/resnet.ts";
-export {
-  type DecodedTensor,
-  decodeSafetensors,
-  encodeSafetensors,
   loadSafetensors,
   type LoadSafetensorsOptions,
   readSafetensorsMetadata,
-  type SafetensorsEntry,
   saveSafetensors,
 } from "./src/io/safetensors.ts";
-// optim and data as namespaces, as nn above (torch.optim, torch.utils.data, torch.nn). The subpaths
-// "@resnet/webgpu/nn", "/optim" and "/data" export the same names one by one, and "/train" the
-// training loop; types that signatures here name (ResNetBase extends nn.Module) are public there.
-export * as optim from "./src/optim/mod.ts";
+// data as a namespace (torch.utils.data); "@resnet/webgpu/data" exports the same names one by one,
+// and "@resnet/webgpu/train" the training loop.
 export * as data from "./src/data/mod.ts";

@@ -6,6 +6,8 @@ const testPermissions = [
   "--allow-write",
   "--allow-env",
   "--allow-net=127.0.0.1",
+  // tests/browser/: Chromium, and this Deno for `deno task bundle`.
+  `--allow-run=chromium,${Deno.execPath()}`,
 ];
 
 const steps: {
@@ -16,12 +18,15 @@ const steps: {
 }[] = [
   { name: "format", args: ["fmt", "--check"] },
   { name: "lint", args: ["lint"] },
-  { name: "type check", args: ["check", "mod.ts", "examples/", "tests/", "tools/"] },
+  {
+    name: "type check",
+    args: ["check", "mod.ts", "browser.ts", "bench/", "examples/", "tests/", "tools/"],
+  },
   // Every entry point of deno.json together: a type is public when any of them exports it.
   { name: "doc lint", args: ["doc", "--lint", ...entryPoints()] },
   {
     name: "tests",
-    args: ["test", ...testPermissions, "--doc", "tests/", "src/", "mod.ts"],
+    args: ["test", ...testPermissions, "--doc", "tests/", "src/", "mod.ts", "browser.ts"],
     countsTests: true,
   },
   {

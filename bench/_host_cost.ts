@@ -1,0 +1,117 @@
+// Host cost: how long the CPU takes to encode one step while the GPU is idle, against the floor of
+// Deno's WebGPU (a loop of setPipeline/setBindGroup/dispatchWorkgroups over pre-made objects, the
+// same number of dispatches, measured in the same run). encode / floor is what our JavaScript adds
+// per dispatch; batch / encode is the most images per second any GPU could reach with this host.
+import { flush, getDevice, gpuCounters } from "@resnet/webgpu";
+import { median } from "./_timing.ts";
+
+export interface HostCost {
+  /** Dispatches one step encodes. */
+  dispatches: number;
+  /** Median milliseconds to encode and submit one step, the GPU idle. */
+  encodeMs: number;
+  /** encodeMs per dispatch, in microseconds. */
+  perDispatchUs: number;
+  /** The floor's microseconds per dispatch, measured with the same dispatch count. */
+  floorUs: number;
+  /** perDispatchUs / floorUs. */
+  ratio: number;
+  /** batch / encodeMs: images per second no GPU could exceed with this host cost. */
+  ceilingImagesPerSecond: number;
+  /** Per step, after the first: bind groups created, buffers created, queue writes. */
+  bindGroupsPerStep: number;
+  bufferCreationsPerStep: number;
+  bufferWritesPerStep: number;
+}
+
+const FLOOR_SOURCE = `
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(1)
+fn main() { out[0] = out[0] + 1.0; }`;
+
+/**
+ * Microseconds per dispatch of `count` dispatches of pre-made pipelines and bind groups in one
+ * pass, encoded and submitted (median of `samples`), the GPU idle before each.
+ */
+export async function measureFloor(count: number, samples: number): Promise<number> {
+  const device = getDevice();
+  const module = device.createShaderModule({ code: FLOOR_SOURCE });
+  // Two pipelines and four bind groups, alternating, as a step switches between kernels.
+  const pipelines = [0, 1].map(() =>
+    device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } })
+  );
+  const buffers = [0, 1, 2, 3].map(() =>
+    device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE })
+  );
+  const groups = buffers.map((buffer, i) =>
+    device.createBindGroup({
+      layout: pipelines[i % 2].getBindGroupLayout(0),
+      entries: [{ binding: 0, resource: { buffer } }],
+    })
+  );
+  const times: number[] = [];
+  for (let s = 0; s < samples + 1; s++) {
+    await device.queue.onSubmittedWorkDone();
+    const t0 = performance.now();
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    for (let i = 0; i < count; i++) {
+      pass.setPipeline(pipelines[i & 1]);
+      pass.setBindGroup(0, groups[i & 3]);
+      pass.dispatchWorkgroups(1);
+    }
+    pass.end();
+    device.queue.submit([encoder.finish()]);
+    if (s > 0) times.push(performance.now() - t0); // the first warms up
+  }
+  await device.queue.onSubmittedWorkDone();
+  for (const b of buffers) b.destroy();
+  return (median(times) * 1000) / count;
+}
+
+/**
+ * Times `step` (which encodes one whole step and disposes what it creates) with the GPU idle:
+ * one warm-up step, then `samples` steps each after `sync()` waited for the previous one.
+ */
+export async function measureHostCost(
+  step: () => void,
+  sync: () => Promise<void>,
+  batch: number,
+  samples: number,
+): Promise<HostCost> {
+  step();
+  flush();
+  await sync();
+  const times: number[] = [];
+  let dispatches = 0;
+  let bindGroups = 0;
+  let creations = 0;
+  let writes = 0;
+  for (let s = 0; s < samples; s++) {
+    const before = gpuCounters();
+    const t0 = performance.now();
+    step();
+    flush();
+    times.push(performance.now() - t0);
+    const after = gpuCounters();
+    dispatches = after.dispatches - before.dispatches;
+    bindGroups += after.bindGroupCreations - before.bindGroupCreations;
+    creations += after.bufferCreations - before.bufferCreations;
+    writes += after.bufferWrites - before.bufferWrites;
+    await sync();
+  }
+  const encodeMs = median(times);
+  const perDispatchUs = (encodeMs * 1000) / Math.max(dispatches, 1);
+  const floorUs = await measureFloor(Math.max(dispatches, 1), samples);
+  return {
+    dispatches,
+    encodeMs,
+    perDispatchUs,
+    floorUs,
+    ratio: perDispatchUs / floorUs,
+    ceilingImagesPerSecond: batch / (encodeMs / 1000),
+    bindGroupsPerStep: bindGroups / samples,
+    bufferCreationsPerStep: creations / samples,
+    bufferWritesPerStep: writes / samples,
+  };
+}
