@@ -44,7 +44,7 @@ export * from "./src/ops/linear.ts";
 export * from "./src/ops/loss.ts";
 export * from "./src/ops/conv2d.ts";
 export * from "./src/ops/batch_norm.ts";
-export * from "./src/ops/fused.ts";
+export * from "./src/ops/conv2d_batch_norm.ts";
 export * from "./src/ops/pool.ts";
 export * as nn from "./src/nn/mod.ts";
 // The layers also at the top level, so that their types are public where ResNetBase names them.
@@ -52,10 +52,13 @@ export {
   AvgPool2d,
   type AvgPoolOptions,
   BatchNorm2d,
+  type BatchNorm2dForwardOptions,
   type BatchNorm2dLayerOptions,
   Conv2d,
   type Conv2dLayerOptions,
+  ConvBn2d,
   Flatten,
+  type ForwardHook,
   Identity,
   type InitOptions,
   Linear,
@@ -66,10 +69,12 @@ export {
   Module,
   type PoolOptions,
   ReLU,
+  type RemovableHandle,
   Sequential,
 } from "./src/nn/mod.ts";
 export {
   BottleneckResidualBlock,
+  fuseConvBn,
   ResidualBlock,
   resnet,
   ResNetBase,

@@ -3,6 +3,17 @@ import { Tensor } from "../tensor.ts";
 import { Module } from "./module.ts";
 import { positiveInt } from "./_check.ts";
 
+/**
+ * What {@link BatchNorm2d.forward} may apply after the normalization, in the same pass: the
+ * residual addition and the ReLU that end a ResNet block (`relu(bn(x) + residual)`).
+ */
+export interface BatchNorm2dForwardOptions {
+  /** Added after the normalization, `[N, C, H, W]`; default none. */
+  residual?: Tensor | null;
+  /** Whether a ReLU comes last; default false. */
+  relu?: boolean;
+}
+
 /** Options of {@link BatchNorm2d}. */
 export interface BatchNorm2dLayerOptions {
   /** Added to the variance; default 1e-5. */
@@ -19,7 +30,9 @@ export interface BatchNorm2dLayerOptions {
  * Batch normalization over `[N, C, H, W]` like `torch.nn.BatchNorm2d`: in training mode it
  * normalizes with the batch's mean and biased variance and updates `running_mean`,
  * `running_var` (unbiased) and `num_batches_tracked` on the GPU; in eval mode it uses the running
- * statistics.
+ * statistics. `forward(x, { residual, relu })` also adds a residual and applies a ReLU in the
+ * same pass, which the ResNet blocks ask for when the layers after the batch norm are an
+ * unmodified `nn.ReLU` and the addition.
  *
  * @example
  * ```ts
@@ -73,8 +86,8 @@ export class BatchNorm2d extends Module {
     );
   }
 
-  /** `[N, C, H, W]` → `[N, C, H, W]`. */
-  forward(input: Tensor): Tensor {
+  /** `[N, C, H, W]` → `[N, C, H, W]`, then `+ options.residual` and a ReLU when asked. */
+  forward(input: Tensor, options: BatchNorm2dForwardOptions = {}): Tensor {
     const useBatchStats = this.training || !this.runningMean;
     return batchNorm2d(input, {
       weight: this.weight,
@@ -85,6 +98,8 @@ export class BatchNorm2d extends Module {
       training: useBatchStats,
       momentum: this.momentum,
       eps: this.eps,
+      residual: options.residual,
+      relu: options.relu,
     });
   }
 
