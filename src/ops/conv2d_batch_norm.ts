@@ -24,7 +24,10 @@ const FOLD = {
  * statistics required), with the residual and the ReLU that follow it.
  */
 export type EvalBatchNormOptions =
-  & Omit<BatchNorm2dOptions, "training" | "momentum" | "numBatchesTracked" | "runningMean" | "runningVar">
+  & Omit<
+    BatchNorm2dOptions,
+    "training" | "momentum" | "numBatchesTracked" | "runningMean" | "runningVar"
+  >
   & { runningMean: Tensor; runningVar: Tensor };
 
 /** Options of {@link conv2dBatchNormEval}: the convolution's, and the batch norm after it. */
