@@ -85,9 +85,9 @@ gpuTest("bottleneck blocks register conv1..conv3, bn1..bn3, shortcut in the seed
     "shortcut",
     "act3",
   ]);
-  assert.deepEqual(block.conv2.weight.shape, [4, 4, 3, 3]);
-  assert.deepEqual(block.conv2.stride, [2, 2]);
-  assert.deepEqual(block.conv1.stride, [1, 1]);
+  assert.deepEqual((block.conv2 as nn.Conv2d).weight.shape, [4, 4, 3, 3]);
+  assert.deepEqual((block.conv2 as nn.Conv2d).stride, [2, 2]);
+  assert.deepEqual((block.conv1 as nn.Conv2d).stride, [1, 1]);
   block.dispose();
 });
 
@@ -96,21 +96,23 @@ gpuTest("ResNetBase strides: the seed's rule by default, stageStrides when given
   const strides = (m: ResNetBase) =>
     m.blocks.children().map((b) => (b as unknown as { conv1: nn.Conv2d }).conv1.stride[0]);
   assert.deepEqual(strides(seed), [2, 1, 1, 1, 1]);
-  assert.deepEqual(seed.conv.stride, [2, 2]);
+  assert.deepEqual((seed.conv as nn.Conv2d).stride, [2, 2]);
   const paper = new ResNetBase([2, 2, 1], [4, 6, 8], {
     firstKernelSize: 3,
     firstStride: 1,
     stageStrides: [1, 2, 2],
   });
   assert.deepEqual(strides(paper), [1, 1, 2, 1, 2]);
-  assert.deepEqual(paper.conv.stride, [1, 1]);
+  assert.deepEqual((paper.conv as nn.Conv2d).stride, [1, 1]);
   // Stride 1 and equal channels: the paper's first block needs no projection.
   assert.equal(
-    paper.blocks.at(0).namedChildren().find(([k]) => k === "shortcut")![1].constructor.name,
+    paper.getSubmodule("blocks.0").namedChildren().find(([k]) => k === "shortcut")![1].constructor
+      .name,
     "Identity",
   );
   assert.equal(
-    seed.blocks.at(0).namedChildren().find(([k]) => k === "shortcut")![1].constructor.name,
+    seed.getSubmodule("blocks.0").namedChildren().find(([k]) => k === "shortcut")![1].constructor
+      .name,
     "ShortcutProjection",
   );
   seed.dispose();
