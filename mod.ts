@@ -43,7 +43,7 @@ export * from "./src/ops/reduce.ts";
 export * from "./src/ops/linear.ts";
 export * from "./src/ops/loss.ts";
 export * from "./src/ops/conv2d.ts";
-export * from "./src/ops/batch_norm.ts";
+export { batchNorm2d, type BatchNorm2dOptions } from "./src/ops/batch_norm.ts";
 export * from "./src/ops/conv2d_batch_norm.ts";
 export * from "./src/ops/pool.ts";
 export * as nn from "./src/nn/mod.ts";

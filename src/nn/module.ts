@@ -163,7 +163,7 @@ export abstract class Module {
    * import { initGPU, nn, Tensor } from "@resnet/webgpu";
    * await initGPU();
    * const model = new nn.Sequential(new nn.Linear(4, 8), new nn.ReLU());
-   * const shapes: number[][] = [];
+   * const shapes: (readonly number[])[] = [];
    * const handle = model.at(0).registerForwardHook((_m, _input, output) => {
    *   shapes.push(output.shape);
    * });
@@ -199,7 +199,7 @@ export abstract class Module {
       throw new TypeError(`getSubmodule(): path must be a string, got ${typeof path}`);
     }
     if (path === "") return this;
-    let module: Module = this;
+    let module = this as Module;
     const names = path.split(".");
     for (const [i, name] of names.entries()) {
       const child = module.#children.get(name);
