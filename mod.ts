@@ -76,6 +76,7 @@ export {
   BottleneckResidualBlock,
   fuseConvBn,
   ResidualBlock,
+  ResidualBlockBase,
   resnet,
   ResNetBase,
   type ResNetBaseOptions,

@@ -106,40 +106,20 @@ function shortcutFor(
 }
 
 /**
- * The basic residual block: two 3x3 convolutions with batch norm, `relu(bn2(conv2(relu(bn1(
- * conv1(x))))) + shortcut(x))`; the first convolution carries the stride.
+ * The base of {@link ResidualBlock} and {@link BottleneckResidualBlock}: the children both have,
+ * as PyTorch's attributes (`block.conv1`, …), looked up by name each time, so that a child
+ * replaced with `setSubmodule` is the one returned (and the one the block runs).
  *
  * @example
  * ```ts
- * import { initGPU, ResidualBlock, Tensor } from "@resnet/webgpu";
+ * import { initGPU, nn, ResidualBlock, type ResidualBlockBase } from "@resnet/webgpu";
  * await initGPU();
- * const block = new ResidualBlock(16, 16, 1);
- * console.log(block.forward(Tensor.randn([2, 16, 8, 8], { seed: 0 })).shape); // [2, 16, 8, 8]
+ * const block: ResidualBlockBase = new ResidualBlock(8, 8, 1);
+ * block.setSubmodule("act1", new nn.Identity());
+ * console.log(block.act1.toString()); // "Identity()"
  * ```
  */
-export class ResidualBlock extends Module {
-  /** A block from `inChannels` to `outChannels` whose first convolution has `stride`. */
-  constructor(inChannels: number, outChannels: number, stride: number, options: InitOptions = {}) {
-    super();
-    const generator = generatorFor(options);
-    this.registerModule(
-      "conv1",
-      new Conv2d(inChannels, outChannels, 3, { stride, padding: 1, generator }),
-    );
-    this.registerModule("bn1", new BatchNorm2d(outChannels));
-    this.registerModule("act1", new ReLU());
-    this.registerModule(
-      "conv2",
-      new Conv2d(outChannels, outChannels, 3, { stride: 1, padding: 1, generator }),
-    );
-    this.registerModule("bn2", new BatchNorm2d(outChannels));
-    this.registerModule(
-      "shortcut",
-      shortcutFor(inChannels, outChannels, stride, { generator }),
-    );
-    this.registerModule("act2", new ReLU());
-  }
-
+export abstract class ResidualBlockBase extends Module {
   /** First convolution (an `nn.Conv2d` unless replaced). */
   get conv1(): Module {
     return this.getSubmodule("conv1");
@@ -165,14 +145,53 @@ export class ResidualBlock extends Module {
     return this.getSubmodule("bn2");
   }
 
+  /**
+   * The ReLU after `bn2` (bottleneck) or after the addition (basic block) (an `nn.ReLU` unless
+   * replaced).
+   */
+  get act2(): Module {
+    return this.getSubmodule("act2");
+  }
+
   /** `ShortcutProjection` when the shape changes, else `Identity` (unless replaced). */
   get shortcut(): Module {
     return this.getSubmodule("shortcut");
   }
+}
 
-  /** ReLU after the addition (an `nn.ReLU` unless replaced). */
-  get act2(): Module {
-    return this.getSubmodule("act2");
+/**
+ * The basic residual block: two 3x3 convolutions with batch norm, `relu(bn2(conv2(relu(bn1(
+ * conv1(x))))) + shortcut(x))`; the first convolution carries the stride.
+ *
+ * @example
+ * ```ts
+ * import { initGPU, ResidualBlock, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const block = new ResidualBlock(16, 16, 1);
+ * console.log(block.forward(Tensor.randn([2, 16, 8, 8], { seed: 0 })).shape); // [2, 16, 8, 8]
+ * ```
+ */
+export class ResidualBlock extends ResidualBlockBase {
+  /** A block from `inChannels` to `outChannels` whose first convolution has `stride`. */
+  constructor(inChannels: number, outChannels: number, stride: number, options: InitOptions = {}) {
+    super();
+    const generator = generatorFor(options);
+    this.registerModule(
+      "conv1",
+      new Conv2d(inChannels, outChannels, 3, { stride, padding: 1, generator }),
+    );
+    this.registerModule("bn1", new BatchNorm2d(outChannels));
+    this.registerModule("act1", new ReLU());
+    this.registerModule(
+      "conv2",
+      new Conv2d(outChannels, outChannels, 3, { stride: 1, padding: 1, generator }),
+    );
+    this.registerModule("bn2", new BatchNorm2d(outChannels));
+    this.registerModule(
+      "shortcut",
+      shortcutFor(inChannels, outChannels, stride, { generator }),
+    );
+    this.registerModule("act2", new ReLU());
   }
 
   /** `[N, in, H, W]` → `[N, out, H/stride, W/stride]`. */
@@ -195,7 +214,7 @@ export class ResidualBlock extends Module {
  * console.log(block.forward(Tensor.randn([1, 16, 8, 8], { seed: 0 })).shape); // [1, 32, 4, 4]
  * ```
  */
-export class BottleneckResidualBlock extends Module {
+export class BottleneckResidualBlock extends ResidualBlockBase {
   /** A block `inChannels` → `bottleneckChannels` → `outChannels`, strided in the 3x3. */
   constructor(
     inChannels: number,
@@ -230,36 +249,6 @@ export class BottleneckResidualBlock extends Module {
     this.registerModule("act3", new ReLU());
   }
 
-  /** First convolution (an `nn.Conv2d` unless replaced). */
-  get conv1(): Module {
-    return this.getSubmodule("conv1");
-  }
-
-  /** Batch norm after `conv1` (an `nn.BatchNorm2d` unless replaced). */
-  get bn1(): Module {
-    return this.getSubmodule("bn1");
-  }
-
-  /** ReLU after `bn1` (an `nn.ReLU` unless replaced). */
-  get act1(): Module {
-    return this.getSubmodule("act1");
-  }
-
-  /** Second convolution (an `nn.Conv2d` unless replaced). */
-  get conv2(): Module {
-    return this.getSubmodule("conv2");
-  }
-
-  /** Batch norm after `conv2` (an `nn.BatchNorm2d` unless replaced). */
-  get bn2(): Module {
-    return this.getSubmodule("bn2");
-  }
-
-  /** ReLU after `bn2` (an `nn.ReLU` unless replaced). */
-  get act2(): Module {
-    return this.getSubmodule("act2");
-  }
-
   /** Third (1x1) convolution (an `nn.Conv2d` unless replaced). */
   get conv3(): Module {
     return this.getSubmodule("conv3");
@@ -268,11 +257,6 @@ export class BottleneckResidualBlock extends Module {
   /** Batch norm after `conv3` (an `nn.BatchNorm2d` unless replaced). */
   get bn3(): Module {
     return this.getSubmodule("bn3");
-  }
-
-  /** `ShortcutProjection` when the shape changes, else `Identity` (unless replaced). */
-  get shortcut(): Module {
-    return this.getSubmodule("shortcut");
   }
 
   /** ReLU after the addition (an `nn.ReLU` unless replaced). */
