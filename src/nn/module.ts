@@ -66,7 +66,7 @@ export interface LoadStateDictOptions {
  *   fc1 = this.registerModule("fc1", new nn.Linear(4, 8));
  *   fc2 = this.registerModule("fc2", new nn.Linear(8, 2));
  *   forward(x: Tensor): Tensor {
- *     return this.fc2.forward(relu(this.fc1.forward(x)));
+ *     return this.fc2.call(relu(this.fc1.call(x)));
  *   }
  * }
  * const model = new TwoLayer();
