@@ -8,6 +8,7 @@ import {
   batchNorm2d,
   conv2d,
   crossEntropy,
+  fuseConvBn,
   getDevice,
   globalAvgPool2d,
   gpuCounters,
@@ -20,16 +21,16 @@ import {
   noGrad,
   profileKernels,
   resetPeakMemory,
+  ResNetBase,
   Tensor,
   tidy,
 } from "@resnet/webgpu";
-import type { Module } from "@resnet/webgpu/nn";
+import { BatchNorm2d, Conv2d, Linear, type Module } from "@resnet/webgpu/nn";
 import { Adam, type Optimizer, SGD } from "@resnet/webgpu/optim";
 import { buildModel } from "@resnet/webgpu/train";
 // Not public: a step's work is submitted without waiting, as the trainer does.
 import { flush } from "../src/gpu/dispatch.ts";
 import { Clock, loadAverage, median, type Timing, type TimingOptions } from "./_timing.ts";
-import { type ConvShape, type PlaneShape, traceShapes } from "./_shapes.ts";
 import { type Align, fmtMs, fmtPercent, fmtRate, renderTable } from "./_table.ts";
 
 const HELP = `deno task bench [--quick] [--only kernels|e2e] [--json FILE]
@@ -147,6 +148,119 @@ function disposeAll(tensors: (Tensor | null | undefined)[]): void {
     for (const internal of t?.gradFn?.internals ?? []) internal.dispose();
     t?.dispose();
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layer shapes, from forward hooks on the model's layers
+
+interface ConvShape {
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  o: number;
+  k: [number, number];
+  stride: [number, number];
+  padding: [number, number];
+  oh: number;
+  ow: number;
+  bias: boolean;
+  /** Takes the model's input (the images), whose gradient no training step needs. */
+  stem: boolean;
+  /** Layers of the model with this shape. */
+  layers: number;
+}
+
+/** `[N, C, H, W]` with the number of layers that see it. */
+interface PlaneShape {
+  shape: [number, number, number, number];
+  layers: number;
+}
+
+interface LinearShape {
+  n: number;
+  in: number;
+  out: number;
+  layers: number;
+}
+
+interface ModelShapes {
+  convs: ConvShape[];
+  norms: PlaneShape[];
+  /** Inputs of the global average pool (the output of each ResNetBase's blocks). */
+  pools: PlaneShape[];
+  linears: LinearShape[];
+}
+
+function tally<T>(map: Map<string, T & { layers: number }>, key: string, make: () => T): void {
+  const seen = map.get(key);
+  if (seen) seen.layers++;
+  else map.set(key, { ...make(), layers: 1 });
+}
+
+/**
+ * Distinct shapes of `model`'s layers at `batch` images of `image` = [C, H, W]: one eval-mode
+ * forward of one image with forward hooks on every Conv2d, BatchNorm2d and Linear and on the
+ * blocks of every ResNetBase (the global pool's input), the batch dimension then set to `batch`.
+ */
+function traceShapes(model: Module, batch: number, image = [3, 32, 32]): ModelShapes {
+  const convs = new Map<string, ConvShape>();
+  const norms = new Map<string, PlaneShape>();
+  const pools = new Map<string, PlaneShape>();
+  const linears = new Map<string, LinearShape>();
+  const x = Tensor.zeros([1, ...image]);
+  const plane = (t: Tensor) => [batch, ...t.shape.slice(1)] as [number, number, number, number];
+  const handles = [];
+  for (const [, m] of model.namedModules()) {
+    if (m instanceof Conv2d) {
+      handles.push(m.registerForwardHook((_m, input, output) => {
+        const [, c, h, w] = input.shape;
+        const [, o, oh, ow] = output.shape;
+        const key = [c, h, w, o, m.kernelSize, m.stride, m.padding, !!m.bias].join("|");
+        tally(convs, key, () => ({
+          n: batch,
+          c,
+          h,
+          w,
+          o,
+          k: m.kernelSize,
+          stride: m.stride,
+          padding: m.padding,
+          oh,
+          ow,
+          bias: !!m.bias,
+          stem: input === x,
+        }));
+      }));
+    } else if (m instanceof BatchNorm2d) {
+      handles.push(m.registerForwardHook((_m, _input, output) => {
+        tally(norms, output.shape.join("|"), () => ({ shape: plane(output) }));
+      }));
+    } else if (m instanceof ResNetBase) {
+      handles.push(
+        m.getSubmodule("blocks").registerForwardHook((_m, _input, output) => {
+          tally(pools, output.shape.join("|"), () => ({ shape: plane(output) }));
+        }),
+      );
+    } else if (m instanceof Linear) {
+      handles.push(m.registerForwardHook(() => {
+        const key = `${m.inFeatures}|${m.outFeatures}`;
+        tally(linears, key, () => ({ n: batch, in: m.inFeatures, out: m.outFeatures }));
+      }));
+    }
+  }
+  const training = model.training;
+  model.eval();
+  tidy(() => noGrad(() => model.call(x)));
+  model.train(training);
+  for (const h of handles) h.remove();
+  x.dispose();
+  return {
+    convs: [...convs.values()],
+    norms: [...norms.values()],
+    pools: [...pools.values()],
+    linears: [...linears.values()],
+  };
 }
 
 function convLabel(s: ConvShape): string {
@@ -491,7 +605,8 @@ async function runKernels(
 interface E2ERow {
   model: string;
   batch: number;
-  mode: "train" | "infer";
+  /** "infer fused": after fuseConvBn (every conv and batch norm one kernel). */
+  mode: "train" | "infer" | "infer fused";
   imagesPerSecond: number;
   /** Wall time per step over the timed steps, pipelined (one readback at the end). */
   stepMs: number;
@@ -519,12 +634,13 @@ async function runEndToEnd(
   clock: Clock,
   name: string,
   batch: number,
-  mode: "train" | "infer",
+  mode: E2ERow["mode"],
   flags: Flags,
 ): Promise<E2ERow> {
   const baseBytes = memoryStats().inUseBytes;
   const model: Module = buildModel(name, 0);
   const training = mode === "train";
+  if (mode === "infer fused") fuseConvBn(model);
   // The paper's recipe for every model, so that both measure the same update.
   const optimizer = training
     ? new SGD(model.parameters(), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 })
@@ -828,7 +944,7 @@ async function main(): Promise<void> {
     const batches = flags.quick ? [32] : [32, 128];
     for (const name of ["resnet20", "labml"]) {
       for (const batch of batches) {
-        for (const mode of ["train", "infer"] as const) {
+        for (const mode of ["train", "infer", "infer fused"] as const) {
           e2e.push(await runEndToEnd(clock, name, batch, mode, flags));
         }
       }

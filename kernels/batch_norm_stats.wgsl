@@ -8,7 +8,7 @@
 // Params { batch: N, channels: C, hw: H*W, lanes, rows: WG / lanes, count: N*H*W (f32),
 //   momentum, eps }. lanes (a power of two <= WG) invocations share one image's plane (in vec4s
 //   when VEC4, else in values), rows images are read at once; the host picks the fewest lanes
-//   that keep every invocation busy (reductionLanes in src/ops/_batch_norm_stats.ts), so each
+//   that keep every invocation busy (reductionLanes in src/ops/batch_norm.ts), so each
 //   invocation walks long runs of a plane.
 // Override VEC4: H*W % 4 == 0, so that each (n, c) plane is whole vec4s and is read as vec4s.
 // Workgroup WG = 64; dispatch grid1d(C, 1): one workgroup per channel, one pass over its values.

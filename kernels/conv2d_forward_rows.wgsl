@@ -1,7 +1,7 @@
 // conv2d_forward_rows: y = epilogue(conv2d(x, w)) for stride 1 or 2 and rows of whole vec4s, the
 // fast path of conv2d_forward (same semantics: cross-correlation, zero padding). conv2d's input
 // gradient at stride 1 runs through it too, as the convolution of gy with the flipped,
-// transposed filters, and conv2dBatchNorm through its epilogue.
+// transposed filters, and conv2dBatchNormEval through its epilogue.
 // Requires W % 4 == 0 and OW % 4 == 0 (rows and planes start on vec4 boundaries), KW <= 3,
 // PAD_W <= 1 and KW - 1 - PAD_W <= 1 (every tap reads the input column STRIDE * ox - 1, + 0 or
 // + 1).
@@ -14,7 +14,7 @@
 // pixel_blocks = N * ceil(OH / PY) * blocks_w, epilogue, has_residual, relu.
 // Epilogue of each output value v of channel o: epilogue 0: v; 1: v + chan[o] (a bias [O]);
 // 2: (v - chan[o]) * chan[O + o] + chan[2 * O + o] (an eval-mode batch norm folded with the
-// bias, chan = [3, O] from batch_norm_act_params); then + res when has_residual, then
+// bias, chan = [3, O] from batch_norm_fold); then + res when has_residual, then
 // max(v, 0) (NaN kept) when relu.
 // Overrides: WG (workgroup size), STRIDE (1 or 2, both directions), KW, PAD_W, PV (vec4s of
 // output columns per invocation, 1..4), PY (output rows per invocation, PV * PY <= 4), QV (vec4s

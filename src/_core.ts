@@ -33,13 +33,15 @@ export * from "./ops/reduce.ts";
 export * from "./ops/linear.ts";
 export * from "./ops/loss.ts";
 export { conv2d, type Conv2dOptions } from "./ops/conv2d.ts";
-export * from "./ops/batch_norm.ts";
-export * from "./ops/fused.ts";
+export { batchNorm2d, type BatchNorm2dOptions } from "./ops/batch_norm.ts";
+export * from "./ops/conv2d_batch_norm.ts";
 export * from "./ops/pool.ts";
 export * as nn from "./nn/mod.ts";
 export {
   BottleneckResidualBlock,
+  fuseConvBn,
   ResidualBlock,
+  ResidualBlockBase,
   resnet,
   ResNetBase,
   type ResNetBaseOptions,

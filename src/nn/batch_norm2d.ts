@@ -1,7 +1,18 @@
 import { batchNorm2d } from "../ops/batch_norm.ts";
 import { Tensor } from "../tensor.ts";
 import { Module } from "./module.ts";
-import { positiveInt } from "./_check.ts";
+import { checkInteger } from "../ops/_check.ts";
+
+/**
+ * What {@link BatchNorm2d.forward} may apply after the normalization, in the same pass: the
+ * residual addition and the ReLU that end a ResNet block (`relu(bn(x) + residual)`).
+ */
+export interface BatchNorm2dForwardOptions {
+  /** Added after the normalization, `[N, C, H, W]`; default none. */
+  residual?: Tensor | null;
+  /** Whether a ReLU comes last; default false. */
+  relu?: boolean;
+}
 
 /** Options of {@link BatchNorm2d}. */
 export interface BatchNorm2dLayerOptions {
@@ -19,7 +30,9 @@ export interface BatchNorm2dLayerOptions {
  * Batch normalization over `[N, C, H, W]` like `torch.nn.BatchNorm2d`: in training mode it
  * normalizes with the batch's mean and biased variance and updates `running_mean`,
  * `running_var` (unbiased) and `num_batches_tracked` on the GPU; in eval mode it uses the running
- * statistics.
+ * statistics. `forward(x, { residual, relu })` also adds a residual and applies a ReLU in the
+ * same pass, which the ResNet blocks ask for when the layers after the batch norm are an
+ * unmodified `nn.ReLU` and the addition.
  *
  * @example
  * ```ts
@@ -51,7 +64,7 @@ export class BatchNorm2d extends Module {
   /** Batch norm over `numFeatures` channels. */
   constructor(numFeatures: number, options: BatchNorm2dLayerOptions = {}) {
     super();
-    this.numFeatures = positiveInt("BatchNorm2d", "numFeatures", numFeatures);
+    this.numFeatures = checkInteger("BatchNorm2d", "numFeatures", numFeatures, 1);
     this.eps = options.eps ?? 1e-5;
     this.momentum = options.momentum ?? 0.1;
     if (!(this.eps > 0)) throw new RangeError(`BatchNorm2d: eps must be > 0, got ${this.eps}`);
@@ -73,8 +86,8 @@ export class BatchNorm2d extends Module {
     );
   }
 
-  /** `[N, C, H, W]` → `[N, C, H, W]`. */
-  forward(input: Tensor): Tensor {
+  /** `[N, C, H, W]` → `[N, C, H, W]`, then `+ options.residual` and a ReLU when asked. */
+  forward(input: Tensor, options: BatchNorm2dForwardOptions = {}): Tensor {
     const useBatchStats = this.training || !this.runningMean;
     return batchNorm2d(input, {
       weight: this.weight,
@@ -85,6 +98,8 @@ export class BatchNorm2d extends Module {
       training: useBatchStats,
       momentum: this.momentum,
       eps: this.eps,
+      residual: options.residual,
+      relu: options.relu,
     });
   }
 

@@ -4,9 +4,20 @@
  *
  * @module
  */
-export { type LoadStateDictOptions, type LoadStateDictResult, Module } from "./module.ts";
+export {
+  type ForwardHook,
+  type LoadStateDictOptions,
+  type LoadStateDictResult,
+  Module,
+  type RemovableHandle,
+} from "./module.ts";
 export { Conv2d, type Conv2dLayerOptions } from "./conv2d.ts";
-export { BatchNorm2d, type BatchNorm2dLayerOptions } from "./batch_norm2d.ts";
+export {
+  BatchNorm2d,
+  type BatchNorm2dForwardOptions,
+  type BatchNorm2dLayerOptions,
+} from "./batch_norm2d.ts";
+export { ConvBn2d } from "./conv_bn2d.ts";
 export { Linear, type LinearOptions } from "./linear.ts";
 export { Flatten, Identity, ReLU } from "./activation.ts";
 export { AvgPool2d, type AvgPoolOptions, MaxPool2d, type PoolOptions } from "./pool.ts";

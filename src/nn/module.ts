@@ -1,6 +1,6 @@
 /**
  * `Module`: the base of every layer, with PyTorch's registration order, dotted state-dict keys,
- * train/eval modes and a repr like PyTorch's.
+ * train/eval modes, forward hooks, module surgery by dotted path and a repr like PyTorch's.
  *
  * @module
  */
@@ -13,6 +13,31 @@ export interface LoadStateDictResult {
   missingKeys: string[];
   /** The dict's keys that the module does not have. */
   unexpectedKeys: string[];
+}
+
+/**
+ * A forward hook, as PyTorch's `register_forward_hook`: called by {@link Module.call} after the
+ * module's `forward` with the module, the input (`call`'s first argument) and the output;
+ * returning a tensor replaces the output.
+ */
+export type ForwardHook = (module: Module, input: Tensor, output: Tensor) => Tensor | void;
+
+/** What {@link Module.registerForwardHook} returns: `remove()` unregisters the hook. */
+export interface RemovableHandle {
+  /** Unregisters the hook; calling it again does nothing. */
+  remove(): void;
+}
+
+// Each module's forward hooks in registration order; read by hasForwardHooks.
+const forwardHooks = new WeakMap<Module, Map<number, ForwardHook>>();
+let nextHookId = 1;
+
+/**
+ * Whether `module` has forward hooks: then its output must be computed (and passed to them)
+ * as its own `forward` returns it, not fused with what follows. Internal: not exported by mod.ts.
+ */
+export function hasForwardHooks(module: Module): boolean {
+  return (forwardHooks.get(module)?.size ?? 0) > 0;
 }
 
 /** Options of {@link Module.loadStateDict}. */
@@ -29,6 +54,10 @@ export interface LoadStateDictOptions {
  * buffers and children in declaration order in the constructor (as PyTorch does by attribute
  * assignment), which fixes the state-dict keys, and implement {@link Module.forward}.
  *
+ * A module runs its children through {@link Module.call} (PyTorch's `module(x)`), which runs
+ * `forward` and then the forward hooks; children are looked up by name when they run, so a child
+ * replaced with {@link Module.setSubmodule} is the one that runs.
+ *
  * @example
  * ```ts
  * import { initGPU, nn, relu, Tensor } from "@resnet/webgpu";
@@ -37,7 +66,7 @@ export interface LoadStateDictOptions {
  *   fc1 = this.registerModule("fc1", new nn.Linear(4, 8));
  *   fc2 = this.registerModule("fc2", new nn.Linear(8, 2));
  *   forward(x: Tensor): Tensor {
- *     return this.fc2.forward(relu(this.fc1.forward(x)));
+ *     return this.fc2.call(relu(this.fc1.call(x)));
  *   }
  * }
  * const model = new TwoLayer();
@@ -51,7 +80,10 @@ export abstract class Module {
   #buffers = new Map<string, Tensor | null>();
   #children = new Map<string, Module>();
 
-  /** Computes the module's output for `input`. */
+  /**
+   * Computes the module's output for `input`. Override it; run a module with
+   * {@link Module.call}, which also runs the forward hooks.
+   */
   abstract forward(input: Tensor): Tensor;
 
   /** Registers a trainable tensor under `name` (sets `requiresGrad`); returns it. */
@@ -98,9 +130,121 @@ export abstract class Module {
     }
   }
 
-  /** Runs {@link Module.forward}; modules can be called as `model.call(x)` too. */
-  call(input: Tensor): Tensor {
-    return this.forward(input);
+  /**
+   * Runs the module as PyTorch's `module(x)` does: {@link Module.forward} with these arguments,
+   * then each forward hook in registration order (a hook that returns a tensor replaces the
+   * output).
+   *
+   * @example
+   * ```ts
+   * import { initGPU, nn, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const relu = new nn.ReLU();
+   * console.log(await relu.call(Tensor.from([-1, 2])).toArray()); // [0, 2]
+   * ```
+   */
+  call(...args: Parameters<this["forward"]>): Tensor {
+    let output = (this.forward as (...a: unknown[]) => Tensor)(...args);
+    const hooks = forwardHooks.get(this);
+    if (hooks) {
+      for (const hook of [...hooks.values()]) output = hook(this, args[0], output) ?? output;
+    }
+    return output;
+  }
+
+  /**
+   * Registers `hook` to run after every {@link Module.call} of this module, as PyTorch's
+   * `register_forward_hook`: `hook(module, input, output)`, whose returned tensor (if any)
+   * replaces the output. A layer with hooks is never fused with the layers around it, so the hook
+   * sees the output of its own `forward`.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, nn, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const model = new nn.Sequential(new nn.Linear(4, 8), new nn.ReLU());
+   * const shapes: (readonly number[])[] = [];
+   * const handle = model.at(0).registerForwardHook((_m, _input, output) => {
+   *   shapes.push(output.shape);
+   * });
+   * model.call(Tensor.ones([2, 4]));
+   * handle.remove();
+   * console.log(shapes); // [[2, 8]]
+   * ```
+   */
+  registerForwardHook(hook: ForwardHook): RemovableHandle {
+    if (typeof hook !== "function") {
+      throw new TypeError(`registerForwardHook(): hook must be a function, got ${typeof hook}`);
+    }
+    let hooks = forwardHooks.get(this);
+    if (!hooks) forwardHooks.set(this, hooks = new Map());
+    const id = nextHookId++;
+    hooks.set(id, hook);
+    return { remove: () => void hooks.delete(id) };
+  }
+
+  /**
+   * The descendant at the dotted `path` (`""`: this module), as PyTorch's `get_submodule`.
+   *
+   * @throws {RangeError} naming the path and the missing segment.
+   * @example
+   * ```ts
+   * import { initGPU, resnet } from "@resnet/webgpu";
+   * await initGPU();
+   * console.log(resnet(8).getSubmodule("0.blocks.1.act1").toString()); // "ReLU()"
+   * ```
+   */
+  getSubmodule(path: string): Module {
+    if (typeof path !== "string") {
+      throw new TypeError(`getSubmodule(): path must be a string, got ${typeof path}`);
+    }
+    if (path === "") return this;
+    let module = this as Module;
+    const names = path.split(".");
+    for (const [i, name] of names.entries()) {
+      const child = module.#children.get(name);
+      if (!child) {
+        const at = i === 0 ? this.constructor.name : `"${names.slice(0, i).join(".")}"`;
+        throw new RangeError(
+          `getSubmodule("${path}"): ${at} (${module.constructor.name}) has no child "${name}"; ` +
+            `its children are ${[...module.#children.keys()].join(", ") || "none"}`,
+        );
+      }
+      module = child;
+    }
+    return module;
+  }
+
+  /**
+   * Replaces the descendant at the dotted `path` with `module`, as PyTorch's `set_submodule`:
+   * the parent runs the new child from then on, and the state-dict keys under `path` are the new
+   * child's.
+   *
+   * @throws {RangeError} naming the path when a segment is missing.
+   * @throws {TypeError} when `module` is not a Module.
+   * @example
+   * ```ts
+   * import { initGPU, nn, resnet, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const model = resnet(8);
+   * model.setSubmodule("0.blocks.1.act1", new nn.Identity());
+   * console.log(model.forward(Tensor.randn([2, 3, 16, 16], { seed: 0 })).shape); // [2, 10]
+   * ```
+   */
+  setSubmodule(path: string, module: Module): void {
+    if (!(module instanceof Module)) {
+      throw new TypeError(`setSubmodule("${path}"): expected an nn.Module, got ${module}`);
+    }
+    const cut = path.lastIndexOf(".");
+    const parent = this.getSubmodule(cut < 0 ? "" : path.slice(0, cut));
+    const name = path.slice(cut + 1);
+    if (!parent.#children.has(name)) {
+      throw new RangeError(
+        `setSubmodule("${path}"): ${parent.constructor.name} has no child "${name}"; its ` +
+          `children are ${[...parent.#children.keys()].join(", ") || "none"}`,
+      );
+    }
+    parent.#children.set(name, module);
   }
 
   /** The direct children with their names, in registration order. */

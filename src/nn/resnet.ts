@@ -3,19 +3,26 @@
  * child names and therefore the same state-dict keys as its PyTorch code, plus the paper's CIFAR
  * networks as presets.
  *
+ * Every block runs its children with `call` (forward hooks included) and looks them up by name, so
+ * a child replaced with `setSubmodule`, a subclass or a hooked layer runs as written. Where a
+ * batch norm is an unmodified `nn.BatchNorm2d` without hooks, the block passes it the residual
+ * addition and, when the next child is an unmodified `nn.ReLU` without hooks, the ReLU, which it
+ * then applies in the same pass (`bn.call(z, { residual, relu: true })`).
+ *
  * @module
  */
-import { batchNormAct, conv2dBatchNorm } from "../ops/fused.ts";
 import { globalAvgPool2d } from "../ops/pool.ts";
 import type { Tensor } from "../tensor.ts";
 import { BatchNorm2d } from "./batch_norm2d.ts";
 import { Conv2d } from "./conv2d.ts";
+import { ConvBn2d } from "./conv_bn2d.ts";
 import { generatorFor, type InitOptions } from "./init.ts";
 import { Identity, ReLU } from "./activation.ts";
 import { Linear } from "./linear.ts";
 import { Module } from "./module.ts";
 import { Sequential } from "./sequential.ts";
-import { positiveInt } from "./_check.ts";
+import { checkInteger } from "../ops/_check.ts";
+import { normThen, runsAs } from "./_fusion.ts";
 
 /**
  * The projection shortcut `W_s x`: a 1x1 convolution with the block's stride, then batch norm.
@@ -30,79 +37,61 @@ import { positiveInt } from "./_check.ts";
  * ```
  */
 export class ShortcutProjection extends Module {
-  /** Stem or projection convolution. */
-  readonly conv: Conv2d;
-  /** Batch norm after `conv`. */
-  readonly bn: BatchNorm2d;
-
   /** A projection from `inChannels` to `outChannels` with `stride`. */
   constructor(inChannels: number, outChannels: number, stride: number, options: InitOptions = {}) {
     super();
     const generator = generatorFor(options);
-    this.conv = this.registerModule(
-      "conv",
-      new Conv2d(inChannels, outChannels, 1, { stride, generator }),
-    );
-    this.bn = this.registerModule("bn", new BatchNorm2d(outChannels));
+    this.registerModule("conv", new Conv2d(inChannels, outChannels, 1, { stride, generator }));
+    this.registerModule("bn", new BatchNorm2d(outChannels));
   }
 
-  /** `[N, in, H, W]` → `[N, out, H/stride, W/stride]`. */
+  /** The 1x1 convolution (an `nn.Conv2d` unless replaced). */
+  get conv(): Module {
+    return this.getSubmodule("conv");
+  }
+
+  /** The batch norm after `conv` (an `nn.BatchNorm2d` unless replaced). */
+  get bn(): Module {
+    return this.getSubmodule("bn");
+  }
+
+  /** `[N, in, H, W]` → `[N, out, H/stride, W/stride]`: `bn(conv(x))`. */
   forward(x: Tensor): Tensor {
-    return this.bn.forward(this.conv.forward(x));
+    return convNormAct(this.conv, this.bn, null, x, null);
   }
 }
 
 /**
- * `bn(conv(x))`, then `+ residual` and a ReLU when asked. With the batch norm in eval mode this is
- * one fused kernel (conv2dBatchNorm, which also keeps the gradients when they are recorded); in
- * training mode the convolution, then the batch norm, residual and ReLU as one fused op
- * (batchNormAct, with the options BatchNorm2d.forward passes to batchNorm2d).
+ * `act(norm(conv(x)) + residual)` through the children's `call`s; `act` null: a functional ReLU
+ * when `relu` (the paper's stem, which has no ReLU child). The residual, and the ReLU when `act`
+ * is an unmodified `nn.ReLU` without hooks, go to the layer that applies them in its own pass:
+ * the batch norm (see `normThen`), or, after `fuseConvBn` made the convolution a `ConvBn2d` and
+ * the batch norm an `Identity`, the `ConvBn2d`.
  */
-function convBn(
-  conv: Conv2d,
-  bn: BatchNorm2d,
+function convNormAct(
+  conv: Module,
+  norm: Module,
+  act: Module | null,
   x: Tensor,
   residual: Tensor | null,
-  act: boolean,
+  relu = false,
 ): Tensor {
-  if (bn.training || !bn.runningMean || !bn.runningVar) {
-    const z = conv.forward(x);
-    const y = batchNormAct(z, {
-      weight: bn.weight,
-      bias: bn.bias,
-      runningMean: bn.runningMean,
-      runningVar: bn.runningVar,
-      numBatchesTracked: bn.training ? bn.numBatchesTracked : null,
-      training: bn.training || !bn.runningMean,
-      momentum: bn.momentum,
-      eps: bn.eps,
-      residual,
-      relu: act,
-    });
-    if (!y.gradFn) z.dispose();
-    return y;
+  const fuseRelu = act ? runsAs(act, ReLU.prototype.forward) : relu;
+  let y: Tensor;
+  if (runsAs(norm, Identity.prototype.forward) && runsAs(conv, ConvBn2d.prototype.forward)) {
+    y = (conv as ConvBn2d).call(x, { residual, relu: fuseRelu });
+  } else {
+    const z = conv.call(x);
+    y = normThen(norm, z, residual, fuseRelu);
+    // Nothing else holds the convolution's output when neither layer is hooked or replaced.
+    if (
+      !y.gradFn && runsAs(conv, Conv2d.prototype.forward) &&
+      runsAs(norm, BatchNorm2d.prototype.forward)
+    ) {
+      z.dispose();
+    }
   }
-  return conv2dBatchNorm(x, conv.weight, conv.bias, {
-    stride: conv.stride,
-    padding: conv.padding,
-    batchNorm: {
-      weight: bn.weight,
-      bias: bn.bias,
-      runningMean: bn.runningMean,
-      runningVar: bn.runningVar,
-      training: false,
-      eps: bn.eps,
-    },
-    residual,
-    relu: act,
-  });
-}
-
-/** The shortcut's output: a projection through {@link convBn}, else the module's forward. */
-function shortcutForward(shortcut: Module, x: Tensor): Tensor {
-  return shortcut instanceof ShortcutProjection
-    ? convBn(shortcut.conv, shortcut.bn, x, null, false)
-    : shortcut.forward(x);
+  return act && !fuseRelu ? act.call(y) : y;
 }
 
 function shortcutFor(
@@ -117,6 +106,60 @@ function shortcutFor(
 }
 
 /**
+ * The base of {@link ResidualBlock} and {@link BottleneckResidualBlock}: the children both have,
+ * as PyTorch's attributes (`block.conv1`, …), looked up by name each time, so that a child
+ * replaced with `setSubmodule` is the one returned (and the one the block runs).
+ *
+ * @example
+ * ```ts
+ * import { initGPU, nn, ResidualBlock, type ResidualBlockBase } from "@resnet/webgpu";
+ * await initGPU();
+ * const block: ResidualBlockBase = new ResidualBlock(8, 8, 1);
+ * block.setSubmodule("act1", new nn.Identity());
+ * console.log(block.act1.toString()); // "Identity()"
+ * ```
+ */
+export abstract class ResidualBlockBase extends Module {
+  /** First convolution (an `nn.Conv2d` unless replaced). */
+  get conv1(): Module {
+    return this.getSubmodule("conv1");
+  }
+
+  /** Batch norm after `conv1` (an `nn.BatchNorm2d` unless replaced). */
+  get bn1(): Module {
+    return this.getSubmodule("bn1");
+  }
+
+  /** ReLU after `bn1` (an `nn.ReLU` unless replaced). */
+  get act1(): Module {
+    return this.getSubmodule("act1");
+  }
+
+  /** Second convolution (an `nn.Conv2d` unless replaced). */
+  get conv2(): Module {
+    return this.getSubmodule("conv2");
+  }
+
+  /** Batch norm after `conv2` (an `nn.BatchNorm2d` unless replaced). */
+  get bn2(): Module {
+    return this.getSubmodule("bn2");
+  }
+
+  /**
+   * The ReLU after `bn2` (bottleneck) or after the addition (basic block) (an `nn.ReLU` unless
+   * replaced).
+   */
+  get act2(): Module {
+    return this.getSubmodule("act2");
+  }
+
+  /** `ShortcutProjection` when the shape changes, else `Identity` (unless replaced). */
+  get shortcut(): Module {
+    return this.getSubmodule("shortcut");
+  }
+}
+
+/**
  * The basic residual block: two 3x3 convolutions with batch norm, `relu(bn2(conv2(relu(bn1(
  * conv1(x))))) + shortcut(x))`; the first convolution carries the stride.
  *
@@ -128,49 +171,34 @@ function shortcutFor(
  * console.log(block.forward(Tensor.randn([2, 16, 8, 8], { seed: 0 })).shape); // [2, 16, 8, 8]
  * ```
  */
-export class ResidualBlock extends Module {
-  /** First convolution. */
-  readonly conv1: Conv2d;
-  /** Batch norm after `conv1`. */
-  readonly bn1: BatchNorm2d;
-  /** ReLU after `bn1`. */
-  readonly act1: ReLU;
-  /** Second convolution. */
-  readonly conv2: Conv2d;
-  /** Batch norm after `conv2`. */
-  readonly bn2: BatchNorm2d;
-  /** `ShortcutProjection` when the shape changes, else `Identity`. */
-  readonly shortcut: Module;
-  /** The ReLU after `bn2` (bottleneck) or after the addition (basic block). */
-  readonly act2: ReLU;
-
+export class ResidualBlock extends ResidualBlockBase {
   /** A block from `inChannels` to `outChannels` whose first convolution has `stride`. */
   constructor(inChannels: number, outChannels: number, stride: number, options: InitOptions = {}) {
     super();
     const generator = generatorFor(options);
-    this.conv1 = this.registerModule(
+    this.registerModule(
       "conv1",
       new Conv2d(inChannels, outChannels, 3, { stride, padding: 1, generator }),
     );
-    this.bn1 = this.registerModule("bn1", new BatchNorm2d(outChannels));
-    this.act1 = this.registerModule("act1", new ReLU());
-    this.conv2 = this.registerModule(
+    this.registerModule("bn1", new BatchNorm2d(outChannels));
+    this.registerModule("act1", new ReLU());
+    this.registerModule(
       "conv2",
       new Conv2d(outChannels, outChannels, 3, { stride: 1, padding: 1, generator }),
     );
-    this.bn2 = this.registerModule("bn2", new BatchNorm2d(outChannels));
-    this.shortcut = this.registerModule(
+    this.registerModule("bn2", new BatchNorm2d(outChannels));
+    this.registerModule(
       "shortcut",
       shortcutFor(inChannels, outChannels, stride, { generator }),
     );
-    this.act2 = this.registerModule("act2", new ReLU());
+    this.registerModule("act2", new ReLU());
   }
 
   /** `[N, in, H, W]` → `[N, out, H/stride, W/stride]`. */
   forward(x: Tensor): Tensor {
-    const shortcut = shortcutForward(this.shortcut, x);
-    const y = convBn(this.conv1, this.bn1, x, null, true);
-    return convBn(this.conv2, this.bn2, y, shortcut, true);
+    const shortcut = this.shortcut.call(x);
+    const y = convNormAct(this.conv1, this.bn1, this.act1, x, null);
+    return convNormAct(this.conv2, this.bn2, this.act2, y, shortcut);
   }
 }
 
@@ -186,28 +214,7 @@ export class ResidualBlock extends Module {
  * console.log(block.forward(Tensor.randn([1, 16, 8, 8], { seed: 0 })).shape); // [1, 32, 4, 4]
  * ```
  */
-export class BottleneckResidualBlock extends Module {
-  /** First convolution. */
-  readonly conv1: Conv2d;
-  /** Batch norm after `conv1`. */
-  readonly bn1: BatchNorm2d;
-  /** ReLU after `bn1`. */
-  readonly act1: ReLU;
-  /** Second convolution. */
-  readonly conv2: Conv2d;
-  /** Batch norm after `conv2`. */
-  readonly bn2: BatchNorm2d;
-  /** The ReLU after `bn2` (bottleneck) or after the addition (basic block). */
-  readonly act2: ReLU;
-  /** Third (1x1) convolution. */
-  readonly conv3: Conv2d;
-  /** Batch norm after `conv3`. */
-  readonly bn3: BatchNorm2d;
-  /** `ShortcutProjection` when the shape changes, else `Identity`. */
-  readonly shortcut: Module;
-  /** ReLU after the addition. */
-  readonly act3: ReLU;
-
+export class BottleneckResidualBlock extends ResidualBlockBase {
   /** A block `inChannels` → `bottleneckChannels` → `outChannels`, strided in the 3x3. */
   constructor(
     inChannels: number,
@@ -218,36 +225,51 @@ export class BottleneckResidualBlock extends Module {
   ) {
     super();
     const generator = generatorFor(options);
-    this.conv1 = this.registerModule(
+    this.registerModule(
       "conv1",
       new Conv2d(inChannels, bottleneckChannels, 1, { stride: 1, generator }),
     );
-    this.bn1 = this.registerModule("bn1", new BatchNorm2d(bottleneckChannels));
-    this.act1 = this.registerModule("act1", new ReLU());
-    this.conv2 = this.registerModule(
+    this.registerModule("bn1", new BatchNorm2d(bottleneckChannels));
+    this.registerModule("act1", new ReLU());
+    this.registerModule(
       "conv2",
       new Conv2d(bottleneckChannels, bottleneckChannels, 3, { stride, padding: 1, generator }),
     );
-    this.bn2 = this.registerModule("bn2", new BatchNorm2d(bottleneckChannels));
-    this.act2 = this.registerModule("act2", new ReLU());
-    this.conv3 = this.registerModule(
+    this.registerModule("bn2", new BatchNorm2d(bottleneckChannels));
+    this.registerModule("act2", new ReLU());
+    this.registerModule(
       "conv3",
       new Conv2d(bottleneckChannels, outChannels, 1, { stride: 1, generator }),
     );
-    this.bn3 = this.registerModule("bn3", new BatchNorm2d(outChannels));
-    this.shortcut = this.registerModule(
+    this.registerModule("bn3", new BatchNorm2d(outChannels));
+    this.registerModule(
       "shortcut",
       shortcutFor(inChannels, outChannels, stride, { generator }),
     );
-    this.act3 = this.registerModule("act3", new ReLU());
+    this.registerModule("act3", new ReLU());
+  }
+
+  /** Third (1x1) convolution (an `nn.Conv2d` unless replaced). */
+  get conv3(): Module {
+    return this.getSubmodule("conv3");
+  }
+
+  /** Batch norm after `conv3` (an `nn.BatchNorm2d` unless replaced). */
+  get bn3(): Module {
+    return this.getSubmodule("bn3");
+  }
+
+  /** ReLU after the addition (an `nn.ReLU` unless replaced). */
+  get act3(): Module {
+    return this.getSubmodule("act3");
   }
 
   /** `[N, in, H, W]` → `[N, out, H/stride, W/stride]`. */
   forward(x: Tensor): Tensor {
-    const shortcut = shortcutForward(this.shortcut, x);
-    let y = convBn(this.conv1, this.bn1, x, null, true);
-    y = convBn(this.conv2, this.bn2, y, null, true);
-    return convBn(this.conv3, this.bn3, y, shortcut, true);
+    const shortcut = this.shortcut.call(x);
+    let y = convNormAct(this.conv1, this.bn1, this.act1, x, null);
+    y = convNormAct(this.conv2, this.bn2, this.act2, y, null);
+    return convNormAct(this.conv3, this.bn3, this.act3, y, shortcut);
   }
 }
 
@@ -287,12 +309,6 @@ export interface ResNetBaseOptions extends InitOptions {
  * ```
  */
 export class ResNetBase extends Module {
-  /** Stem or projection convolution. */
-  readonly conv: Conv2d;
-  /** Batch norm after `conv`. */
-  readonly bn: BatchNorm2d;
-  /** Every residual block, numbered from 0. */
-  readonly blocks: Sequential;
   /** Whether a ReLU follows the stem. */
   readonly stemActivation: boolean;
 
@@ -314,8 +330,8 @@ export class ResNetBase extends Module {
         `ResNetBase: nBlocks has ${nBlocks.length} stages but nChannels has ${nChannels.length}`,
       );
     }
-    nBlocks.forEach((n) => positiveInt("ResNetBase", "each nBlocks entry", n));
-    nChannels.forEach((c) => positiveInt("ResNetBase", "each nChannels entry", c));
+    nBlocks.forEach((n) => checkInteger("ResNetBase", "each nBlocks entry", n, 1));
+    nChannels.forEach((c) => checkInteger("ResNetBase", "each nChannels entry", c, 1));
     const { bottlenecks, stageStrides } = options;
     if (bottlenecks && bottlenecks.length !== nChannels.length) {
       throw new RangeError(
@@ -323,19 +339,19 @@ export class ResNetBase extends Module {
           `(${nChannels.length})`,
       );
     }
-    bottlenecks?.forEach((b) => positiveInt("ResNetBase", "each bottlenecks entry", b));
+    bottlenecks?.forEach((b) => checkInteger("ResNetBase", "each bottlenecks entry", b, 1));
     if (stageStrides && stageStrides.length !== nChannels.length) {
       throw new RangeError(
         `ResNetBase: stageStrides has ${stageStrides.length} entries, expected one per stage ` +
           `(${nChannels.length})`,
       );
     }
-    stageStrides?.forEach((s) => positiveInt("ResNetBase", "each stageStrides entry", s));
+    stageStrides?.forEach((s) => checkInteger("ResNetBase", "each stageStrides entry", s, 1));
     const generator = generatorFor(options);
     const imgChannels = options.imgChannels ?? 3;
     const k = options.firstKernelSize ?? 7;
-    positiveInt("ResNetBase", "firstKernelSize", k);
-    this.conv = this.registerModule(
+    checkInteger("ResNetBase", "firstKernelSize", k, 1);
+    this.registerModule(
       "conv",
       new Conv2d(imgChannels, nChannels[0], k, {
         stride: options.firstStride ?? 2,
@@ -343,7 +359,7 @@ export class ResNetBase extends Module {
         generator,
       }),
     );
-    this.bn = this.registerModule("bn", new BatchNorm2d(nChannels[0]));
+    this.registerModule("bn", new BatchNorm2d(nChannels[0]));
     this.stemActivation = options.stemActivation ?? false;
     const blocks: Module[] = [];
     let previous = nChannels[0];
@@ -360,13 +376,28 @@ export class ResNetBase extends Module {
       }
       previous = channels;
     });
-    this.blocks = this.registerModule("blocks", new Sequential(...blocks));
+    this.registerModule("blocks", new Sequential(...blocks));
+  }
+
+  /** Stem convolution (an `nn.Conv2d` unless replaced). */
+  get conv(): Module {
+    return this.getSubmodule("conv");
+  }
+
+  /** Batch norm after `conv` (an `nn.BatchNorm2d` unless replaced). */
+  get bn(): Module {
+    return this.getSubmodule("bn");
+  }
+
+  /** Every residual block, numbered from 0 (an `nn.Sequential` unless replaced). */
+  get blocks(): Module {
+    return this.getSubmodule("blocks");
   }
 
   /** `[N, imgChannels, H, W]` → `[N, C]`, C the last stage's channels. */
   forward(x: Tensor): Tensor {
-    const y = convBn(this.conv, this.bn, x, null, this.stemActivation);
-    return globalAvgPool2d(this.blocks.forward(y));
+    const y = convNormAct(this.conv, this.bn, null, x, null, this.stemActivation);
+    return globalAvgPool2d(this.blocks.call(y));
   }
 }
 
@@ -399,7 +430,7 @@ export function resnet(depth: number, options: ResNetOptions = {}): Sequential {
     );
   }
   const n = (depth - 2) / 6;
-  const numClasses = positiveInt("resnet", "numClasses", options.numClasses ?? 10);
+  const numClasses = checkInteger("resnet", "numClasses", options.numClasses ?? 10, 1);
   const generator = generatorFor(options);
   const base = new ResNetBase([n, n, n], [16, 32, 64], {
     firstKernelSize: 3,
@@ -409,4 +440,51 @@ export function resnet(depth: number, options: ResNetOptions = {}): Sequential {
     generator,
   });
   return new Sequential(base, new Linear(64, numClasses, { generator }));
+}
+
+/**
+ * Fuses each convolution with the batch norm after it for inference, in place, as PyTorch's
+ * `torch.ao.quantization.fuse_modules` does with `fuse_conv_bn_eval`: in every `ResNetBase`,
+ * `ShortcutProjection`, `ResidualBlock`, `BottleneckResidualBlock` and `nn.Sequential`, a child
+ * `nn.Conv2d` registered right before a child `nn.BatchNorm2d` (both unmodified and without
+ * hooks) becomes an `nn.ConvBn2d` of the two, and the batch norm's slot an `nn.Identity`. In eval
+ * mode each such pair then runs as one kernel (`conv2dBatchNormEval`) that also applies the
+ * block's residual and ReLU; in training mode the pair runs as before. The state-dict keys of a
+ * fused pair are the `ConvBn2d`'s (`conv1.0.weight`, `conv1.1.running_mean`, …), as in PyTorch.
+ *
+ * @returns `model`, fused.
+ * @example
+ * ```ts
+ * import { fuseConvBn, initGPU, noGrad, resnet, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const model = fuseConvBn(resnet(8, { seed: 0 }).eval());
+ * console.log(model.getSubmodule("0.blocks.0.conv1").constructor.name); // "ConvBn2d"
+ * const logits = noGrad(() => model.forward(Tensor.randn([2, 3, 16, 16], { seed: 1 })));
+ * console.log(logits.shape); // [2, 10]
+ * ```
+ */
+export function fuseConvBn<M extends Module>(model: M): M {
+  for (const [path, parent] of model.namedModules()) {
+    const chained = parent instanceof ResNetBase || parent instanceof ShortcutProjection ||
+      parent instanceof ResidualBlock || parent instanceof BottleneckResidualBlock ||
+      (parent instanceof Sequential && !(parent instanceof ConvBn2d));
+    if (!chained) continue;
+    const children = parent.namedChildren();
+    for (let i = 0; i + 1 < children.length; i++) {
+      const [convName, conv] = children[i];
+      const [bnName, bn] = children[i + 1];
+      if (
+        conv instanceof Conv2d && runsAs(conv, Conv2d.prototype.forward) &&
+        bn instanceof BatchNorm2d && runsAs(bn, BatchNorm2d.prototype.forward)
+      ) {
+        const fused = new ConvBn2d(conv, bn);
+        fused.training = bn.training;
+        const prefix = path ? `${path}.` : "";
+        model.setSubmodule(prefix + convName, fused);
+        model.setSubmodule(prefix + bnName, new Identity());
+        i++;
+      }
+    }
+  }
+  return model;
 }

@@ -15,39 +15,38 @@ import { Module } from "./module.ts";
  * ```
  */
 export class Sequential extends Module {
-  readonly #layers: Module[];
-
   /** Registers `modules` as children `"0"`, `"1"`, …. */
   constructor(...modules: Module[]) {
     super();
-    this.#layers = modules.map((m, i) => this.registerModule(String(i), m));
+    modules.forEach((m, i) => this.registerModule(String(i), m));
   }
 
   /** Number of modules. */
   get length(): number {
-    return this.#layers.length;
+    return this.children().length;
   }
 
   /** The module at `index` (negative counts from the end). */
   at(index: number): Module {
-    const m = this.#layers.at(index);
+    const layers = this.children();
+    const m = layers.at(index);
     if (!m) {
       throw new RangeError(
-        `Sequential.at(${index}): index out of range for ${this.#layers.length} modules`,
+        `Sequential.at(${index}): index out of range for ${layers.length} modules`,
       );
     }
     return m;
   }
 
-  /** Feeds `input` through every module in order. */
+  /** Feeds `input` through every module in order, each with {@link Module.call}. */
   forward(input: Tensor): Tensor {
     let x = input;
-    for (const m of this.#layers) x = m.forward(x);
+    for (const m of this.children()) x = m.call(x);
     return x;
   }
 
   /** The modules in order. */
   [Symbol.iterator](): Iterator<Module> {
-    return this.#layers[Symbol.iterator]();
+    return this.children()[Symbol.iterator]();
   }
 }

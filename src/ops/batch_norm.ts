@@ -1,16 +1,26 @@
 /**
- * Batch normalization over the channels of `[N, C, H, W]` tensors, as PyTorch's `BatchNorm2d`.
+ * Batch normalization over the channels of `[N, C, H, W]` tensors, as PyTorch's `BatchNorm2d`,
+ * with the residual addition and the ReLU that follow it in a ResNet block as options of the same
+ * op.
  *
  * @module
  */
+import statsSource from "../../kernels/batch_norm_stats.wgsl" with { type: "text" };
 import evalStatsSource from "../../kernels/batch_norm_eval_stats.wgsl" with { type: "text" };
 import forwardSource from "../../kernels/batch_norm_forward.wgsl" with { type: "text" };
 import reduceSource from "../../kernels/batch_norm_backward_reduce.wgsl" with { type: "text" };
 import inputGradSource from "../../kernels/batch_norm_backward_input.wgsl" with { type: "text" };
 import { dispatch, grid1d } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
-import { encodeBatchStatistics, reductionLanes } from "./_batch_norm_stats.ts";
+import { checkFinite, checkTensorNd, describe, optionalTensor } from "./_check.ts";
 
+const STATS = {
+  name: "batch_norm_stats",
+  source: statsSource,
+  params: ["batch", "channels", "hw", "lanes", "rows", "count", "momentum", "eps"] as const,
+};
+const STATS_RUNNING = { ...STATS, entryPoint: "main_running" };
+const STATS_RUNNING_COUNTER = { ...STATS, entryPoint: "main_running_counter" };
 const EVAL_STATS = {
   name: "batch_norm_eval_stats",
   source: evalStatsSource,
@@ -24,19 +34,21 @@ const FORWARD = {
 const BACKWARD_REDUCE = {
   name: "batch_norm_backward_reduce",
   source: reduceSource,
-  params: ["batch", "channels", "hw", "lanes", "rows"] as const,
+  params: ["batch", "channels", "hw", "lanes", "rows", "n"] as const,
 };
 const BACKWARD_INPUT = {
   name: "batch_norm_backward_input",
   source: inputGradSource,
-  params: ["channels", "hw", "chunks", "count", "n"] as const,
+  params: ["channels", "hw", "chunks", "count"] as const,
 };
+const BACKWARD_INPUT_RESIDUAL = { ...BACKWARD_INPUT, entryPoint: "main_residual" };
 
-/** Workgroup size of the per-channel reduction kernels. */
-const REDUCE_WG = 256;
+/** Workgroup size of batch_norm_stats and batch_norm_backward_reduce. */
+const REDUCE_WG = 64;
 
 /**
- * Options of {@link batchNorm2d}: the parameters and buffers of PyTorch's `BatchNorm2d`.
+ * Options of {@link batchNorm2d}: the parameters and buffers of PyTorch's `BatchNorm2d`, and what
+ * follows the normalization in a ResNet block (a residual addition, a ReLU).
  *
  * @example
  * ```ts
@@ -46,6 +58,7 @@ const REDUCE_WG = 256;
  *   runningMean: Tensor.zeros([16]),
  *   runningVar: Tensor.ones([16]),
  *   training: false,
+ *   relu: true,
  * };
  * console.log(batchNorm2d(Tensor.randn([2, 16, 4, 4], { seed: 0 }), options).shape);
  * ```
@@ -74,19 +87,25 @@ export interface BatchNorm2dOptions {
   momentum?: number;
   /** Added to the variance before the square root; default 1e-5. */
   eps?: number;
+  /** Added after the normalization: a residual connection `[N, C, H, W]`; default none. */
+  residual?: Tensor | null;
+  /** Whether a ReLU comes last (after the residual); default false. */
+  relu?: boolean;
 }
 
 /**
  * Batch normalization of `input` `[N, C, H, W]` per channel, like PyTorch's
- * `F.batch_norm`/`nn.BatchNorm2d`: `y = (x - mean) / sqrt(var + eps) * weight + bias`. In training
- * mode the mean and the biased variance are the batch's, over `N`, `H`, `W`, and the running
- * statistics and `numBatchesTracked` (when given) are updated in place; in eval mode the running
- * statistics are used and must be given.
+ * `F.batch_norm`/`nn.BatchNorm2d`: `y = (x - mean) / sqrt(var + eps) * weight + bias`, then
+ * `+ residual` and a ReLU when asked (`relu(bn(x) + residual)`, a ResNet block's ending, in the
+ * same pass over memory). In training mode the mean and the biased variance are the batch's, over
+ * `N`, `H`, `W`, and the running statistics and `numBatchesTracked` (when given) are updated in
+ * place; in eval mode the running statistics are used and must be given. Differentiable in the
+ * input, the weight, the bias and the residual.
  *
  * @returns a tensor `[N, C, H, W]`.
- * @throws {RangeError} when `input` is not `[N, C, H, W]`, a per-channel tensor is not `[C]`, eval
- * mode lacks running statistics, only one running tensor is given, or training has one value per
- * channel (`N * H * W = 1`).
+ * @throws {RangeError} when `input` is not `[N, C, H, W]`, a per-channel tensor is not `[C]`, the
+ * residual is not the input's shape, eval mode lacks running statistics, only one running tensor
+ * is given, or training has one value per channel (`N * H * W = 1`).
  * @throws {TypeError} when an argument has the wrong type.
  * @example
  * ```ts
@@ -101,25 +120,29 @@ export interface BatchNorm2dOptions {
  *   runningMean,
  *   runningVar,
  *   training: true,
+ *   residual: Tensor.randn([4, 3, 8, 8], { seed: 1 }),
+ *   relu: true,
  * });
  * console.log(y.shape, await runningMean.toArray()); // [4, 3, 8, 8], 0.1 * the batch means
  * ```
  */
 export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor {
-  const v = validate(input, options);
-  const { weight, bias, runningMean, runningVar, training, n } = v;
+  const op = "batchNorm2d()";
+  checkTensorNd(op, "input", input, 4, "[N, C, H, W]");
   const [N, C, H, W] = input.shape;
+  const bn = checkBatchNorm(op, options, "options", input.shape);
+  const { weight, bias, residual } = bn;
   const hw = H * W;
-  const recording = shouldRecord(input, weight, bias);
+  const vec4 = hw % 4 === 0;
 
   // (mean, invstd) per channel: the batch's in training, a snapshot of the running ones in eval.
   const stats = Tensor.empty([2, C]);
-  if (training) {
-    encodeBatchStatistics(input, stats, v);
+  if (bn.training) {
+    encodeBatchStatistics(input, stats, bn);
   } else {
     dispatch(EVAL_STATS, {
-      buffers: [runningMean!.buffer, runningVar!.buffer, stats.buffer],
-      params: { channels: C, eps: v.eps },
+      buffers: [bn.runningMean!.buffer, bn.runningVar!.buffer, stats.buffer],
+      params: { channels: C, eps: bn.eps },
       workgroups: grid1d(C, 64),
     });
   }
@@ -128,94 +151,119 @@ export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor 
   const chunks = Math.ceil(hw / 4);
   const count = N * C * chunks;
   dispatch(FORWARD, {
-    // Absent affine parameters are replaced by a read-only alias the kernel never reads.
+    // Absent tensors are replaced by read-only aliases the kernel never reads.
     buffers: [
       input.buffer,
       stats.buffer,
       (weight ?? stats).buffer,
       (bias ?? stats).buffer,
+      (residual ?? input).buffer,
       out.buffer,
     ],
     params: { channels: C, hw, chunks, count },
     workgroups: grid1d(count, 256),
-    constants: { HAS_WEIGHT: weight ? 1 : 0, HAS_BIAS: bias ? 1 : 0 },
+    constants: {
+      HAS_WEIGHT: weight ? 1 : 0,
+      HAS_BIAS: bias ? 1 : 0,
+      HAS_RESIDUAL: residual ? 1 : 0,
+      RELU: bn.relu ? 1 : 0,
+      VEC4: vec4 ? 1 : 0,
+    },
   });
 
-  if (!recording) {
+  if (!shouldRecord(input, weight, bias, residual)) {
     stats.dispose();
     return out;
   }
   const inputs = [input];
   if (weight) inputs.push(weight);
   if (bias) inputs.push(bias);
+  if (residual) inputs.push(residual);
   return record(out, {
     name: "batchNorm2d",
     inputs,
     internals: [stats],
-    backward: (gy) => batchNorm2dBackward(gy, input, weight, bias, stats, training, n),
+    backward: (gy) => batchNorm2dBackward(gy, input, out, stats, bn),
   });
 }
 
-// The forward saves: the input, the weight (both op inputs), and `stats` [2, C] = (mean, invstd)
-// as an internal (batch statistics in training, a snapshot of the running ones in eval).
+// The forward saves: the input, the weight and the residual (op inputs), its output y (read for
+// the ReLU's mask), and `stats` [2, C] = (mean, invstd) as an internal (batch statistics in
+// training, a snapshot of the running ones in eval).
 function batchNorm2dBackward(
   gy: Tensor,
   x: Tensor,
-  weight: Tensor | null,
-  bias: Tensor | null,
+  y: Tensor,
   stats: Tensor,
-  training: boolean,
-  n: number,
+  bn: CheckedBatchNorm,
 ): (Tensor | null)[] {
   const [N, C, H, W] = x.shape;
   const hw = H * W;
+  const vec4 = hw % 4 === 0;
+  const { weight, bias, residual } = bn;
   const wantWeight = !!weight?.requiresGrad;
   const wantBias = !!bias?.requiresGrad;
-  const needSums = (training && x.requiresGrad) || wantWeight || wantBias;
-
-  let sumDy: Tensor | null = null;
-  let sumDyXhat: Tensor | null = null;
-  if (needSums) {
-    sumDy = Tensor.empty([C]);
-    sumDyXhat = Tensor.empty([C]);
-    const lanes = reductionLanes(N, hw, REDUCE_WG);
-    dispatch(BACKWARD_REDUCE, {
-      buffers: [gy.buffer, x.buffer, stats.buffer, sumDy.buffer, sumDyXhat.buffer],
-      params: { batch: N, channels: C, hw, lanes, rows: REDUCE_WG / lanes },
-      workgroups: grid1d(C, 1),
-    });
-  }
-
+  const wantResidual = !!residual?.requiresGrad;
+  const sumDy = Tensor.empty([C]);
+  const sumDyXhat = Tensor.empty([C]);
+  const coef = Tensor.empty([4, C]);
+  // Without a ReLU the mask is never read: dy fills its binding.
+  const mask = bn.relu ? y : gy;
+  const lanes = reductionLanes(N, vec4 ? hw / 4 : hw, REDUCE_WG);
+  dispatch(BACKWARD_REDUCE, {
+    buffers: [
+      gy.buffer,
+      mask.buffer,
+      x.buffer,
+      stats.buffer,
+      (weight ?? stats).buffer,
+      sumDy.buffer,
+      sumDyXhat.buffer,
+      coef.buffer,
+    ],
+    params: { batch: N, channels: C, hw, lanes, rows: REDUCE_WG / lanes, n: bn.n },
+    workgroups: grid1d(C, 1),
+    constants: {
+      RELU: bn.relu ? 1 : 0,
+      HAS_WEIGHT: weight ? 1 : 0,
+      TRAINING: bn.training ? 1 : 0,
+      VEC4: vec4 ? 1 : 0,
+    },
+  });
   let gx: Tensor | null = null;
-  if (x.requiresGrad) {
+  let gr: Tensor | null = null;
+  if (x.requiresGrad || wantResidual) {
     gx = Tensor.empty(x.shape);
+    const buffers = [gy.buffer, mask.buffer, x.buffer, coef.buffer, gx.buffer];
+    if (wantResidual) {
+      gr = Tensor.empty(x.shape);
+      buffers.push(gr.buffer);
+    }
     const chunks = Math.ceil(hw / 4);
     const count = N * C * chunks;
-    dispatch(BACKWARD_INPUT, {
-      buffers: [
-        gy.buffer,
-        x.buffer,
-        stats.buffer,
-        (weight ?? stats).buffer,
-        (sumDy ?? stats).buffer,
-        (sumDyXhat ?? stats).buffer,
-        gx.buffer,
-      ],
-      params: { channels: C, hw, chunks, count, n },
+    dispatch(wantResidual ? BACKWARD_INPUT_RESIDUAL : BACKWARD_INPUT, {
+      buffers,
+      params: { channels: C, hw, chunks, count },
       workgroups: grid1d(count, 256),
-      constants: { TRAINING: training ? 1 : 0, HAS_WEIGHT: weight ? 1 : 0 },
+      constants: { RELU: bn.relu ? 1 : 0, VEC4: vec4 ? 1 : 0 },
     });
+    if (!x.requiresGrad) {
+      gx.dispose();
+      gx = null;
+    }
   }
-
+  coef.dispose();
   const grads: (Tensor | null)[] = [gx];
   if (weight) grads.push(wantWeight ? sumDyXhat : null);
   if (bias) grads.push(wantBias ? sumDy : null);
-  if (sumDyXhat && !wantWeight) sumDyXhat.dispose();
-  if (sumDy && !wantBias) sumDy.dispose();
+  if (residual) grads.push(gr);
+  if (!wantWeight) sumDyXhat.dispose();
+  if (!wantBias) sumDy.dispose();
   return grads;
 }
 
-interface Validated {
+/** {@link BatchNorm2dOptions} checked, with defaults filled in. Internal. */
+export interface CheckedBatchNorm {
   weight: Tensor | null;
   bias: Tensor | null;
   runningMean: Tensor | null;
@@ -224,109 +272,103 @@ interface Validated {
   training: boolean;
   momentum: number;
   eps: number;
+  residual: Tensor | null;
+  relu: boolean;
   /** Values per channel, N * H * W. */
   n: number;
 }
 
-function validate(input: Tensor, options: BatchNorm2dOptions): Validated {
-  const op = "batchNorm2d()";
-  if (!(input instanceof Tensor)) {
-    throw new TypeError(`${op}: input must be a Tensor, got ${describe(input)}`);
-  }
-  if (input.ndim !== 4) {
-    throw new RangeError(`${op}: input must be [N, C, H, W], got ${formatShape(input.shape)}`);
-  }
+/**
+ * The validator of {@link BatchNorm2dOptions}, for `batchNorm2d` and the ops that end in a batch
+ * norm: `options` (named `where` in the messages of `op`) for a normalized tensor of `shape`
+ * `[N, C, H, W]`, whose channel dimension is called `dim` (`"C"`, or `"O"` after a convolution).
+ * Internal.
+ */
+export function checkBatchNorm(
+  op: string,
+  options: BatchNorm2dOptions,
+  where: string,
+  shape: readonly number[],
+  dim = "C",
+): CheckedBatchNorm {
   if (options === null || typeof options !== "object") {
     throw new TypeError(
-      `${op}: options must be an object such as { training: true }, got ${describe(options)}`,
+      `${op}: ${where} must be an object such as { training: true }, got ${describe(options)}`,
     );
   }
   if (typeof options.training !== "boolean") {
     throw new TypeError(
-      `${op}: options.training must be true or false, got ${describe(options.training)}`,
+      `${op}: ${where}.training must be true or false, got ${describe(options.training)}`,
     );
   }
-  const [N, C, H, W] = input.shape;
-  const channelTensor = (name: keyof BatchNorm2dOptions): Tensor | null => {
-    const t = options[name];
-    if (t === undefined || t === null) return null;
-    if (!(t instanceof Tensor)) {
-      throw new TypeError(`${op}: options.${name} must be a Tensor or null, got ${describe(t)}`);
-    }
-    if (t.ndim !== 1 || t.shape[0] !== C) {
+  const [N, C, H, W] = shape;
+  const perChannel = (name: "weight" | "bias" | "runningMean" | "runningVar") => {
+    const t = optionalTensor(op, `${where}.${name}`, options[name]);
+    if (t && (t.ndim !== 1 || t.shape[0] !== C)) {
       throw new RangeError(
-        `${op}: options.${name} must be [C] = [${C}] (input is ${formatShape(input.shape)}), ` +
-          `got ${formatShape(t.shape)}`,
+        `${op}: ${where}.${name} must be [${dim}] = [${C}], got ${formatShape(t.shape)}`,
       );
     }
     return t;
   };
-  const weight = channelTensor("weight");
-  const bias = channelTensor("bias");
-  const runningMean = channelTensor("runningMean");
-  const runningVar = channelTensor("runningVar");
+  const weight = perChannel("weight");
+  const bias = perChannel("bias");
+  const runningMean = perChannel("runningMean");
+  const runningVar = perChannel("runningVar");
   if (!runningMean !== !runningVar) {
     throw new RangeError(
-      `${op}: give both runningMean and runningVar or neither, got only ` +
+      `${op}: ${where} needs both runningMean and runningVar or neither, got only ` +
         (runningMean ? "runningMean" : "runningVar"),
     );
   }
-  let counter: Tensor | null = null;
-  const tracked = options.numBatchesTracked;
-  if (tracked !== undefined && tracked !== null) {
-    if (!(tracked instanceof Tensor)) {
-      throw new TypeError(
-        `${op}: options.numBatchesTracked must be a Tensor or null, got ${describe(tracked)}`,
-      );
-    }
-    if (tracked.size !== 1) {
-      throw new RangeError(
-        `${op}: options.numBatchesTracked must hold one element (shape []), got ` +
-          formatShape(tracked.shape),
-      );
-    }
-    if (!runningMean) {
-      throw new RangeError(
-        `${op}: options.numBatchesTracked needs runningMean and runningVar (as PyTorch tracks ` +
-          "no batches without running statistics)",
-      );
-    }
-    counter = tracked;
+  const counter = optionalTensor(op, `${where}.numBatchesTracked`, options.numBatchesTracked);
+  if (counter && counter.size !== 1) {
+    throw new RangeError(
+      `${op}: ${where}.numBatchesTracked must hold one element (shape []), got ` +
+        formatShape(counter.shape),
+    );
+  }
+  if (counter && !runningMean) {
+    throw new RangeError(
+      `${op}: ${where}.numBatchesTracked needs runningMean and runningVar (as PyTorch tracks ` +
+        "no batches without running statistics)",
+    );
   }
   // The kernel writes all three in place: they must not share a buffer (views included).
   const written = [runningMean, runningVar, counter].filter((t) => t !== null);
   if (new Set(written.map((t) => t.buffer)).size !== written.length) {
     throw new RangeError(
-      `${op}: runningMean, runningVar and numBatchesTracked must be distinct tensors, not views ` +
-        "of one buffer",
+      `${op}: ${where}.runningMean, runningVar and numBatchesTracked must be distinct tensors, ` +
+        "not views of one buffer",
     );
   }
-  const momentum = options.momentum ?? 0.1;
-  const eps = options.eps ?? 1e-5;
-  if (typeof momentum !== "number" || typeof eps !== "number") {
-    throw new TypeError(
-      `${op}: momentum and eps must be numbers, got ${describe(momentum)} and ${describe(eps)}`,
-    );
-  }
-  if (!Number.isFinite(momentum)) {
-    throw new RangeError(`${op}: momentum must be a finite number, got ${momentum}`);
-  }
-  if (!(eps >= 0) || !Number.isFinite(eps)) {
-    throw new RangeError(`${op}: eps must be a finite number >= 0, got ${eps}`);
-  }
+  const momentum = checkFinite(op, `${where}.momentum`, options.momentum ?? 0.1);
+  const eps = checkFinite(op, `${where}.eps`, options.eps ?? 1e-5);
+  if (!(eps >= 0)) throw new RangeError(`${op}: ${where}.eps must be >= 0, got ${eps}`);
   const n = N * H * W;
   if (options.training) {
     if (n <= 1) {
       throw new RangeError(
-        `${op}: expected more than 1 value per channel when training, got input ` +
-          `${formatShape(input.shape)} (N * H * W = ${n})`,
+        `${op}: expected more than 1 value per channel when training, got ` +
+          `${formatShape(shape)} (N * H * W = ${n})`,
       );
     }
   } else if (!runningMean) {
     throw new RangeError(
-      `${op}: eval mode (training: false) normalizes with runningMean and runningVar, which ` +
-        "were not given",
+      `${op}: eval mode (${where}.training: false) normalizes with runningMean and runningVar, ` +
+        "which were not given",
     );
+  }
+  const residual = optionalTensor(op, `${where}.residual`, options.residual);
+  if (residual && residual.shape.join() !== shape.join()) {
+    throw new RangeError(
+      `${op}: ${where}.residual must have the output's shape ${formatShape(shape)}, got ` +
+        formatShape(residual.shape),
+    );
+  }
+  const relu = options.relu ?? false;
+  if (typeof relu !== "boolean") {
+    throw new TypeError(`${op}: ${where}.relu must be true or false, got ${describe(relu)}`);
   }
   return {
     weight,
@@ -337,13 +379,53 @@ function validate(input: Tensor, options: BatchNorm2dOptions): Validated {
     training: options.training,
     momentum,
     eps,
+    residual,
+    relu,
     n,
   };
 }
 
-function describe(value: unknown): string {
-  if (value === null) return "null";
-  if (value instanceof Tensor) return `a Tensor ${formatShape(value.shape)}`;
-  if (Array.isArray(value)) return "an array";
-  return typeof value === "object" ? "an object" : `${typeof value} ${String(value)}`;
+/**
+ * Encodes batch_norm_stats: `stats` [2, C] = (batch mean, invstd) of `input` [N, C, H, W], and
+ * the in-place update of the running statistics and counter that are given.
+ */
+function encodeBatchStatistics(input: Tensor, stats: Tensor, bn: CheckedBatchNorm): void {
+  const [N, C, H, W] = input.shape;
+  const hw = H * W;
+  const vec4 = hw % 4 === 0;
+  const kernel = !bn.runningMean ? STATS : bn.counter ? STATS_RUNNING_COUNTER : STATS_RUNNING;
+  const buffers = [input.buffer, stats.buffer];
+  if (bn.runningMean && bn.runningVar) {
+    buffers.push(bn.runningMean.buffer, bn.runningVar.buffer);
+  }
+  if (bn.runningMean && bn.counter) buffers.push(bn.counter.buffer);
+  const lanes = reductionLanes(N, vec4 ? hw / 4 : hw, REDUCE_WG);
+  dispatch(kernel, {
+    buffers,
+    params: {
+      batch: N,
+      channels: C,
+      hw,
+      lanes,
+      rows: REDUCE_WG / lanes,
+      count: N * hw,
+      momentum: bn.momentum,
+      eps: bn.eps,
+    },
+    workgroups: grid1d(C, 1),
+    constants: { VEC4: vec4 ? 1 : 0 },
+  });
+}
+
+/**
+ * Invocations per image plane of a per-channel reduction over `batch` planes of `perImage` values
+ * (or vec4s) in workgroups of `workgroup`: the fewest (a power of two) that, with one image per
+ * `workgroup / lanes` rows, still keep every invocation busy. Each invocation then walks long runs
+ * of its planes, which on llvmpipe is 1.7-3.3x faster than one lane per value of a plane
+ * (BENCHMARKS.md).
+ */
+function reductionLanes(batch: number, perImage: number, workgroup: number): number {
+  let lanes = 1;
+  while (lanes * batch < workgroup && lanes < perImage) lanes *= 2;
+  return lanes;
 }

@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
 import * as nn from "../../src/nn/mod.ts";
-import { BottleneckResidualBlock, resnet, ResNetBase } from "../../src/nn/resnet.ts";
+import { BottleneckResidualBlock, fuseConvBn, resnet, ResNetBase } from "../../src/nn/resnet.ts";
+import { mulScalar } from "../../src/ops/elementwise.ts";
+import { noGrad } from "../../src/autograd.ts";
+import { gpuCounters } from "../../src/gpu/dispatch.ts";
+import { tidy } from "../../src/scope.ts";
 import { Tensor } from "../../src/tensor.ts";
-import { gpuTest } from "../_gpu.ts";
+import { assertClose, gpuTest } from "../_gpu.ts";
 
 // PyTorch's state_dict() of nn.Sequential(ResNetBase([2, 1], [6, 10], first_kernel_size=3),
 // nn.Linear(10, 5)) from the seed's code: block 0 strides (projection), block 1 is an identity
@@ -85,9 +89,9 @@ gpuTest("bottleneck blocks register conv1..conv3, bn1..bn3, shortcut in the seed
     "shortcut",
     "act3",
   ]);
-  assert.deepEqual(block.conv2.weight.shape, [4, 4, 3, 3]);
-  assert.deepEqual(block.conv2.stride, [2, 2]);
-  assert.deepEqual(block.conv1.stride, [1, 1]);
+  assert.deepEqual((block.conv2 as nn.Conv2d).weight.shape, [4, 4, 3, 3]);
+  assert.deepEqual((block.conv2 as nn.Conv2d).stride, [2, 2]);
+  assert.deepEqual((block.conv1 as nn.Conv2d).stride, [1, 1]);
   block.dispose();
 });
 
@@ -96,21 +100,23 @@ gpuTest("ResNetBase strides: the seed's rule by default, stageStrides when given
   const strides = (m: ResNetBase) =>
     m.blocks.children().map((b) => (b as unknown as { conv1: nn.Conv2d }).conv1.stride[0]);
   assert.deepEqual(strides(seed), [2, 1, 1, 1, 1]);
-  assert.deepEqual(seed.conv.stride, [2, 2]);
+  assert.deepEqual((seed.conv as nn.Conv2d).stride, [2, 2]);
   const paper = new ResNetBase([2, 2, 1], [4, 6, 8], {
     firstKernelSize: 3,
     firstStride: 1,
     stageStrides: [1, 2, 2],
   });
   assert.deepEqual(strides(paper), [1, 1, 2, 1, 2]);
-  assert.deepEqual(paper.conv.stride, [1, 1]);
+  assert.deepEqual((paper.conv as nn.Conv2d).stride, [1, 1]);
   // Stride 1 and equal channels: the paper's first block needs no projection.
   assert.equal(
-    paper.blocks.at(0).namedChildren().find(([k]) => k === "shortcut")![1].constructor.name,
+    paper.getSubmodule("blocks.0").namedChildren().find(([k]) => k === "shortcut")![1].constructor
+      .name,
     "Identity",
   );
   assert.equal(
-    seed.blocks.at(0).namedChildren().find(([k]) => k === "shortcut")![1].constructor.name,
+    seed.getSubmodule("blocks.0").namedChildren().find(([k]) => k === "shortcut")![1].constructor
+      .name,
     "ShortcutProjection",
   );
   seed.dispose();
@@ -177,3 +183,121 @@ gpuTest("layers refuse bad constructor arguments with RangeError", () => {
   assert.throws(() => new ResNetBase([1], [4], { bottlenecks: [2, 2] }), RangeError);
   assert.throws(() => new nn.Sequential().at(0), RangeError);
 });
+
+gpuTest("getSubmodule()/setSubmodule() walk dotted paths; errors name the path", () => {
+  const model = basicModel();
+  assert.ok(model.getSubmodule("0.blocks.1.act1") instanceof nn.ReLU);
+  assert.equal(model.getSubmodule(""), model);
+  assert.throws(
+    () => model.getSubmodule("0.blocks.9.act1"),
+    (e: Error) =>
+      e instanceof RangeError && /getSubmodule\("0\.blocks\.9\.act1"\)/.test(e.message) &&
+      /has no child "9"/.test(e.message),
+  );
+  assert.throws(
+    () => model.setSubmodule("0.blocks.1.act9", new nn.Identity()),
+    (e: Error) => e instanceof RangeError && /setSubmodule\("0\.blocks\.1\.act9"\)/.test(e.message),
+  );
+  assert.throws(() => model.setSubmodule("0.blocks.1.act1", {} as never), TypeError);
+  // The state-dict keys follow the new child, in the old one's place.
+  const bn = new nn.BatchNorm2d(6, { affine: false });
+  model.setSubmodule("0.blocks.0.bn1", bn);
+  assert.equal(model.getSubmodule("0.blocks.0.bn1"), bn);
+  const keys = [...model.stateDict().keys()];
+  assert.ok(!keys.includes("0.blocks.0.bn1.weight"));
+  assert.equal(
+    keys.indexOf("0.blocks.0.bn1.running_mean"),
+    keys.indexOf("0.blocks.0.conv1.bias") + 1,
+  );
+  model.dispose();
+});
+
+gpuTest("forward hooks run on call(), see their layer's own output, may replace it", async () => {
+  const model = basicModel();
+  model.train();
+  const x = Tensor.randn([2, 3, 9, 9], { seed: 5 });
+  const seen: [nn.Module, Tensor, Tensor][] = [];
+  const bn = model.getSubmodule("0.blocks.0.bn2");
+  const handle = bn.registerForwardHook((m, input, output) => {
+    seen.push([m, input, output]);
+  });
+  model.forward(x);
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0][0], bn);
+  // The hook saw the batch norm alone: no residual, no ReLU (values below zero remain).
+  const out = await seen[0][2].toArray();
+  assert.ok(out.some((v) => v < 0));
+  const mean = out.reduce((a, b) => a + b, 0) / out.length;
+  assert.ok(Math.abs(mean) < 1e-4, `batch-normalized output has mean ${mean}`);
+  handle.remove();
+  handle.remove();
+  model.forward(x);
+  assert.equal(seen.length, 1);
+
+  // A hook returning a tensor replaces the output.
+  const act = model.getSubmodule("0.blocks.2.act2");
+  const h = act.registerForwardHook(() => Tensor.zeros([2, 10, 3, 3]));
+  model.eval();
+  const logits = await model.forward(x).toArray();
+  const bias = await model.getSubmodule("1").stateDict().get("bias")!.toArray();
+  assert.deepEqual(logits, Float32Array.from([...bias, ...bias]));
+  h.remove();
+  model.dispose();
+});
+
+gpuTest("blocks run replaced and subclassed children as written", async () => {
+  const x = Tensor.randn([2, 3, 9, 9], { seed: 6 });
+  const a = basicModel(3).eval();
+  const b = basicModel(3).eval();
+  // A ReLU subclass that counts its calls, and a batch norm subclass that doubles its output.
+  let calls = 0;
+  class CountingReLU extends nn.ReLU {
+    override forward(input: Tensor): Tensor {
+      calls++;
+      return super.forward(input);
+    }
+  }
+  class DoubledBatchNorm extends nn.BatchNorm2d {
+    override forward(input: Tensor): Tensor {
+      return mulScalar(super.forward(input), 2);
+    }
+  }
+  b.setSubmodule("0.blocks.1.act1", new CountingReLU());
+  const doubled = new DoubledBatchNorm(6);
+  doubled.loadStateDict(b.getSubmodule("0.blocks.1.bn2").stateDict());
+  b.setSubmodule("0.blocks.1.bn2", doubled.eval());
+  const yb = await b.forward(x).toArray();
+  assert.equal(calls, 1);
+  // The same network written with the separate ops.
+  a.getSubmodule("0.blocks.1.bn2").registerForwardHook((_m, _i, out) => mulScalar(out, 2));
+  const ya = await a.forward(x).toArray();
+  assertClose(yb, ya, { what: "subclassed vs hooked" });
+  a.dispose();
+  b.dispose();
+});
+
+gpuTest("fuseConvBn() makes conv+bn pairs one layer; inference equals the unfused", async () => {
+  const model = resnet(8, { seed: 4 });
+  // Running statistics away from (0, 1), so that the folding matters.
+  model.train();
+  tidy(() => model.forward(Tensor.randn([4, 3, 16, 16], { seed: 7 })));
+  model.eval();
+  const x = Tensor.randn([2, 3, 16, 16], { seed: 8 });
+  const before = await noGrad(() => model.forward(x)).toArray();
+  const unfusedDispatches = countDispatches(() => noGrad(() => model.forward(x)));
+  fuseConvBn(model);
+  const fused = model.namedModules().filter(([, m]) => m instanceof nn.ConvBn2d);
+  assert.equal(fused.length, 1 + 3 * 2 + 2); // stem, two per block, two projections
+  assert.ok(model.getSubmodule("0.blocks.0.bn1") instanceof nn.Identity);
+  assert.ok(model.stateDict().has("0.blocks.0.conv1.1.running_var"));
+  const after = await noGrad(() => model.forward(x)).toArray();
+  assertClose(after, before, { what: "fused vs unfused" });
+  assert.ok(countDispatches(() => noGrad(() => model.forward(x))) < unfusedDispatches);
+  model.dispose();
+});
+
+function countDispatches(fn: () => unknown): number {
+  const start = gpuCounters().dispatches;
+  tidy(() => void fn());
+  return gpuCounters().dispatches - start;
+}

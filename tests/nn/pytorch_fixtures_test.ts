@@ -1,11 +1,12 @@
 // The seed's models against PyTorch 1.13: forward, loss, every parameter gradient, the running
-// statistics after a training step, and the eval-mode output, from fixtures written by
-// tests/fixtures/make_fixtures.py.
+// statistics after a training step, and the eval-mode output (also after fuseConvBn), from
+// fixtures written by tests/fixtures/make_fixtures.py.
 import assert from "node:assert/strict";
 import { loadSafetensors } from "../../src/io/safetensors.ts";
 import * as nn from "../../src/nn/mod.ts";
-import { resnet, ResNetBase } from "../../src/nn/resnet.ts";
+import { fuseConvBn, resnet, ResNetBase } from "../../src/nn/resnet.ts";
 import { crossEntropy } from "../../src/ops/loss.ts";
+import { mulScalar } from "../../src/ops/elementwise.ts";
 import { noGrad } from "../../src/autograd.ts";
 import type { Tensor } from "../../src/tensor.ts";
 import { gpuTest, relativeL2 } from "../_gpu.ts";
@@ -83,6 +84,59 @@ for (const [name, build] of Object.entries(configs)) {
     model.eval();
     const evalOut = noGrad(() => model.forward(get("input")));
     const evalErr = relativeL2(await values(evalOut), await values(get("eval_output")));
+    assert.ok(evalErr <= 1e-4, `eval output relative L2 error ${evalErr}`);
+    // The same inference with every convolution and batch norm fused.
+    fuseConvBn(model);
+    const fusedOut = noGrad(() => model.forward(get("input")));
+    const fusedErr = relativeL2(await values(fusedOut), await values(get("eval_output")));
+    assert.ok(fusedErr <= 1e-4, `fused eval output relative L2 error ${fusedErr}`);
+    model.dispose();
+    for (const t of fixture.values()) t.dispose();
+  });
+}
+
+// Module surgery and forward hooks against PyTorch: the same replacement and hooks on the basic
+// model give the same outputs (tests/fixtures/make_fixtures.py, surgery.safetensors).
+const surgeryCases: Record<string, (model: nn.Module, recorded: Tensor[]) => void> = {
+  identity: (model) => model.setSubmodule("0.blocks.1.act1", new nn.Identity()),
+  hook: (model, recorded) => {
+    model.getSubmodule("0.blocks.0.bn2").registerForwardHook((_m, _input, output) => {
+      recorded.push(output);
+    });
+    model.getSubmodule("0.blocks.1.bn1").registerForwardHook((_m, _input, output) =>
+      mulScalar(output, 2)
+    );
+  },
+};
+
+for (const [name, prepare] of Object.entries(surgeryCases)) {
+  gpuTest(`basic ResNet with PyTorch's surgery "${name}" gives PyTorch's outputs`, async () => {
+    const fixture = await loadSafetensors(
+      new URL("../fixtures/surgery.safetensors", import.meta.url),
+    );
+    const get = (key: string) => {
+      const t = fixture.get(key);
+      if (!t) throw new Error(`fixture surgery lacks ${key}`);
+      return t;
+    };
+    const model = configs.basic();
+    const weights = new Map<string, Tensor>();
+    for (const [key, t] of fixture) if (key.startsWith("model.")) weights.set(key.slice(6), t);
+    model.loadStateDict(weights);
+    const recorded: Tensor[] = [];
+    prepare(model, recorded);
+    model.train();
+    const output = model.forward(get("input"));
+    const err = relativeL2(await values(output), await values(get(`${name}.output`)));
+    assert.ok(err <= 1e-4, `output relative L2 error ${err}`);
+    if (name === "hook") {
+      assert.equal(recorded.length, 1);
+      const bnErr = relativeL2(await values(recorded[0]), await values(get("hook.bn_output")));
+      assert.ok(bnErr <= 1e-4, `hooked batch norm's output relative L2 error ${bnErr}`);
+    }
+    model.eval();
+    const evalOut = noGrad(() => model.forward(get("input")));
+    const evalErr = relativeL2(await values(evalOut), await values(get(`${name}.eval_output`)));
     assert.ok(evalErr <= 1e-4, `eval output relative L2 error ${evalErr}`);
     model.dispose();
     for (const t of fixture.values()) t.dispose();

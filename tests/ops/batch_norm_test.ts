@@ -3,114 +3,10 @@ import { Tensor } from "../../src/tensor.ts";
 import { noGrad } from "../../src/autograd.ts";
 import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { tidy } from "../../src/scope.ts";
+import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import { batchNorm2d, type BatchNorm2dOptions } from "../../src/ops/batch_norm.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
-
-// ---- float64 reference -------------------------------------------------------------------
-
-interface RefOptions {
-  weight?: Float64Array | null;
-  bias?: Float64Array | null;
-  runningMean?: Float64Array | null;
-  runningVar?: Float64Array | null;
-  training: boolean;
-  momentum?: number;
-  eps?: number;
-}
-
-interface RefResult {
-  y: Float64Array;
-  mean: Float64Array;
-  invstd: Float64Array;
-  /** The running statistics after a training call (PyTorch's update), or as given. */
-  runningMean: Float64Array | null;
-  runningVar: Float64Array | null;
-}
-
-/** PyTorch's batch_norm in float64, written out with plain loops. */
-function bnForward(x: Float64Array, shape: number[], o: RefOptions): RefResult {
-  const [N, C, H, W] = shape;
-  const hw = H * W;
-  const n = N * hw;
-  const eps = o.eps ?? 1e-5;
-  const momentum = o.momentum ?? 0.1;
-  const mean = new Float64Array(C);
-  const invstd = new Float64Array(C);
-  const runningMean = o.runningMean ? Float64Array.from(o.runningMean) : null;
-  const runningVar = o.runningVar ? Float64Array.from(o.runningVar) : null;
-  for (let c = 0; c < C; c++) {
-    if (o.training) {
-      let s = 0;
-      for (let b = 0; b < N; b++) for (let i = 0; i < hw; i++) s += x[(b * C + c) * hw + i];
-      const m = s / n;
-      let q = 0;
-      for (let b = 0; b < N; b++) {
-        for (let i = 0; i < hw; i++) q += (x[(b * C + c) * hw + i] - m) ** 2;
-      }
-      mean[c] = m;
-      invstd[c] = 1 / Math.sqrt(q / n + eps); // biased variance normalizes
-      if (runningMean && runningVar) {
-        runningMean[c] = (1 - momentum) * runningMean[c] + momentum * m;
-        runningVar[c] = (1 - momentum) * runningVar[c] + momentum * (q / (n - 1)); // unbiased
-      }
-    } else {
-      mean[c] = o.runningMean![c];
-      invstd[c] = 1 / Math.sqrt(o.runningVar![c] + eps);
-    }
-  }
-  const y = new Float64Array(x.length);
-  for (let b = 0; b < N; b++) {
-    for (let c = 0; c < C; c++) {
-      const w = o.weight ? o.weight[c] : 1;
-      const bias = o.bias ? o.bias[c] : 0;
-      for (let i = 0; i < hw; i++) {
-        const k = (b * C + c) * hw + i;
-        y[k] = (x[k] - mean[c]) * invstd[c] * w + bias;
-      }
-    }
-  }
-  return { y, mean, invstd, runningMean, runningVar };
-}
-
-/** The reference backward from the closed forms (checked against finite differences below). */
-function bnBackward(
-  x: Float64Array,
-  gy: Float64Array,
-  shape: number[],
-  o: RefOptions,
-): { gx: Float64Array; gw: Float64Array; gb: Float64Array } {
-  const [N, C, H, W] = shape;
-  const hw = H * W;
-  const n = N * hw;
-  const { mean, invstd } = bnForward(x, shape, o);
-  const gx = new Float64Array(x.length);
-  const gw = new Float64Array(C);
-  const gb = new Float64Array(C);
-  for (let c = 0; c < C; c++) {
-    let sumDy = 0;
-    let sumDyXhat = 0;
-    for (let b = 0; b < N; b++) {
-      for (let i = 0; i < hw; i++) {
-        const k = (b * C + c) * hw + i;
-        sumDy += gy[k];
-        sumDyXhat += gy[k] * (x[k] - mean[c]) * invstd[c];
-      }
-    }
-    gw[c] = sumDyXhat;
-    gb[c] = sumDy;
-    const w = o.weight ? o.weight[c] : 1;
-    for (let b = 0; b < N; b++) {
-      for (let i = 0; i < hw; i++) {
-        const k = (b * C + c) * hw + i;
-        const xhat = (x[k] - mean[c]) * invstd[c];
-        gx[k] = o.training
-          ? (w * invstd[c] / n) * (n * gy[k] - sumDy - xhat * sumDyXhat)
-          : gy[k] * w * invstd[c];
-      }
-    }
-  }
-  return { gx, gw, gb };
-}
+import { bnBackward, bnForward, type RefOptions } from "./_batch_norm_reference.ts";
 
 // ---- helpers ----------------------------------------------------------------------------
 
@@ -509,4 +405,235 @@ gpuTest("batchNorm2d() rejects bad shapes, missing running stats and bad options
   assert.throws(() => loose(x, { training: "yes" }), TypeError);
   assert.throws(() => loose(x, { weight: [1, 2, 3], training: true }), TypeError);
   assert.throws(() => loose(x, { training: true, momentum: "0.1" }), TypeError);
+});
+
+// ---- residual and ReLU ------------------------------------------------------------------
+
+interface ActCase {
+  input: number[];
+  training: boolean;
+  affine: boolean;
+  residual: boolean;
+  relu: boolean;
+}
+
+/** A case's float32-exact values and its reference options. */
+function actValues(c: ActCase, seed: number) {
+  const [n, ch, h, w] = c.input;
+  const count = n * ch * h * w;
+  const x = f32(
+    // Channels offset from zero, so that the statistics are not trivial.
+    randomValues(count, seed).map((v, i) => v + (Math.floor(i / (h * w)) % ch) * 0.3),
+  );
+  const o: RefOptions = {
+    weight: c.affine ? f32(randomValues(ch, seed + 1).map((v) => 1 + 0.5 * v)) : null,
+    bias: c.affine ? f32(randomValues(ch, seed + 2)) : null,
+    residual: c.residual ? f32(randomValues(count, seed + 3)) : null,
+    runningMean: f32(randomValues(ch, seed + 4, 0.5)),
+    runningVar: f32(randomValues(ch, seed + 5).map((v) => 0.5 + Math.abs(v))),
+    training: c.training,
+    momentum: 0.2,
+    relu: c.relu,
+  };
+  return { x, o };
+}
+
+const actCases: [string, ActCase][] = [
+  ["training, batch 3, 5 channels, 4x6, affine, residual, ReLU", {
+    input: [3, 5, 4, 6],
+    training: true,
+    affine: true,
+    residual: true,
+    relu: true,
+  }],
+  ["training, batch 1, 3 channels, 8x8, no affine, ReLU", {
+    input: [1, 3, 8, 8],
+    training: true,
+    affine: false,
+    residual: false,
+    relu: true,
+  }],
+  ["training, batch 2, 6 channels, 2x2, affine, residual, no ReLU", {
+    input: [2, 6, 2, 2],
+    training: true,
+    affine: true,
+    residual: true,
+    relu: false,
+  }],
+  ["eval, batch 2, 7 channels, 4x4, affine, residual, ReLU", {
+    input: [2, 7, 4, 4],
+    training: false,
+    affine: true,
+    residual: true,
+    relu: true,
+  }],
+  ["training, batch 2, 3 channels, 5x3 (planes of 15: scalar path), affine, residual, ReLU", {
+    input: [2, 3, 5, 3],
+    training: true,
+    affine: true,
+    residual: true,
+    relu: true,
+  }],
+  ["eval, batch 3, 4 channels, 3x3 (planes of 9: scalar path), affine, residual, ReLU", {
+    input: [3, 4, 3, 3],
+    training: false,
+    affine: true,
+    residual: true,
+    relu: true,
+  }],
+  ["training, batch 2, 5 channels, 7x5 (planes of 35: scalar path), no affine, ReLU", {
+    input: [2, 5, 7, 5],
+    training: true,
+    affine: false,
+    residual: false,
+    relu: true,
+  }],
+];
+
+for (const [i, [name, c]] of actCases.entries()) {
+  gpuTest(
+    `batchNorm2d() with residual/relu: forward, gradients and running stats match float64 ` +
+      `reference: ${name}`,
+    async () => {
+      const { x: xv, o } = actValues(c, 3000 + 10 * i);
+      const ch = c.input[1];
+      const x = Tensor.from(xv, c.input, { requiresGrad: true });
+      const gamma = o.weight ? Tensor.from(o.weight, [ch], { requiresGrad: true }) : null;
+      const beta = o.bias ? Tensor.from(o.bias, [ch], { requiresGrad: true }) : null;
+      const r = o.residual ? Tensor.from(o.residual, c.input, { requiresGrad: true }) : null;
+      const runningMean = Tensor.from(o.runningMean!, [ch]);
+      const runningVar = Tensor.from(o.runningVar!, [ch]);
+      const counter = Tensor.zeros([]);
+      const y = batchNorm2d(x, {
+        weight: gamma,
+        bias: beta,
+        runningMean,
+        runningVar,
+        numBatchesTracked: c.training ? counter : null,
+        training: c.training,
+        momentum: 0.2,
+        residual: r,
+        relu: c.relu,
+      });
+      const ref = bnForward(xv, c.input, o);
+      assertClose(await y.toArray(), ref.y, { what: "y" });
+      assertClose(await runningMean.toArray(), ref.runningMean!, { what: "running mean" });
+      assertClose(await runningVar.toArray(), ref.runningVar!, { what: "running var" });
+      assert.equal(await counter.item(), c.training ? 1 : 0);
+
+      const gy = f32(randomValues(y.size, 3100 + i));
+      y.backward(Tensor.from(gy, y.shape));
+      const e = bnBackward(xv, gy, c.input, o);
+      assertClose(await x.grad!.toArray(), e.gx, { what: "grad input" });
+      if (gamma) assertClose(await gamma.grad!.toArray(), e.gw, { what: "grad weight" });
+      if (beta) assertClose(await beta.grad!.toArray(), e.gb, { what: "grad bias" });
+      if (r) assertClose(await r.grad!.toArray(), e.gr, { what: "grad residual" });
+    },
+  );
+}
+
+gpuTest(
+  "batchNorm2d() with residual and relu encodes statistics and one pass; the backward two passes",
+  async () => {
+    const c = { ...actCases[0][1], affine: false };
+    const { x: xv, o } = actValues(c, 3500);
+    const x = Tensor.from(xv, c.input, { requiresGrad: true });
+    const r = Tensor.from(o.residual!, c.input, { requiresGrad: true });
+    const options = {
+      runningMean: Tensor.from(o.runningMean!, [5]),
+      runningVar: Tensor.from(o.runningVar!, [5]),
+      training: true,
+      residual: r,
+      relu: true,
+    };
+    let before = gpuCounters().dispatches;
+    const y = batchNorm2d(x, options);
+    assert.equal(gpuCounters().dispatches - before, 2);
+    const gy = f32(randomValues(y.size, 3501));
+    before = gpuCounters().dispatches;
+    y.backward(Tensor.from(gy, y.shape));
+    assert.equal(gpuCounters().dispatches - before, 2, "reduce and input passes");
+    const e = bnBackward(xv, gy, c.input, { ...o, training: true, weight: null, bias: null });
+    assertClose(await x.grad!.toArray(), e.gx, { what: "grad input" });
+    assertClose(await r.grad!.toArray(), e.gr, { what: "grad residual" });
+  },
+);
+
+gpuTest("batchNorm2d() with residual and relu computes only the gradients needed", async () => {
+  const c = actCases[0][1];
+  const { x: xv, o } = actValues(c, 3600);
+  const x = Tensor.from(xv, c.input);
+  const gamma = Tensor.from(o.weight!, [5], { requiresGrad: true });
+  const r = Tensor.from(o.residual!, c.input, { requiresGrad: true });
+  const y = batchNorm2d(x, {
+    weight: gamma,
+    bias: Tensor.from(o.bias!, [5]),
+    training: true,
+    residual: r,
+    relu: true,
+  });
+  const gy = f32(randomValues(y.size, 3601));
+  y.backward(Tensor.from(gy, y.shape));
+  const e = bnBackward(xv, gy, c.input, { ...o, runningMean: null, runningVar: null });
+  assert.equal(x.grad, null);
+  assertClose(await gamma.grad!.toArray(), e.gw, { what: "grad weight" });
+  assertClose(await r.grad!.toArray(), e.gr, { what: "grad residual" });
+  const plain = noGrad(() => batchNorm2d(x, { weight: gamma, training: true }));
+  assert.equal(plain.requiresGrad, false);
+});
+
+Deno.test("float64 reference backward with residual and relu matches finite differences", () => {
+  for (const training of [true, false]) {
+    for (const input of [[2, 3, 2, 3], [2, 2, 4, 4]]) {
+      const c: ActCase = { input, training, affine: true, residual: true, relu: true };
+      const { x, o } = actValues(c, 3700);
+      const gy = randomValues(x.length, 3701);
+      const e = bnBackward(x, gy, input, o);
+      const loss = (changed: Partial<RefOptions> & { x?: Float64Array }) =>
+        dot(bnForward(changed.x ?? x, input, { ...o, ...changed }).y, gy);
+      const opts = { rtol: 1e-6, atol: 1e-8, maxRelL2: 1e-7 };
+      assertClose(e.gx, finiteDifferences((v) => loss({ x: v }), x), { ...opts, what: "gx" });
+      assertClose(e.gw, finiteDifferences((weight) => loss({ weight }), o.weight!), {
+        ...opts,
+        what: "gweight",
+      });
+      assertClose(e.gb, finiteDifferences((bias) => loss({ bias }), o.bias!), {
+        ...opts,
+        what: "gbias",
+      });
+      assertClose(e.gr, finiteDifferences((residual) => loss({ residual }), o.residual!), {
+        ...opts,
+        what: "gresidual",
+      });
+    }
+  }
+});
+
+gpuTest("batchNorm2d() names the residual and relu options in its errors", () => {
+  const x = Tensor.zeros([2, 3, 4, 4]);
+  const throwsRange = (fn: () => unknown, pattern: RegExp) =>
+    assert.throws(fn, (e: unknown) => e instanceof RangeError && pattern.test(e.message));
+  const throwsType = (fn: () => unknown, pattern: RegExp) =>
+    assert.throws(fn, (e: unknown) => e instanceof TypeError && pattern.test(e.message));
+  throwsRange(() => batchNorm2d(Tensor.zeros([3, 4, 4]), { training: true }), /\[N, C, H, W\]/);
+  throwsRange(
+    () => batchNorm2d(x, { training: true, weight: Tensor.ones([4]) }),
+    /batchNorm2d\(\): options.weight must be \[C\] = \[3\], got \[4\]/,
+  );
+  throwsRange(() => batchNorm2d(x, { training: false }), /batchNorm2d\(\): eval mode/);
+  throwsRange(
+    () => batchNorm2d(x, { training: true, runningMean: Tensor.zeros([3]) }),
+    /both runningMean and runningVar/,
+  );
+  throwsRange(
+    () => batchNorm2d(x, { training: true, residual: Tensor.zeros([2, 3, 4, 3]) }),
+    /residual must have the output's shape \[2, 3, 4, 4\]/,
+  );
+  throwsRange(() => batchNorm2d(x, { training: true, eps: -1 }), /eps/);
+  throwsType(() => batchNorm2d("x" as never, { training: true }), /batchNorm2d\(\): input/);
+  throwsType(() => batchNorm2d(x, null as never), /batchNorm2d\(\): options/);
+  throwsType(() => batchNorm2d(x, { training: 1 as never }), /training/);
+  throwsType(() => batchNorm2d(x, { training: true, relu: "yes" as never }), /relu/);
+  throwsType(() => batchNorm2d(x, { training: true, residual: [1] as never }), /residual/);
+  throwsType(() => batchNorm2d(x, { training: true, weight: [1] as never }), /weight/);
 });
