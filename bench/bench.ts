@@ -8,7 +8,6 @@ import {
   batchNorm2d,
   conv2d,
   crossEntropy,
-  fuseConvBn,
   getDevice,
   globalAvgPool2d,
   gpuCounters,
@@ -605,8 +604,7 @@ async function runKernels(
 interface E2ERow {
   model: string;
   batch: number;
-  /** "infer fused": after fuseConvBn (every conv and batch norm one kernel). */
-  mode: "train" | "infer" | "infer fused";
+  mode: "train" | "infer";
   imagesPerSecond: number;
   /** Wall time per step over the timed steps, pipelined (one readback at the end). */
   stepMs: number;
@@ -640,7 +638,6 @@ async function runEndToEnd(
   const baseBytes = memoryStats().inUseBytes;
   const model: Module = buildModel(name, 0);
   const training = mode === "train";
-  if (mode === "infer fused") fuseConvBn(model);
   // The paper's recipe for every model, so that both measure the same update.
   const optimizer = training
     ? new SGD(model.parameters(), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 })
@@ -944,7 +941,7 @@ async function main(): Promise<void> {
     const batches = flags.quick ? [32] : [32, 128];
     for (const name of ["resnet20", "labml"]) {
       for (const batch of batches) {
-        for (const mode of ["train", "infer", "infer fused"] as const) {
+        for (const mode of ["train", "infer"] as const) {
           e2e.push(await runEndToEnd(clock, name, batch, mode, flags));
         }
       }

@@ -1,9 +1,8 @@
-import { conv2dBatchNormEval } from "../ops/conv2d_batch_norm.ts";
 import type { Tensor } from "../tensor.ts";
 import { BatchNorm2d, type BatchNorm2dForwardOptions } from "./batch_norm2d.ts";
 import { Conv2d } from "./conv2d.ts";
 import { Sequential } from "./sequential.ts";
-import { normThen, runsAs } from "./_fusion.ts";
+import { convBnEval, normThen } from "./_fusion.ts";
 
 /**
  * A convolution and the batch norm after it as one layer, as PyTorch's
@@ -41,25 +40,8 @@ export class ConvBn2d extends Sequential {
     const bn = this.at(1);
     const residual = options.residual ?? null;
     const relu = options.relu ?? false;
-    if (
-      runsAs(conv, Conv2d.prototype.forward) && runsAs(bn, BatchNorm2d.prototype.forward) &&
-      bn instanceof BatchNorm2d && !bn.training && bn.runningMean && bn.runningVar &&
-      conv instanceof Conv2d
-    ) {
-      return conv2dBatchNormEval(input, conv.weight, conv.bias, {
-        stride: conv.stride,
-        padding: conv.padding,
-        batchNorm: {
-          weight: bn.weight,
-          bias: bn.bias,
-          runningMean: bn.runningMean,
-          runningVar: bn.runningVar,
-          eps: bn.eps,
-          residual,
-          relu,
-        },
-      });
-    }
+    const fused = convBnEval(conv, bn, input, residual, relu);
+    if (fused) return fused;
     return normThen(bn, conv.call(input), residual, relu);
   }
 }

@@ -7,7 +7,10 @@
  * a child replaced with `setSubmodule`, a subclass or a hooked layer runs as written. Where a
  * batch norm is an unmodified `nn.BatchNorm2d` without hooks, the block passes it the residual
  * addition and, when the next child is an unmodified `nn.ReLU` without hooks, the ReLU, which it
- * then applies in the same pass (`bn.call(z, { residual, relu: true })`).
+ * then applies in the same pass (`bn.call(z, { residual, relu: true })`). In eval mode an
+ * unmodified, unhooked `nn.Conv2d` and the `nn.BatchNorm2d` after it run as one op,
+ * `conv2dBatchNormEval` (the batch norm folded into the convolution's output pass when no gradient
+ * is recorded), as `fuseConvBn(model)` makes explicit.
  *
  * @module
  */
@@ -22,7 +25,7 @@ import { Linear } from "./linear.ts";
 import { Module } from "./module.ts";
 import { Sequential } from "./sequential.ts";
 import { checkInteger } from "../ops/_check.ts";
-import { normThen, runsAs } from "./_fusion.ts";
+import { convBnEval, normThen, runsAs } from "./_fusion.ts";
 
 /**
  * The projection shortcut `W_s x`: a 1x1 convolution with the block's stride, then batch norm.
@@ -65,8 +68,9 @@ export class ShortcutProjection extends Module {
  * `act(norm(conv(x)) + residual)` through the children's `call`s; `act` null: a functional ReLU
  * when `relu` (the paper's stem, which has no ReLU child). The residual, and the ReLU when `act`
  * is an unmodified `nn.ReLU` without hooks, go to the layer that applies them in its own pass:
- * the batch norm (see `normThen`), or, after `fuseConvBn` made the convolution a `ConvBn2d` and
- * the batch norm an `Identity`, the `ConvBn2d`.
+ * the batch norm (see `normThen`); in eval mode the convolution and batch norm together (see
+ * `convBnEval`); or, after `fuseConvBn` made the convolution a `ConvBn2d` and the batch norm an
+ * `Identity`, the `ConvBn2d`.
  */
 function convNormAct(
   conv: Module,
@@ -77,10 +81,10 @@ function convNormAct(
   relu = false,
 ): Tensor {
   const fuseRelu = act ? runsAs(act, ReLU.prototype.forward) : relu;
-  let y: Tensor;
-  if (runsAs(norm, Identity.prototype.forward) && runsAs(conv, ConvBn2d.prototype.forward)) {
-    y = (conv as ConvBn2d).call(x, { residual, relu: fuseRelu });
-  } else {
+  let y = runsAs(norm, Identity.prototype.forward) && runsAs(conv, ConvBn2d.prototype.forward)
+    ? (conv as ConvBn2d).call(x, { residual, relu: fuseRelu })
+    : convBnEval(conv, norm, x, residual, fuseRelu);
+  if (!y) {
     const z = conv.call(x);
     y = normThen(norm, z, residual, fuseRelu);
     // Nothing else holds the convolution's output when neither layer is hooked or replaced.
