@@ -8,7 +8,7 @@ import addInplaceSource from "../kernels/add_inplace.wgsl" with { type: "text" }
 import { type BackwardOptions, type GradNode, isGradEnabled, runBackward } from "./autograd.ts";
 import { acquireBuffer, releaseBuffer } from "./gpu/buffer_pool.ts";
 import { currentDevice } from "./gpu/device.ts";
-import { copyBuffer, dispatch, grid1d, readBuffer, writeBuffer } from "./gpu/dispatch.ts";
+import { copyBuffer, dispatch, grid1d, kernel, readBuffer, writeBuffer } from "./gpu/dispatch.ts";
 import { defaultGenerator, Generator } from "./random.ts";
 import { keep, track } from "./scope.ts";
 
@@ -18,8 +18,8 @@ export type Shape = readonly number[];
 /** Numbers a tensor can be created from. */
 export type TensorData = ArrayLike<number>;
 
-const FILL = { name: "fill", source: fillSource, params: ["count", "value"] as const };
-const ADD_INPLACE = { name: "add_inplace", source: addInplaceSource, params: ["count"] as const };
+const FILL = kernel("fill", fillSource, ["count", "value"]);
+const ADD_INPLACE = kernel("add_inplace", addInplaceSource, ["count"]);
 
 /** A GPU buffer shared by a tensor and its views, returned to the pool with its last user. */
 class Storage {

@@ -7,7 +7,7 @@
  */
 import augmentSource from "../../kernels/augment.wgsl" with { type: "text" };
 import { getDevice } from "../gpu/device.ts";
-import { destroyBuffer, dispatch, flush, grid1d, writeBuffer } from "../gpu/dispatch.ts";
+import { destroyBuffer, dispatch, flush, grid1d, kernel, writeBuffer } from "../gpu/dispatch.ts";
 import { Generator } from "../random.ts";
 import { Tensor } from "../tensor.ts";
 import {
@@ -18,20 +18,16 @@ import {
   type ImageDataset,
 } from "./cifar10.ts";
 
-const AUGMENT = {
-  name: "augment",
-  source: augmentSource,
-  params: [
-    "count",
-    "chunk_images",
-    "scale_r",
-    "scale_g",
-    "scale_b",
-    "bias_r",
-    "bias_g",
-    "bias_b",
-  ] as const,
-};
+const AUGMENT = kernel("augment", augmentSource, [
+  "count",
+  "chunk_images",
+  "scale_r",
+  "scale_g",
+  "scale_b",
+  "bias_r",
+  "bias_g",
+  "bias_b",
+]);
 const WORKGROUP = 256;
 /** Output vec4s per image: 3 channels x 32 rows x 8 groups of 4 pixels. */
 const QUADS_PER_IMAGE = 3 * 32 * 8;

@@ -5,26 +5,11 @@
  *
  * @module
  */
-export {
-  CIFAR10_CLASSES,
-  CIFAR10_MEAN,
-  CIFAR10_STD,
-  type ImageDataset,
-  loadCifar10Folder,
-  parseCifarRecords,
-} from "./cifar10.ts";
+export * from "./_in_memory.ts";
+export { loadCifar10Folder } from "./cifar10.ts";
 export {
   defaultDataDir,
   type DownloadProgress,
   ensureCifar10,
   type EnsureCifar10Options,
 } from "./download.ts";
-export { SYNTHETIC_CLASSES, syntheticCifar, type SyntheticCifarOptions } from "./synthetic.ts";
-export {
-  type AugmentOptions,
-  type Batch,
-  DataLoader,
-  type DataLoaderOptions,
-  type DataLoaderState,
-  GpuImageStore,
-} from "./loader.ts";

@@ -36,6 +36,18 @@ export interface Kernel<P extends string = string> {
   params?: readonly P[];
 }
 
+/**
+ * A kernel from its WGSL file's name and text and the fields of its `struct Params` in the WGSL's
+ * order (none when it binds no uniforms); `dispatch` checks them against the struct.
+ */
+export function kernel<const P extends string = never>(
+  name: string,
+  source: string,
+  params: readonly P[] = [],
+): Kernel<P> {
+  return params.length ? { name, source, params } : { name, source };
+}
+
 /** Arguments of one {@link dispatch}. */
 export interface DispatchArgs<P extends string = string> {
   /** Storage buffers in binding order. */

@@ -10,37 +10,38 @@ import evalStatsSource from "../../kernels/batch_norm_eval_stats.wgsl" with { ty
 import forwardSource from "../../kernels/batch_norm_forward.wgsl" with { type: "text" };
 import reduceSource from "../../kernels/batch_norm_backward_reduce.wgsl" with { type: "text" };
 import inputGradSource from "../../kernels/batch_norm_backward_input.wgsl" with { type: "text" };
-import { dispatch, grid1d } from "../gpu/dispatch.ts";
+import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { checkFinite, checkTensorNd, describe, optionalTensor } from "./_check.ts";
 
-const STATS = {
-  name: "batch_norm_stats",
-  source: statsSource,
-  params: ["batch", "channels", "hw", "lanes", "rows", "count", "momentum", "eps"] as const,
-};
+const STATS = kernel("batch_norm_stats", statsSource, [
+  "batch",
+  "channels",
+  "hw",
+  "lanes",
+  "rows",
+  "count",
+  "momentum",
+  "eps",
+]);
 const STATS_RUNNING = { ...STATS, entryPoint: "main_running" };
 const STATS_RUNNING_COUNTER = { ...STATS, entryPoint: "main_running_counter" };
-const EVAL_STATS = {
-  name: "batch_norm_eval_stats",
-  source: evalStatsSource,
-  params: ["channels", "eps"] as const,
-};
-const FORWARD = {
-  name: "batch_norm_forward",
-  source: forwardSource,
-  params: ["channels", "hw", "chunks", "count"] as const,
-};
-const BACKWARD_REDUCE = {
-  name: "batch_norm_backward_reduce",
-  source: reduceSource,
-  params: ["batch", "channels", "hw", "lanes", "rows", "n"] as const,
-};
-const BACKWARD_INPUT = {
-  name: "batch_norm_backward_input",
-  source: inputGradSource,
-  params: ["channels", "hw", "chunks", "count"] as const,
-};
+const EVAL_STATS = kernel("batch_norm_eval_stats", evalStatsSource, ["channels", "eps"]);
+const FORWARD = kernel("batch_norm_forward", forwardSource, ["channels", "hw", "chunks", "count"]);
+const BACKWARD_REDUCE = kernel("batch_norm_backward_reduce", reduceSource, [
+  "batch",
+  "channels",
+  "hw",
+  "lanes",
+  "rows",
+  "n",
+]);
+const BACKWARD_INPUT = kernel("batch_norm_backward_input", inputGradSource, [
+  "channels",
+  "hw",
+  "chunks",
+  "count",
+]);
 const BACKWARD_INPUT_RESIDUAL = { ...BACKWARD_INPUT, entryPoint: "main_residual" };
 
 /** Workgroup size of batch_norm_stats and batch_norm_backward_reduce. */

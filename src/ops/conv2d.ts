@@ -26,7 +26,7 @@ import backwardWeightRowsSource from "../../kernels/conv2d_backward_weight_rows.
 };
 import backwardBiasSource from "../../kernels/conv2d_backward_bias.wgsl" with { type: "text" };
 import reduceChunksSource from "../../kernels/conv2d_reduce_chunks.wgsl" with { type: "text" };
-import { dispatch, grid1d } from "../gpu/dispatch.ts";
+import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { checkOptions, checkTensor, optionalTensor, pair } from "./_check.ts";
 
@@ -51,54 +51,56 @@ const GENERAL_PARAMS = [
 /** The fields every vec4-row kernel's `struct Params` starts with (see {@link rowsCommon}). */
 const ROWS_PARAMS = ["n", "c", "h", "w", "o", "oh", "ow", "kh", "pad_h"] as const;
 
-const FORWARD = {
-  name: "conv2d_forward",
-  source: forwardSource,
-  params: [...GENERAL_PARAMS, "has_bias", "blocks_w", "pixel_blocks"] as const,
-};
-const FORWARD_ROWS = {
-  name: "conv2d_forward_rows",
-  source: forwardRowsSource,
-  params: [
-    ...ROWS_PARAMS,
-    "op",
-    "blocks_w",
-    "pixel_blocks",
-    "epilogue",
-    "has_residual",
-    "relu",
-  ] as const,
-};
-const PACK_WEIGHT = {
-  name: "conv2d_pack_weight",
-  source: packWeightSource,
-  params: ["o", "c", "kh", "kw", "cols", "count"] as const,
-};
-const BACKWARD_INPUT = {
-  name: "conv2d_backward_input",
-  source: backwardInputSource,
-  params: [...GENERAL_PARAMS, "rows", "blocks_w", "pixel_blocks"] as const,
-};
-const BACKWARD_WEIGHT = {
-  name: "conv2d_backward_weight",
-  source: backwardWeightSource,
-  params: [...GENERAL_PARAMS, "lanes", "rows_per_chunk", "rows"] as const,
-};
-const BACKWARD_WEIGHT_ROWS = {
-  name: "conv2d_backward_weight_rows",
-  source: backwardWeightRowsSource,
-  params: [...ROWS_PARAMS, "rows", "rows_per_chunk", "chunks"] as const,
-};
-const BACKWARD_BIAS = {
-  name: "conv2d_backward_bias",
-  source: backwardBiasSource,
-  params: ["o", "oh", "ow", "rows_per_chunk", "rows", "count"] as const,
-};
-const REDUCE_CHUNKS = {
-  name: "conv2d_reduce_chunks",
-  source: reduceChunksSource,
-  params: ["count", "chunks"] as const,
-};
+const FORWARD = kernel("conv2d_forward", forwardSource, [
+  ...GENERAL_PARAMS,
+  "has_bias",
+  "blocks_w",
+  "pixel_blocks",
+]);
+const FORWARD_ROWS = kernel("conv2d_forward_rows", forwardRowsSource, [
+  ...ROWS_PARAMS,
+  "op",
+  "blocks_w",
+  "pixel_blocks",
+  "epilogue",
+  "has_residual",
+  "relu",
+]);
+const PACK_WEIGHT = kernel("conv2d_pack_weight", packWeightSource, [
+  "o",
+  "c",
+  "kh",
+  "kw",
+  "cols",
+  "count",
+]);
+const BACKWARD_INPUT = kernel("conv2d_backward_input", backwardInputSource, [
+  ...GENERAL_PARAMS,
+  "rows",
+  "blocks_w",
+  "pixel_blocks",
+]);
+const BACKWARD_WEIGHT = kernel("conv2d_backward_weight", backwardWeightSource, [
+  ...GENERAL_PARAMS,
+  "lanes",
+  "rows_per_chunk",
+  "rows",
+]);
+const BACKWARD_WEIGHT_ROWS = kernel("conv2d_backward_weight_rows", backwardWeightRowsSource, [
+  ...ROWS_PARAMS,
+  "rows",
+  "rows_per_chunk",
+  "chunks",
+]);
+const BACKWARD_BIAS = kernel("conv2d_backward_bias", backwardBiasSource, [
+  "o",
+  "oh",
+  "ow",
+  "rows_per_chunk",
+  "rows",
+  "count",
+]);
+const REDUCE_CHUNKS = kernel("conv2d_reduce_chunks", reduceChunksSource, ["count", "chunks"]);
 
 /**
  * Workgroup size of the general blocked kernels (their `WG` override). Each of their invocations

@@ -6,18 +6,14 @@
  * @module
  */
 import foldSource from "../../kernels/batch_norm_fold.wgsl" with { type: "text" };
-import { dispatch, grid1d } from "../gpu/dispatch.ts";
+import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import { shouldRecord, Tensor } from "../tensor.ts";
 import { batchNorm2d, type BatchNorm2dOptions, checkBatchNorm } from "./batch_norm.ts";
 import { describe } from "./_check.ts";
 import { conv2d, type Conv2dOptions } from "./conv2d.ts";
 import { forwardRows, geometry, packWeight, rowsFit } from "./conv2d.ts";
 
-const FOLD = {
-  name: "batch_norm_fold",
-  source: foldSource,
-  params: ["channels", "eps"] as const,
-};
+const FOLD = kernel("batch_norm_fold", foldSource, ["channels", "eps"]);
 
 /**
  * The batch norm of {@link conv2dBatchNormEval}: `batchNorm2d`'s options in eval mode (running

@@ -9,23 +9,15 @@ import mulSource from "../../kernels/mul.wgsl" with { type: "text" };
 import scaleSource from "../../kernels/scale.wgsl" with { type: "text" };
 import reluForwardSource from "../../kernels/relu_forward.wgsl" with { type: "text" };
 import reluBackwardSource from "../../kernels/relu_backward.wgsl" with { type: "text" };
-import { dispatch, grid1d } from "../gpu/dispatch.ts";
+import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { checkNumber, checkTensor } from "./_check.ts";
 
-const ADD = { name: "add", source: addSource, params: ["count4"] as const };
-const MUL = { name: "mul", source: mulSource, params: ["count4"] as const };
-const SCALE = { name: "scale", source: scaleSource, params: ["count4", "s", "t"] as const };
-const RELU_FORWARD = {
-  name: "relu_forward",
-  source: reluForwardSource,
-  params: ["count4"] as const,
-};
-const RELU_BACKWARD = {
-  name: "relu_backward",
-  source: reluBackwardSource,
-  params: ["count4"] as const,
-};
+const ADD = kernel("add", addSource, ["count4"]);
+const MUL = kernel("mul", mulSource, ["count4"]);
+const SCALE = kernel("scale", scaleSource, ["count4", "s", "t"]);
+const RELU_FORWARD = kernel("relu_forward", reluForwardSource, ["count4"]);
+const RELU_BACKWARD = kernel("relu_backward", reluBackwardSource, ["count4"]);
 
 const WORKGROUP = 256;
 

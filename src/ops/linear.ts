@@ -6,16 +6,12 @@
  */
 import matmulSource from "../../kernels/matmul.wgsl" with { type: "text" };
 import { noGrad } from "../autograd.ts";
-import { dispatch, grid1d } from "../gpu/dispatch.ts";
+import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { checkTensor, optionalTensor } from "./_check.ts";
 import { sum } from "./reduce.ts";
 
-const MATMUL = {
-  name: "matmul",
-  source: matmulSource,
-  params: ["M", "N", "K", "has_bias"] as const,
-};
+const MATMUL = kernel("matmul", matmulSource, ["M", "N", "K", "has_bias"]);
 
 /**
  * Encodes `op(a) op(b) (+ bias)` into a fresh `[m, n]` tensor, where `op(a)` is `[m, k]` (stored

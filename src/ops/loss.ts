@@ -12,26 +12,24 @@ import crossEntropyBackwardSource from "../../kernels/cross_entropy_backward.wgs
 };
 import argmaxCorrectSource from "../../kernels/argmax_correct.wgsl" with { type: "text" };
 import { noGrad } from "../autograd.ts";
-import { dispatch, grid1d } from "../gpu/dispatch.ts";
+import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { checkOptions, checkTensor, describe } from "./_check.ts";
 import { mean, sum } from "./reduce.ts";
 
-const CE_FORWARD = {
-  name: "cross_entropy_forward",
-  source: crossEntropyForwardSource,
-  params: ["N", "C", "nan_bits"] as const,
-};
-const CE_BACKWARD = {
-  name: "cross_entropy_backward",
-  source: crossEntropyBackwardSource,
-  params: ["N", "C", "per_row", "nan_bits", "scale"] as const,
-};
-const ARGMAX_CORRECT = {
-  name: "argmax_correct",
-  source: argmaxCorrectSource,
-  params: ["N", "C"] as const,
-};
+const CE_FORWARD = kernel("cross_entropy_forward", crossEntropyForwardSource, [
+  "N",
+  "C",
+  "nan_bits",
+]);
+const CE_BACKWARD = kernel("cross_entropy_backward", crossEntropyBackwardSource, [
+  "N",
+  "C",
+  "per_row",
+  "nan_bits",
+  "scale",
+]);
+const ARGMAX_CORRECT = kernel("argmax_correct", argmaxCorrectSource, ["N", "C"]);
 
 /** A quiet NaN's bits, for kernels to write where a target is invalid. */
 const NAN_BITS = 0x7fc00000;

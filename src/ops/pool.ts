@@ -14,7 +14,7 @@ import globalForwardSource from "../../kernels/global_avg_pool2d_forward.wgsl" w
 import globalBackwardSource from "../../kernels/global_avg_pool2d_backward.wgsl" with {
   type: "text",
 };
-import { dispatch, grid1d } from "../gpu/dispatch.ts";
+import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { checkBoolean, checkOptions, checkTensorNd, pair } from "./_check.ts";
 
@@ -33,37 +33,17 @@ const WINDOW_PARAMS = [
   "pad_w",
   "chunks",
 ] as const;
-const MAX_FORWARD = {
-  name: "max_pool2d_forward",
-  source: maxForwardSource,
-  params: WINDOW_PARAMS,
-};
+const MAX_FORWARD = kernel("max_pool2d_forward", maxForwardSource, WINDOW_PARAMS);
 const MAX_FORWARD_INDICES = { ...MAX_FORWARD, entryPoint: "main_indices" };
-const MAX_BACKWARD = {
-  name: "max_pool2d_backward",
-  source: maxBackwardSource,
-  params: WINDOW_PARAMS,
-};
-const AVG_FORWARD = {
-  name: "avg_pool2d_forward",
-  source: avgForwardSource,
-  params: WINDOW_PARAMS,
-};
-const AVG_BACKWARD = {
-  name: "avg_pool2d_backward",
-  source: avgBackwardSource,
-  params: WINDOW_PARAMS,
-};
-const GLOBAL_FORWARD = {
-  name: "global_avg_pool2d_forward",
-  source: globalForwardSource,
-  params: ["planes", "hw"] as const,
-};
-const GLOBAL_BACKWARD = {
-  name: "global_avg_pool2d_backward",
-  source: globalBackwardSource,
-  params: ["hw", "chunks", "count"] as const,
-};
+const MAX_BACKWARD = kernel("max_pool2d_backward", maxBackwardSource, WINDOW_PARAMS);
+const AVG_FORWARD = kernel("avg_pool2d_forward", avgForwardSource, WINDOW_PARAMS);
+const AVG_BACKWARD = kernel("avg_pool2d_backward", avgBackwardSource, WINDOW_PARAMS);
+const GLOBAL_FORWARD = kernel("global_avg_pool2d_forward", globalForwardSource, ["planes", "hw"]);
+const GLOBAL_BACKWARD = kernel("global_avg_pool2d_backward", globalBackwardSource, [
+  "hw",
+  "chunks",
+  "count",
+]);
 
 /** Arg-max offsets are stored as float32 values, exact up to 2^24. */
 const MAX_PLANE = 2 ** 24;

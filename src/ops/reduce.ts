@@ -6,32 +6,30 @@
  */
 import sumDimsSource from "../../kernels/sum_dims.wgsl" with { type: "text" };
 import broadcastDimsSource from "../../kernels/broadcast_dims.wgsl" with { type: "text" };
-import { dispatch, grid1d } from "../gpu/dispatch.ts";
+import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { checkBoolean, checkOptions, checkTensor, describe } from "./_check.ts";
 
-const SUM_DIMS = {
-  name: "sum_dims",
-  source: sumDimsSource,
-  params: [
-    "count",
-    "splits",
-    "chunk",
-    "rcount",
-    "nk",
-    "nr",
-    "ksize",
-    "kstride",
-    "rsize",
-    "rstride",
-    "scale",
-  ] as const,
-};
-const BROADCAST_DIMS = {
-  name: "broadcast_dims",
-  source: broadcastDimsSource,
-  params: ["count", "ndim", "size", "gstride", "scale"] as const,
-};
+const SUM_DIMS = kernel("sum_dims", sumDimsSource, [
+  "count",
+  "splits",
+  "chunk",
+  "rcount",
+  "nk",
+  "nr",
+  "ksize",
+  "kstride",
+  "rsize",
+  "rstride",
+  "scale",
+]);
+const BROADCAST_DIMS = kernel("broadcast_dims", broadcastDimsSource, [
+  "count",
+  "ndim",
+  "size",
+  "gstride",
+  "scale",
+]);
 
 /** The kernels describe a tensor by at most this many merged kept and reduced dimensions. */
 const MAX_RANK = 8;

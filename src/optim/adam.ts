@@ -5,29 +5,25 @@
  * @module
  */
 import adamStepSource from "../../kernels/adam_step.wgsl" with { type: "text" };
-import { dispatch, grid1d } from "../gpu/dispatch.ts";
+import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import { Tensor } from "../tensor.ts";
 import { checkNonNegative, checkUnitInterval, type HyperValue, Optimizer } from "./optimizer.ts";
 
-const ADAM_STEP = {
-  name: "adam_step",
-  source: adamStepSource,
-  params: [
-    "n0",
-    "n1",
-    "beta1",
-    "one_minus_beta1",
-    "beta2",
-    "one_minus_beta2",
-    "eps",
-    "l2",
-    "decay",
-    "step_size0",
-    "bc2_sqrt0",
-    "step_size1",
-    "bc2_sqrt1",
-  ] as const,
-};
+const ADAM_STEP = kernel("adam_step", adamStepSource, [
+  "n0",
+  "n1",
+  "beta1",
+  "one_minus_beta1",
+  "beta2",
+  "one_minus_beta2",
+  "eps",
+  "l2",
+  "decay",
+  "step_size0",
+  "bc2_sqrt0",
+  "step_size1",
+  "bc2_sqrt1",
+]);
 
 /** Options of {@link Adam} and {@link AdamW}. */
 export interface AdamOptions {

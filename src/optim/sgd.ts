@@ -5,26 +5,22 @@
  * @module
  */
 import sgdStepSource from "../../kernels/sgd_step.wgsl" with { type: "text" };
-import { dispatch, grid1d } from "../gpu/dispatch.ts";
+import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import { Tensor } from "../tensor.ts";
 import { checkNonNegative, type HyperValue, Optimizer } from "./optimizer.ts";
 
-const SGD_STEP = {
-  name: "sgd_step",
-  source: sgdStepSource,
-  params: [
-    "n0",
-    "n1",
-    "init0",
-    "init1",
-    "use_momentum",
-    "nesterov",
-    "lr",
-    "momentum",
-    "one_minus_dampening",
-    "weight_decay",
-  ] as const,
-};
+const SGD_STEP = kernel("sgd_step", sgdStepSource, [
+  "n0",
+  "n1",
+  "init0",
+  "init1",
+  "use_momentum",
+  "nesterov",
+  "lr",
+  "momentum",
+  "one_minus_dampening",
+  "weight_decay",
+]);
 
 /** Options of {@link SGD}. */
 export interface SGDOptions {
