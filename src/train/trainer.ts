@@ -344,7 +344,7 @@ export async function train(
       let batchIndex = trainLoader.position;
       // Batches of this epoch the run takes: fewer than the loader's when --max-steps ends it.
       const batches = Math.min(trainLoader.length, batchIndex + totalSteps - step);
-      let window = { loss: 0, correct: 0, seen: 0 };
+      let previousRead = { loss: 0, correct: 0, seen: 0 };
       for (const batch of trainLoader.batches()) {
         const size = batch.labels.length;
         const result = trainStep(model, optimizer, batch, stepOptions);
@@ -371,11 +371,11 @@ export async function train(
           stepPoints.push({
             step,
             epoch: epoch - 1 + batchIndex / trainLoader.length,
-            train_loss: (l - window.loss) / (seen - window.seen),
-            train_acc: (c - window.correct) / (seen - window.seen),
+            train_loss: (l - previousRead.loss) / (seen - previousRead.seen),
+            train_acc: (c - previousRead.correct) / (seen - previousRead.seen),
             lr: optimizer.lr,
           });
-          window = { loss: l, correct: c, seen };
+          previousRead = { loss: l, correct: c, seen };
           meter.update(unread.steps, unread.images, lastRead);
           unread = { steps: 0, images: 0 };
           if (!estimated && meter.measured) {
