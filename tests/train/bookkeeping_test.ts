@@ -322,3 +322,30 @@ Deno.test("the train CLI checks --patience, --label-smoothing, --clip-grad-norm,
     await assert.rejects(() => main(args), UsageError, `accepted ${args.join(" ")}`);
   }
 });
+
+gpuTest("a run with cutout, label smoothing and clipping resumes bit for bit", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const options = {
+      augment: { crop: true, flip: true, cutout: 12 },
+      labelSmoothing: 0.1,
+      clipGradNorm: 1,
+    };
+    await train(config(`${root}/a`, options), { progress: new Recorder() });
+    await train(config(`${root}/b`, { ...options, maxSteps: 3 }), { progress: new Recorder() });
+    await train(config(`${root}/b`, options), {
+      progress: new Recorder(),
+      resumeFrom: `${root}/b/last.safetensors`,
+    });
+    const { loadSafetensors } = await import("../../src/io/safetensors.ts");
+    const [a, b] = [
+      await loadSafetensors(`${root}/a/last.safetensors`),
+      await loadSafetensors(`${root}/b/last.safetensors`),
+    ];
+    assert.deepEqual([...b.keys()], [...a.keys()]);
+    for (const [key, t] of a) assert.deepEqual(await b.get(key)!.toArray(), await t.toArray(), key);
+    for (const t of [...a.values(), ...b.values()]) t.dispose();
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
