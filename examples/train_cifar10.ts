@@ -37,7 +37,10 @@ Model and recipe (defaults: the paper's ResNet-20 recipe; labml: the seed's expe
   --schedule NAME       multistep (÷10 at 50% and 75%: the paper's 32k/48k of 64k) | cosine |
                         onecycle | constant [multistep; labml constant, as the seed]
   --warmup-epochs N     linear warm-up for the cosine schedule [0]
-  --augment LIST        comma list of crop, flip; or none [crop,flip]
+  --augment LIST        comma list of crop, flip, cutout (a 16x16 square; cutout=N: NxN); or
+                        none [crop,flip]
+  --label-smoothing X   label smoothing of the training loss, in [0, 1] [0]
+  --clip-grad-norm X    clip the gradients' total 2-norm to X before each update [off]
   --seed N              seed of initialisation, data order and augmentation [0]
 
 Data
@@ -52,6 +55,8 @@ Run
   --eval-only           evaluate --checkpoint FILE on the test set and exit
   --checkpoint FILE     the weights for --eval-only
   --max-steps N         stop after N steps in all (smoke runs)
+  --patience N          early stopping: stop once the test accuracy has not improved for N
+                        epochs [off]
   --help                this text
 
 Ctrl-C saves a checkpoint (last.safetensors) and exits; --resume continues from it.`;
@@ -90,12 +95,22 @@ function parseAugment(value: string | undefined) {
   if (value === undefined) return undefined;
   if (value === "none") return { crop: false, flip: false };
   const parts = value.split(",").map((s) => s.trim()).filter(Boolean);
+  let cutout = 0;
   for (const p of parts) {
-    if (p !== "crop" && p !== "flip") {
-      throw new UsageError(`--augment takes a comma list of crop, flip, or none; got "${p}"`);
+    const size = /^cutout(?:=(\d+))?$/.exec(p);
+    if (size) {
+      cutout = Number(size[1] ?? 16);
+      if (cutout < 1 || cutout > 32) {
+        throw new UsageError(`--augment cutout=N takes a side N in [1, 32], got "${p}"`);
+      }
+    } else if (p !== "crop" && p !== "flip") {
+      throw new UsageError(
+        `--augment takes a comma list of crop, flip, cutout (or cutout=N), or none; got "${p}"`,
+      );
     }
   }
-  return { crop: parts.includes("crop"), flip: parts.includes("flip") };
+  const augment = { crop: parts.includes("crop"), flip: parts.includes("flip") };
+  return cutout ? { ...augment, cutout } : augment;
 }
 
 function timestamp(): string {
@@ -127,6 +142,9 @@ export async function main(args: string[]): Promise<number> {
         "eval-only": { type: "boolean" },
         checkpoint: { type: "string" },
         "max-steps": { type: "string" },
+        patience: { type: "string" },
+        "label-smoothing": { type: "string" },
+        "clip-grad-norm": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -166,6 +184,9 @@ export async function main(args: string[]): Promise<number> {
     seed: parseNumber("seed", f.seed, true, 0),
     logDir: f["log-dir"],
     maxSteps: parseNumber("max-steps", f["max-steps"], true, 1),
+    patience: parseNumber("patience", f.patience, true, 1),
+    labelSmoothing: parseNumber("label-smoothing", f["label-smoothing"], false, 0),
+    clipGradNorm: parseNumber("clip-grad-norm", f["clip-grad-norm"], false, 0),
   };
   for (const key of Object.keys(explicit) as (keyof TrainConfig)[]) {
     if (explicit[key] === undefined) delete explicit[key];
@@ -175,6 +196,9 @@ export async function main(args: string[]): Promise<number> {
   }
   if (f.checkpoint && !f["eval-only"]) {
     throw new UsageError("--checkpoint is for --eval-only; use --resume FILE to continue training");
+  }
+  if ((explicit.labelSmoothing ?? 0) > 1) {
+    throw new UsageError(`--label-smoothing must be in [0, 1], got "${f["label-smoothing"]}"`);
   }
   if (f.momentum !== undefined && (explicit.momentum ?? 0) >= 1) {
     throw new UsageError(`--momentum must be below 1, got "${f.momentum}"`);
@@ -245,7 +269,9 @@ export async function main(args: string[]): Promise<number> {
     progress.log(
       `done: ${summary.epochs} epochs, ${summary.steps} steps, best test accuracy ` +
         `${(summary.best_test_accuracy * 100).toFixed(2)}%, final ` +
-        `${(summary.final_test_accuracy * 100).toFixed(2)}%; logs in ${config.logDir}`,
+        `${(summary.final_test_accuracy * 100).toFixed(2)}%` +
+        `${summary.stopped_early ? " (stopped early: no improvement for --patience epochs)" : ""}` +
+        `; logs in ${config.logDir}`,
     );
     return summary.interrupted ? 130 : 0;
   } finally {

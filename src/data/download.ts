@@ -5,8 +5,8 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import { CIFAR10_META_FILE, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, joinPath } from "./cifar10.ts";
-import { Md5 } from "./_md5.ts";
 import { readTar } from "./_tar.ts";
 
 /** The folder the CIFAR-10 archive unpacks to. */
@@ -99,10 +99,10 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
 }
 
 async function md5OfFile(path: string): Promise<string> {
-  const hash = new Md5();
+  const hash = createHash("md5");
   const file = await Deno.open(path);
   for await (const chunk of file.readable) hash.update(chunk);
-  return hash.hexDigest();
+  return hash.digest("hex");
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * Batches of images on the GPU: the dataset's bytes are uploaded once, and each batch is one
- * small upload (the batch's image indices and random crop/flip draws) and one `augment` kernel
- * that writes the normalised float32 batch `[B, 3, 32, 32]`.
+ * small upload (the batch's image indices and random crop/flip/cutout draws) and one `augment`
+ * kernel that writes the normalised float32 batch `[B, 3, 32, 32]`.
  *
  * @module
  */
@@ -27,12 +27,15 @@ const AUGMENT = kernel("augment", augmentSource, [
   "bias_r",
   "bias_g",
   "bias_b",
+  "cutout",
 ]);
 const WORKGROUP = 256;
 /** Output vec4s per image: 3 channels x 32 rows x 8 groups of 4 pixels. */
 const QUADS_PER_IMAGE = 3 * 32 * 8;
 /** Chunk buffers the `augment` kernel binds at once. */
 const MAX_CHUNKS = 4;
+/** Side of the images, in pixels. */
+const SIDE = 32;
 
 const watchedDevices = new WeakSet<GPUDevice>();
 const lostDevices = new WeakSet<GPUDevice>();
@@ -59,7 +62,12 @@ function watchLoss(device: GPUDevice): void {
  * // Images 3 and 5, the first uncropped, the second cropped at (0, 8) and flipped.
  * const x = store.gather(new Uint32Array([3, 5]), new Uint8Array([4, 4, 0, 0, 8, 1]));
  * console.log(x.shape); // [2, 3, 32, 32]
+ * // The same with a 16x16 cutout centred at (10, 20) in the first, (31, 0) in the second.
+ * const draws = new Uint8Array([4, 4, 0, 10, 20, 0, 8, 1, 31, 0]);
+ * const cut = store.gather(new Uint32Array([3, 5]), draws, undefined, undefined, 16);
+ * console.log(cut.shape); // [2, 3, 32, 32]
  * x.dispose();
+ * cut.dispose();
  * store.dispose();
  * ```
  */
@@ -162,14 +170,19 @@ export class GpuImageStore {
 
   /**
    * Encodes the gather of images `indices` into a fresh pooled tensor `[B, 3, 32, 32]` holding
-   * `(crop(pad4(x)) / 255 - mean) / std` per channel. Nothing runs until the next readback or
-   * submit; the upload of `indices` and `draws` is ordered with the work already encoded.
+   * `(crop(pad4(x)) / 255 - mean) / std` per channel, then with `cutout` > 0 a `cutout`-pixel
+   * square set to 0 (the mean pixel, after normalisation, as DeVries & Taylor's Cutout does).
+   * Nothing runs until the next readback or submit; the upload of `indices` and `draws` is ordered
+   * with the work already encoded.
    *
    * @param indices `[B]` image indices, each below {@link GpuImageStore.count}.
-   * @param draws `[B, 3]` per image: crop corner `dx`, `dy` in `[0, 8]` in the zero-padded
-   *   40x40 image (4, 4 is no crop) and a flip flag 0 or 1.
+   * @param draws per image: crop corner `dx`, `dy` in `[0, 8]` in the zero-padded 40x40 image
+   *   (4, 4 is no crop) and a flip flag 0 or 1, `[B, 3]`; with `cutout` > 0 also the square's
+   *   centre `cx`, `cy` in `[0, 31]`, `[B, 5]`. The square covers rows and columns
+   *   `[c - floor(cutout / 2), c - floor(cutout / 2) + cutout)`, clipped at the borders.
    * @param mean per-channel mean (R, G, B) on the `[0, 1]` scale; default CIFAR-10's.
    * @param std per-channel standard deviation; default CIFAR-10's.
+   * @param cutout side of the cutout square in pixels, an integer in `[0, 32]`; default 0 (none).
    * @returns a tensor the caller owns and must dispose.
    * @throws {RangeError} when an index or a draw is out of range or the sizes disagree.
    */
@@ -178,6 +191,7 @@ export class GpuImageStore {
     draws: Uint8Array,
     mean: readonly number[] = CIFAR10_MEAN,
     std: readonly number[] = CIFAR10_STD,
+    cutout = 0,
   ): Tensor {
     if (!(indices instanceof Uint32Array) || !(draws instanceof Uint8Array)) {
       throw new TypeError(
@@ -185,10 +199,12 @@ export class GpuImageStore {
       );
     }
     const b = indices.length;
-    if (draws.length !== 3 * b) {
+    checkCutout("GpuImageStore.gather()", cutout);
+    const per = cutout > 0 ? 5 : 3;
+    if (draws.length !== per * b) {
       throw new RangeError(
-        `GpuImageStore.gather(): draws must be [B, 3] = ${3 * b} bytes for ${b} indices, got ` +
-          draws.length,
+        `GpuImageStore.gather(): draws must be [B, ${per}] = ${per * b} bytes for ${b} indices` +
+          `${cutout > 0 ? " with cutout" : ""}, got ${draws.length}`,
       );
     }
     checkNormalization("GpuImageStore.gather()", mean, std);
@@ -197,17 +213,21 @@ export class GpuImageStore {
     const upload = this.#upload;
     for (let i = 0; i < b; i++) {
       const index = indices[i];
-      const dx = draws[3 * i];
-      const dy = draws[3 * i + 1];
-      const flip = draws[3 * i + 2];
-      if (index >= this.count || dx > 8 || dy > 8 || flip > 1) {
+      const dx = draws[per * i];
+      const dy = draws[per * i + 1];
+      const flip = draws[per * i + 2];
+      const cx = cutout > 0 ? draws[per * i + 3] : 0;
+      const cy = cutout > 0 ? draws[per * i + 4] : 0;
+      if (index >= this.count || dx > 8 || dy > 8 || flip > 1 || cx >= SIDE || cy >= SIDE) {
         throw new RangeError(
           `GpuImageStore.gather(): item ${i} has index ${index} (count ${this.count}), dx ${dx}, ` +
-            `dy ${dy}, flip ${flip}; expected index < count, dx and dy in [0, 8], flip 0 or 1`,
+            `dy ${dy}, flip ${flip}, cutout centre (${cx}, ${cy}); expected index < count, dx ` +
+            "and dy in [0, 8], flip 0 or 1, the centre in [0, 31]",
         );
       }
       upload[2 * i] = index;
-      upload[2 * i + 1] = dx | (dy << 8) | (flip << 16);
+      // Unsigned: cy << 26 sets the sign bit of a 32-bit integer.
+      upload[2 * i + 1] = (dx | (dy << 8) | (flip << 16) | (cx << 20) | (cy << 26)) >>> 0;
     }
     const out = Tensor.empty([b, 3, 32, 32]);
     const chunks = this.#chunks;
@@ -231,6 +251,7 @@ export class GpuImageStore {
         bias_r: -mean[0] / std[0],
         bias_g: -mean[1] / std[1],
         bias_b: -mean[2] / std[2],
+        cutout,
       },
       workgroups: grid1d(quads, WORKGROUP),
     });
@@ -255,6 +276,14 @@ export class GpuImageStore {
   }
 }
 
+function checkCutout(what: string, cutout: unknown): void {
+  if (!Number.isInteger(cutout) || (cutout as number) < 0 || (cutout as number) > SIDE) {
+    throw new RangeError(
+      `${what}: cutout must be an integer side in [0, ${SIDE}] pixels, got ${String(cutout)}`,
+    );
+  }
+}
+
 function checkNormalization(what: string, mean: readonly number[], std: readonly number[]): void {
   const ok = (v: readonly number[]) =>
     Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === "number" && isFinite(x));
@@ -272,6 +301,12 @@ export interface AugmentOptions {
   crop: boolean;
   /** Random horizontal flip, with probability 1/2. */
   flip: boolean;
+  /**
+   * Cutout (DeVries & Taylor 2017): the side in pixels of a square, centred at a random pixel of
+   * each image and clipped at its borders, set to 0 after normalisation (16 is the paper's
+   * CIFAR-10 choice). Default 0: none.
+   */
+  cutout?: number;
 }
 
 /** Options of {@link DataLoader}. */
@@ -307,7 +342,8 @@ export interface Batch {
   indices: Uint32Array;
   /**
    * The random draws applied, `[B, 3]`: crop corner `dx`, `dy` in `[0, 8]` in the zero-padded
-   * 40x40 image (4, 4 without cropping) and the flip flag.
+   * 40x40 image (4, 4 without cropping) and the flip flag; with cutout `[B, 5]`, the cutout
+   * square's centre `cx`, `cy` in `[0, 31]` after them.
    */
   draws: Uint8Array;
 }
@@ -332,7 +368,7 @@ export interface DataLoaderState {
 /**
  * Iterates over a dataset in batches of normalised float32 images on the GPU, like PyTorch's
  * `DataLoader` with torchvision's `RandomCrop(32, padding=4)`, `RandomHorizontalFlip()`,
- * `ToTensor()` and `Normalize(mean, std)`. The images are uploaded to the GPU once (at the first
+ * `ToTensor()` and `Normalize(mean, std)`, and optionally Cutout after them. The images are uploaded to the GPU once (at the first
  * batch); each batch then uploads only its indices and random draws and runs one kernel, encoded
  * in order with the training step, so it adds no submit. Each epoch's order and draws are drawn
  * from the seeded generator when the epoch starts, so a seed reproduces every batch and
@@ -345,7 +381,7 @@ export interface DataLoaderState {
  * const { train } = data.syntheticCifar({ trainCount: 40, testCount: 0 });
  * const loader = new data.DataLoader(train, {
  *   batchSize: 16,
- *   augment: { crop: true, flip: true },
+ *   augment: { crop: true, flip: true, cutout: 16 },
  * });
  * console.log(loader.length); // 3
  * for (const { images, labels } of loader.batches()) {
@@ -362,7 +398,7 @@ export class DataLoader {
   /** Images per batch. */
   readonly batchSize: number;
   #shuffle: boolean;
-  #augment: AugmentOptions;
+  #augment: Required<AugmentOptions>;
   #mean: readonly number[];
   #std: readonly number[];
   #dropLast: boolean;
@@ -401,14 +437,20 @@ export class DataLoader {
     }
     if (augment === null || typeof augment !== "object") {
       throw new TypeError(
-        `DataLoader: augment must be { crop: boolean, flip: boolean }, got ${String(augment)}`,
+        `DataLoader: augment must be { crop: boolean, flip: boolean, cutout?: number }, got ` +
+          String(augment),
       );
     }
+    checkCutout("DataLoader", augment.cutout ?? 0);
     checkNormalization("DataLoader", mean, std);
     this.dataset = dataset;
     this.batchSize = batchSize;
     this.#shuffle = Boolean(shuffle);
-    this.#augment = { crop: Boolean(augment.crop), flip: Boolean(augment.flip) };
+    this.#augment = {
+      crop: Boolean(augment.crop),
+      flip: Boolean(augment.flip),
+      cutout: augment.cutout ?? 0,
+    };
     this.#mean = [...mean];
     this.#std = [...std];
     this.#dropLast = Boolean(dropLast);
@@ -448,12 +490,18 @@ export class DataLoader {
         order[j] = t;
       }
     }
-    const draws = new Uint8Array(3 * n);
-    const { crop, flip } = this.#augment;
+    const { crop, flip, cutout } = this.#augment;
+    // Without cutout the draws (and so a seed's batches) are those of a loader without it.
+    const per = cutout ? 5 : 3;
+    const draws = new Uint8Array(per * n);
     for (let i = 0; i < n; i++) {
-      draws[3 * i] = crop ? Math.floor(g.uniform() * 9) : 4;
-      draws[3 * i + 1] = crop ? Math.floor(g.uniform() * 9) : 4;
-      draws[3 * i + 2] = flip && g.uniform() < 0.5 ? 1 : 0;
+      draws[per * i] = crop ? Math.floor(g.uniform() * 9) : 4;
+      draws[per * i + 1] = crop ? Math.floor(g.uniform() * 9) : 4;
+      draws[per * i + 2] = flip && g.uniform() < 0.5 ? 1 : 0;
+      if (cutout) {
+        draws[per * i + 3] = Math.floor(g.uniform() * SIDE);
+        draws[per * i + 4] = Math.floor(g.uniform() * SIDE);
+      }
     }
     this.#order = order;
     this.#draws = draws;
@@ -469,15 +517,22 @@ export class DataLoader {
   *batches(): IterableIterator<Batch> {
     const { order, draws } = this.#plan();
     const n = this.dataset.count;
+    const per = this.#augment.cutout ? 5 : 3;
     while (this.#position < this.length) {
       const start = this.#position * this.batchSize;
       const end = Math.min(n, start + this.batchSize);
       const indices = order.slice(start, end);
-      const batchDraws = draws.slice(3 * start, 3 * end);
+      const batchDraws = draws.slice(per * start, per * end);
       const labels = new Int32Array(indices.length);
       for (let i = 0; i < indices.length; i++) labels[i] = this.dataset.labels[indices[i]];
       this.#store ??= new GpuImageStore(this.dataset, this.#maxChunkImages);
-      const images = this.#store.gather(indices, batchDraws, this.#mean, this.#std);
+      const images = this.#store.gather(
+        indices,
+        batchDraws,
+        this.#mean,
+        this.#std,
+        this.#augment.cutout,
+      );
       this.#position++;
       yield { images, labels, indices, draws: batchDraws };
     }

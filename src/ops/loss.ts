@@ -21,6 +21,7 @@ const CE_FORWARD = kernel("cross_entropy_forward", crossEntropyForwardSource, [
   "N",
   "C",
   "nan_bits",
+  "smoothing",
 ]);
 const CE_BACKWARD = kernel("cross_entropy_backward", crossEntropyBackwardSource, [
   "N",
@@ -28,6 +29,7 @@ const CE_BACKWARD = kernel("cross_entropy_backward", crossEntropyBackwardSource,
   "per_row",
   "nan_bits",
   "scale",
+  "smoothing",
 ]);
 const ARGMAX_CORRECT = kernel("argmax_correct", argmaxCorrectSource, ["N", "C"]);
 
@@ -41,6 +43,22 @@ export interface CrossEntropyOptions {
    * `"none"`: one loss per row, shape `[N]`.
    */
   reduction?: "mean" | "sum" | "none";
+  /**
+   * Label smoothing `ε` in `[0, 1]`, as PyTorch's `label_smoothing`: the target becomes
+   * `(1 - ε) * onehot + ε / C`, so a row's loss is `(1 - ε) * (-log p[t]) + ε * mean_c(-log p[c])`.
+   * Default 0 (plain cross-entropy).
+   */
+  labelSmoothing?: number;
+}
+
+function labelSmoothingOption(options: CrossEntropyOptions | undefined): number {
+  const eps = options?.labelSmoothing ?? 0;
+  if (typeof eps !== "number" || !(eps >= 0 && eps <= 1)) {
+    throw new RangeError(
+      `crossEntropy(): options.labelSmoothing must be a number in [0, 1], got ${String(eps)}`,
+    );
+  }
+  return eps;
 }
 
 /**
@@ -112,7 +130,8 @@ function reductionOption(options: unknown): "mean" | "sum" | "none" {
 /**
  * Cross-entropy between `logits` `[N, C]` (unnormalised scores) and integer class `targets`,
  * computed through a stable log-softmax, like PyTorch's `F.cross_entropy(logits, targets,
- * reduction=...)`; the mean over the N rows by default (shape `[]`).
+ * reduction=..., label_smoothing=...)`; the mean over the N rows by default (shape `[]`). With
+ * `labelSmoothing: ε`, a row's loss is `(1 - ε) * (-log p[t]) + ε * mean_c(-log p[c])`.
  *
  * `targets` is an `Int32Array` of N class indices, checked on the CPU, or a float Tensor `[N]`
  * holding class indices (already on the GPU, so it cannot be checked without a readback: a target
@@ -121,8 +140,8 @@ function reductionOption(options: unknown): "mean" | "sum" | "none" {
  * @throws {TypeError} when `logits` is not a Tensor or `targets` neither an Int32Array nor a
  * Tensor.
  * @throws {RangeError} when `logits` is not `[N, C]`, the targets do not hold N values, an
- * Int32Array target is outside `[0, C)` (the message names the first), or the reduction is
- * unknown.
+ * Int32Array target is outside `[0, C)` (the message names the first), the reduction is
+ * unknown, or `labelSmoothing` is not in `[0, 1]`.
  * @example
  * ```ts
  * import { crossEntropy, initGPU, Tensor } from "@resnet/webgpu";
@@ -131,6 +150,8 @@ function reductionOption(options: unknown): "mean" | "sum" | "none" {
  * const loss = crossEntropy(logits, new Int32Array([0, 1]));
  * loss.backward();
  * console.log(await loss.item()); // ≈ 0.1672
+ * const smoothed = crossEntropy(logits, new Int32Array([0, 1]), { labelSmoothing: 0.1 });
+ * console.log(await smoothed.item()); // ≈ 0.3339
  * ```
  */
 export function crossEntropy(
@@ -140,11 +161,12 @@ export function crossEntropy(
 ): Tensor {
   const { n, c, t, owned } = prepare("crossEntropy()", logits, targets);
   const reduction = reductionOption(options);
+  const smoothing = labelSmoothingOption(options);
   const losses = Tensor.empty([n]);
   const lse = Tensor.empty([n]);
   dispatch(CE_FORWARD, {
     buffers: [logits.buffer, t.buffer, losses.buffer, lse.buffer],
-    params: { N: n, C: c, nan_bits: NAN_BITS },
+    params: { N: n, C: c, nan_bits: NAN_BITS, smoothing },
     workgroups: grid1d(n, 64),
   });
   let out = losses;
@@ -153,7 +175,7 @@ export function crossEntropy(
     losses.dispose();
   }
   // Saves the input logits, and as internals the per-row log-sum-exp (and the uploaded targets):
-  // gx = (softmax - onehot) * gy (/ N for the mean).
+  // gx = (softmax - (1 - ε) * onehot - ε / C) * gy (/ N for the mean).
   if (shouldRecord(logits)) {
     record(out, {
       name: "crossEntropy",
@@ -169,6 +191,7 @@ export function crossEntropy(
             per_row: reduction === "none" ? 1 : 0,
             nan_bits: NAN_BITS,
             scale: reduction === "mean" ? 1 / n : 1,
+            smoothing,
           },
           workgroups: grid1d(n * c, 256),
         });

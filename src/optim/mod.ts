@@ -2,6 +2,7 @@
  * Optimizers and learning-rate schedules, like `torch.optim`: {@link SGD}, {@link Adam},
  * {@link AdamW}, and {@link MultiStepLR}, {@link CosineLR}, {@link OneCycleLR}. Each update is one
  * WGSL kernel dispatch per two parameters, encoded with the rest of the training step.
+ * {@link clipGradNorm} clips gradients as `torch.nn.utils.clip_grad_norm_`.
  *
  * @example
  * ```ts
@@ -26,6 +27,7 @@
  */
 export { type HyperValue, Optimizer, type OptimizerStateDict } from "./optimizer.ts";
 export { SGD, type SGDOptions } from "./sgd.ts";
+export { clipGradNorm, type ClipGradNormOptions } from "./clip_grad.ts";
 export { Adam, type AdamOptions, AdamW } from "./adam.ts";
 export {
   CosineLR,

@@ -8,9 +8,9 @@ import { memoryStats } from "../gpu/buffer_pool.ts";
 import type { Module } from "../nn/module.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
 import { type CheckpointInfo, saveCheckpoint } from "./checkpoint.ts";
-import { type EpochMetrics, renderCurves } from "./curves.ts";
+import { type EpochMetrics, renderCurves, type StepPoint } from "./curves.ts";
 import { formatDuration } from "./_duration.ts";
-import { writeTextAtomic } from "./_files.ts";
+import { metricsCsv, writeTextAtomic } from "./_files.ts";
 import type { ProgressReporter } from "./progress.ts";
 
 /** Options of {@link endEpoch}. */
@@ -31,6 +31,8 @@ export interface EpochEndOptions {
   title?: string;
   /** Where the epoch's line goes; none when not given. */
   progress?: ProgressReporter;
+  /** The run's per-step training figures so far, for the per-step lines of the curves. */
+  steps?: readonly StepPoint[];
 }
 
 /** What {@link endEpoch} did. */
@@ -44,10 +46,12 @@ export interface EpochEndResult {
 
 /**
  * Ends an epoch in the run folder `logDir`: appends `metrics` as one line of `metrics.jsonl`,
- * redraws `curves.svg` from `history` and `metrics`, saves `last.safetensors` (model, optimizer
+ * rewrites `metrics.csv` (a header, then `history` and `metrics`, one line per epoch), redraws
+ * `curves.svg` from `history`, `metrics` and `steps`, saves `last.safetensors` (model, optimizer
  * state, `checkpoint`), copies it to `best.safetensors` when the test accuracy is the best so far,
- * and prints the epoch's line (losses, accuracies, speed, GPU memory) to `progress`. Every file is
- * replaced atomically.
+ * and prints the epoch's line (losses, accuracies, speed, and the peak GPU memory of tensors since
+ * the last `resetPeakMemory()`) to `progress`. Every file but `metrics.jsonl` is replaced
+ * atomically.
  *
  * @example
  * ```ts
@@ -65,7 +69,13 @@ export interface EpochEndResult {
  * );
  * const names = (await Array.fromAsync(Deno.readDir(logDir))).map((e) => e.name).sort();
  * console.log(isBest, names);
- * // true [ "best.safetensors", "curves.svg", "last.safetensors", "metrics.jsonl" ]
+ * // true [
+ * //   "best.safetensors",
+ * //   "curves.svg",
+ * //   "last.safetensors",
+ * //   "metrics.csv",
+ * //   "metrics.jsonl"
+ * // ]
  * await Deno.remove(logDir, { recursive: true });
  * ```
  */
@@ -80,9 +90,10 @@ export async function endEpoch(
   await Deno.writeTextFile(`${logDir}/metrics.jsonl`, JSON.stringify(metrics) + "\n", {
     append: true,
   });
+  await writeTextAtomic(`${logDir}/metrics.csv`, metricsCsv([...history, metrics]));
   await writeTextAtomic(
     `${logDir}/curves.svg`,
-    renderCurves([...history, metrics], options.title ?? "training"),
+    renderCurves([...history, metrics], options.title ?? "training", options.steps),
   );
   await saveCheckpoint(last, options.model, options.optimizer, options.checkpoint);
   const bestBefore = history.reduce((b, m) => Math.max(b, m.test_acc), -Infinity);
@@ -97,7 +108,7 @@ export async function endEpoch(
       `train loss ${metrics.train_loss.toFixed(4)} acc ${(metrics.train_acc * 100).toFixed(2)}%` +
       `  test loss ${metrics.test_loss.toFixed(4)} acc ${(metrics.test_acc * 100).toFixed(2)}%` +
       `  ${metrics.images_per_sec.toFixed(1)} img/s  ${formatDuration(metrics.seconds)}  ` +
-      `GPU memory ${(memoryStats().inUseBytes / 2 ** 20).toFixed(1)} MiB`,
+      `peak GPU memory ${(memoryStats().peakInUseBytes / 2 ** 20).toFixed(1)} MiB`,
   );
   return { isBest };
 }

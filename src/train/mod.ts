@@ -35,7 +35,7 @@ export {
   type LoadedCheckpoint,
   saveCheckpoint,
 } from "./checkpoint.ts";
-export { type EpochMetrics, renderCurves } from "./curves.ts";
+export { type EpochMetrics, renderCurves, type StepPoint } from "./curves.ts";
 export { ProgressReporter, type ProgressState } from "./progress.ts";
 export { trainStep, type TrainStepOptions, type TrainStepResult } from "./step.ts";
 export { evaluate, type EvaluateOptions, type EvaluateResult } from "./evaluate.ts";

@@ -7,6 +7,7 @@ import { noGrad } from "../autograd.ts";
 import { flush } from "../gpu/dispatch.ts";
 import type { Module } from "../nn/module.ts";
 import { correctCount, crossEntropy } from "../ops/loss.ts";
+import { clipGradNorm } from "../optim/clip_grad.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
 import { tidy } from "../scope.ts";
 import type { Tensor } from "../tensor.ts";
@@ -18,6 +19,11 @@ export interface TrainStepOptions {
    * {@link crossEntropy} with mean reduction.
    */
   loss?: (output: Tensor, labels: Int32Array) => Tensor;
+  /**
+   * Clips the gradients' total 2-norm to this between the backward pass and the update, with
+   * {@link clipGradNorm} (on the GPU, no readback). Default: no clipping.
+   */
+  clipGradNorm?: number;
 }
 
 /** What {@link trainStep} hands back: two scalars on the GPU, not read back. */
@@ -70,6 +76,7 @@ export function trainStep(
     const output = model.forward(batch.images);
     const loss = lossOf(output, batch.labels);
     loss.backward();
+    if (options.clipGradNorm !== undefined) clipGradNorm(model.parameters(), options.clipGradNorm);
     optimizer.step();
     const correct = noGrad(() => correctCount(output, batch.labels));
     return { loss, correct };

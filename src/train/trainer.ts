@@ -9,9 +9,11 @@
  * @module
  */
 import { noGrad } from "../autograd.ts";
+import { memoryStats, resetPeakMemory } from "../gpu/buffer_pool.ts";
 import { adapterDescription, getDevice } from "../gpu/device.ts";
 import type { Module } from "../nn/module.ts";
 import { mulScalar } from "../ops/elementwise.ts";
+import { crossEntropy } from "../ops/loss.ts";
 import { Adam, AdamW } from "../optim/adam.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
 import { CosineLR, MultiStepLR, OneCycleLR, type Schedule } from "../optim/schedules.ts";
@@ -20,7 +22,7 @@ import { DataLoader, type DataLoaderState } from "../data/loader.ts";
 import { tidy } from "../scope.ts";
 import { Tensor } from "../tensor.ts";
 import { type CheckpointInfo, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
-import type { EpochMetrics } from "./curves.ts";
+import type { EpochMetrics, StepPoint } from "./curves.ts";
 import { endEpoch } from "./epoch_end.ts";
 import { evaluate } from "./evaluate.ts";
 import { buildModel } from "./models.ts";
@@ -54,8 +56,8 @@ export interface TrainConfig {
   schedule: "multistep" | "cosine" | "onecycle" | "constant";
   /** Linear warm-up epochs for the cosine schedule. */
   warmupEpochs: number;
-  /** Training augmentation. */
-  augment: { crop: boolean; flip: boolean };
+  /** Training augmentation; `cutout` is the side of the cutout square in pixels (0 or absent: none). */
+  augment: { crop: boolean; flip: boolean; cutout?: number };
   /** `auto`, `cifar10` or `synthetic`. */
   dataset: "auto" | "cifar10" | "synthetic";
   /** Folder holding (or receiving) `cifar-10-batches-bin/`. */
@@ -68,6 +70,15 @@ export interface TrainConfig {
   maxSteps?: number;
   /** Images of the synthetic training set (default 5000) and test set (default 1000). */
   syntheticSizes?: { train: number; test: number };
+  /** Label smoothing of the training loss, in [0, 1] (PyTorch's `label_smoothing`); default 0. */
+  labelSmoothing?: number;
+  /** Clip the gradients' total 2-norm to this before each update (`clipGradNorm` of optim). */
+  clipGradNorm?: number;
+  /**
+   * Early stopping: end the run once the test accuracy has not improved on its best for this many
+   * epochs in a row.
+   */
+  patience?: number;
 }
 
 /** What a run reports when it ends. */
@@ -95,6 +106,11 @@ export interface TrainSummary {
    * (`last.safetensors` then continues it).
    */
   interrupted: boolean;
+  /**
+   * Whether early stopping ({@link TrainConfig.patience}) ended the run before its last epoch:
+   * the test accuracy had not improved for `patience` epochs.
+   */
+  stopped_early: boolean;
 }
 
 /** What {@link TrainOptions.onStepEnd} is told after each step. */
@@ -264,6 +280,8 @@ export async function train(
   options: TrainOptions = {},
 ): Promise<TrainSummary> {
   getDevice();
+  // The epoch lines report the peak GPU memory of tensors from here on.
+  resetPeakMemory();
   const started = performance.now();
   const progress = options.progress ?? new ProgressReporter();
   const { logDir } = config;
@@ -297,6 +315,19 @@ export async function train(
   // A resumed run was estimated when it started.
   let estimated = step > 0;
   let interrupted = false;
+  let stoppedEarly = false;
+  // Per-step training figures at each readback (this process's part of the run), for the curves.
+  const stepPoints: StepPoint[] = [];
+  // Seconds of the last evaluation, for the run's ETA; unknown before the first.
+  let evalSeconds = NaN;
+  const runEpochs = Math.ceil(totalSteps / trainLoader.length);
+  const stepOptions = {
+    loss: config.labelSmoothing
+      ? (output: Tensor, labels: Int32Array) =>
+        crossEntropy(output, labels, { labelSmoothing: config.labelSmoothing })
+      : undefined,
+    clipGradNorm: config.clipGradNorm,
+  };
   const lossSum = Tensor.zeros([]);
   const correct = Tensor.zeros([]);
   model.train();
@@ -311,9 +342,12 @@ export async function train(
       let lastRead = epochStart;
       let unread = { steps: 0, images: 0 };
       let batchIndex = trainLoader.position;
+      // Batches of this epoch the run takes: fewer than the loader's when --max-steps ends it.
+      const batches = Math.min(trainLoader.length, batchIndex + totalSteps - step);
+      let previousRead = { loss: 0, correct: 0, seen: 0 };
       for (const batch of trainLoader.batches()) {
         const size = batch.labels.length;
-        const result = trainStep(model, optimizer, batch);
+        const result = trainStep(model, optimizer, batch, stepOptions);
         tidy(() =>
           noGrad(() => {
             lossSum.accumulate(mulScalar(result.loss, size));
@@ -334,21 +368,36 @@ export async function train(
         ) {
           const [l, c] = await Promise.all([lossSum.item(), correct.item()]);
           lastRead = performance.now();
+          stepPoints.push({
+            step,
+            epoch: epoch - 1 + batchIndex / trainLoader.length,
+            train_loss: (l - previousRead.loss) / (seen - previousRead.seen),
+            train_acc: (c - previousRead.correct) / (seen - previousRead.seen),
+            lr: optimizer.lr,
+          });
+          previousRead = { loss: l, correct: c, seen };
           meter.update(unread.steps, unread.images, lastRead);
           unread = { steps: 0, images: 0 };
           if (!estimated && meter.measured) {
             estimated = true;
-            logEstimate(progress, meter, device);
+            logEstimate(progress, meter, device, data.name === "synthetic" || !!config.maxSteps);
           }
+          const evaluationsLeft = runEpochs - epoch + 1;
           progress.update({
             epoch,
-            epochs: config.epochs,
+            epochs: runEpochs,
             batch: batchIndex,
-            batches: trainLoader.length,
+            batches,
             loss: l / seen,
             accuracy: c / seen,
             imagesPerSecond: meter.imagesPerSecond,
-            etaSeconds: meter.secondsFor(trainLoader.length - batchIndex),
+            etaSeconds: meter.secondsFor(batches - batchIndex),
+            step,
+            totalSteps,
+            runEtaSeconds: meter.etaSeconds +
+              (Number.isNaN(evalSeconds) ? 0 : evaluationsLeft * evalSeconds),
+            lr: optimizer.lr,
+            peakMemoryBytes: memoryStats().peakInUseBytes,
           });
         }
         let stop = false;
@@ -382,7 +431,9 @@ export async function train(
       }
       const [trainLoss, trainCorrect] = await Promise.all([lossSum.item(), correct.item()]);
       const trainSeconds = (performance.now() - epochStart) / 1000;
+      const evalStart = performance.now();
       const test = await evaluate(model, testLoader);
+      evalSeconds = (performance.now() - evalStart) / 1000;
       const metrics: EpochMetrics = {
         epoch,
         step,
@@ -403,11 +454,24 @@ export async function train(
         epochs: config.epochs,
         title: config.model,
         progress,
+        steps: stepPoints,
       });
       history.push(metrics);
       const hook = options.onEpochEnd?.({ metrics, history, isBest, model, optimizer });
       if (await hook === "stop") {
         interrupted = trainLoader.epoch < config.epochs && step < totalSteps;
+        break;
+      }
+      const stale = epochsWithoutImprovement(history);
+      if (config.patience !== undefined && stale >= config.patience) {
+        stoppedEarly = trainLoader.epoch < config.epochs && step < totalSteps;
+        if (stoppedEarly) {
+          progress.log(
+            `early stopping: test accuracy has not improved for ${stale} epochs (patience ` +
+              `${config.patience}); best ${(bestOf(history) * 100).toFixed(2)}% at epoch ` +
+              `${history.length - stale}`,
+          );
+        }
         break;
       }
     }
@@ -417,7 +481,7 @@ export async function train(
     trainLoader.dispose();
     testLoader.dispose();
   }
-  const best = history.reduce((b, m) => Math.max(b, m.test_acc), -Infinity);
+  const best = bestOf(history);
   const summary: TrainSummary = {
     model: config.model,
     dataset: data.name,
@@ -429,6 +493,7 @@ export async function train(
     total_seconds: (performance.now() - started) / 1000,
     adapter: device,
     interrupted,
+    stopped_early: stoppedEarly,
   };
   await writeTextAtomic(`${logDir}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
   model.dispose();
@@ -493,18 +558,46 @@ async function setUp(config: TrainConfig, progress: ProgressReporter, resumeFrom
   };
 }
 
+function bestOf(history: readonly EpochMetrics[]): number {
+  return history.reduce((b, m) => Math.max(b, m.test_acc), -Infinity);
+}
+
+/**
+ * Epochs since the test accuracy last improved on every earlier epoch (0 when the last epoch is
+ * the best; equal accuracy is no improvement, as in Keras' and Lightning's early stopping).
+ */
+function epochsWithoutImprovement(history: readonly EpochMetrics[]): number {
+  let best = -Infinity;
+  let bestIndex = -1;
+  history.forEach((m, i) => {
+    if (m.test_acc > best) {
+      best = m.test_acc;
+      bestIndex = i;
+    }
+  });
+  return history.length - 1 - bestIndex;
+}
+
 function countParameters(model: Module): number {
   return model.parameters().reduce((s, p) => s + p.size, 0);
 }
 
-/** Prints how long the run's steps take at the meter's first rate, and a warning past 6 hours. */
-function logEstimate(progress: ProgressReporter, meter: ThroughputMeter, device: string): void {
+/**
+ * Prints how long the run's steps take at the meter's first rate, and past 6 hours a warning with
+ * ways to shorten the run, unless it is `alreadyShortened` (synthetic data, or --max-steps given).
+ */
+function logEstimate(
+  progress: ProgressReporter,
+  meter: ThroughputMeter,
+  device: string,
+  alreadyShortened: boolean,
+): void {
   const total = meter.secondsPerStep * meter.totalSteps;
   progress.log(
     `estimate: ${meter.secondsPerStep.toFixed(3)} s/step x ${meter.totalSteps} steps = ` +
       `${formatDuration(total)} of training (plus evaluation)`,
   );
-  if (total > 6 * 3600) {
+  if (total > 6 * 3600 && !alreadyShortened) {
     progress.log(
       `This run would take ${formatDuration(total)} on this adapter (${device}). ` +
         "Shorten it with --epochs N or --max-steps N, a smaller model (--model " +

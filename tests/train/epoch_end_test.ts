@@ -63,7 +63,7 @@ gpuTest("endEpoch() appends metrics, redraws curves, saves last and keeps the be
     last.dispose();
     assert.match(
       lines[2],
-      /^epoch 3\/4 {2}step 30 {2}lr 0\.100 {2}train loss 0\.3333 acc 50\.00% {2}test loss 0\.5000 acc 60\.00% {2}512\.0 img\/s {2}1m05s {2}GPU memory [\d.]+ MiB\n$/,
+      /^epoch 3\/4 {2}step 30 {2}lr 0\.100 {2}train loss 0\.3333 acc 50\.00% {2}test loss 0\.5000 acc 60\.00% {2}512\.0 img\/s {2}1m05s {2}peak GPU memory [\d.]+ MiB\n$/,
     );
   } finally {
     await Deno.remove(`${logDir}/..`, { recursive: true });

@@ -138,7 +138,9 @@ gpuTest("a short synthetic run learns well above chance and writes every output"
     assert.ok(typeof written.adapter === "string" && written.adapter.length > 0);
     const svg = await Deno.readTextFile(`${root}/curves.svg`);
     assert.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
-    assert.equal((svg.match(/<polyline/g) ?? []).length, 4);
+    // Loss and accuracy: per step, train and test per epoch; the learning rate per step.
+    assert.equal((svg.match(/<polyline/g) ?? []).length, 7);
+    assert.ok((await Deno.readTextFile(`${root}/metrics.csv`)).startsWith("epoch,step,lr,"));
     const best = await loadSafetensors(`${root}/best.safetensors`);
     assert.ok(best.has("0.blocks.2.shortcut.bn.running_var"));
     assert.ok(best.has("optimizer.0.momentum_buffer"));
