@@ -6,6 +6,8 @@ const testPermissions = [
   "--allow-write",
   "--allow-env",
   "--allow-net=127.0.0.1",
+  // tests/package/ runs this Deno as a fresh process (a consumer project, a clean environment).
+  `--allow-run=${Deno.execPath()}`,
 ];
 
 const steps: {
