@@ -5,7 +5,12 @@
  *
  * @module
  */
+// Full specifiers, not deno.json "imports": a module served over HTTP (not through JSR, which
+// rewrites mapped names) must name its npm packages itself. Exact versions: the decoders' output
+// is what the tests check.
+// deno-lint-ignore no-import-prefix
 import { convertIndexedToRgb, decode as decodePngFile } from "npm:fast-png@8.0.0";
+// deno-lint-ignore no-import-prefix
 import { decode as decodeJpegFile } from "npm:jpeg-js@0.4.4";
 
 /** A decoded image: 8-bit RGB, pixels row by row, `[height, width, 3]`. */

@@ -57,7 +57,7 @@ gpuTest(
       assert.equal(plain.code, 0, plain.stderr);
       assert.match(
         plain.stdout,
-        /^resnet8 from .*\n.*synthetic_test_0\.png: [a-z-]+ \d+\.\d%  \(.*%, .*%\)\n$/,
+        /^resnet8 from .*\n.*synthetic_test_0\.png: [a-z-]+ \d+\.\d% {2}\(.*%, .*%\)\n$/,
       );
 
       const text = `${dir}/notes.txt`;

@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-import-prefix -- the encoders of the versions src/data/image.ts decodes with
 import assert from "node:assert/strict";
 import { encode as encodePng } from "npm:fast-png@8.0.0";
 import { decodeImage, ImageDecodeError, toPlanes } from "../../src/data/image.ts";
