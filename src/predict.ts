@@ -54,6 +54,7 @@ export { decodeImage, ImageDecodeError, type RgbImage, toPlanes };
  * ```
  */
 export class PredictError extends Error {
+  /** `"PredictError"`. */
   override name = "PredictError";
 }
 

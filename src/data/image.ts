@@ -23,8 +23,22 @@ export interface RgbImage {
   data: Uint8Array;
 }
 
-/** The file is not a PNG or JPEG image, or its contents are damaged. */
+/**
+ * The file is not a PNG or JPEG image, or its contents are damaged.
+ *
+ * @example
+ * ```ts
+ * import { decodeImage, ImageDecodeError } from "@resnet/webgpu/predict";
+ * try {
+ *   decodeImage(new TextEncoder().encode("hello"), "notes.txt");
+ * } catch (error) {
+ *   console.log(error instanceof ImageDecodeError, (error as Error).message);
+ *   // true "notes.txt is not a PNG or JPEG image"
+ * }
+ * ```
+ */
 export class ImageDecodeError extends Error {
+  /** `"ImageDecodeError"`. */
   override name = "ImageDecodeError";
 }
 
