@@ -19,6 +19,8 @@
  *
  * @module
  */
+// Deno only: before the adapter is requested, a private XDG_RUNTIME_DIR where none is set.
+import "./src/gpu/_runtime_dir.ts";
 export * from "./src/_core.ts";
 // Files: Deno only.
 export {

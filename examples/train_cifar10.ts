@@ -69,7 +69,20 @@ function safeDefaultDataDir(): string {
   }
 }
 
-/** A bad flag or value: the CLI prints it and exits with code 2. */
+/**
+ * A bad flag or value: the CLI prints it and exits with code 2.
+ *
+ * @example
+ * ```ts
+ * import { main, UsageError } from "@resnet/webgpu/train/cli";
+ * try {
+ *   await main(["--epochs", "zero"]);
+ * } catch (error) {
+ *   console.log(error instanceof UsageError, (error as Error).message);
+ *   // true '--epochs must be an integer >= 1, got "zero"'
+ * }
+ * ```
+ */
 export class UsageError extends Error {}
 
 function parseNumber(name: string, value: string | undefined, integer: boolean, min: number) {
@@ -117,7 +130,15 @@ function timestamp(): string {
   return new Date().toISOString().slice(0, 19).replace(/:/g, "-");
 }
 
-/** Runs the CLI with `args`; returns the exit code. Throws {@link UsageError} for bad flags. */
+/**
+ * Runs the CLI with `args`; returns the exit code. Throws {@link UsageError} for bad flags.
+ *
+ * @example
+ * ```ts
+ * import { main } from "@resnet/webgpu/train/cli";
+ * console.log(await main(["--help"])); // the flags, then 0
+ * ```
+ */
 export async function main(args: string[]): Promise<number> {
   let parsed;
   try {

@@ -28,7 +28,15 @@ export interface GradNode {
 
 let gradEnabled = true;
 
-/** Whether ops record the tape now (false inside {@link noGrad}). */
+/**
+ * Whether ops record the tape now (false inside {@link noGrad}).
+ *
+ * @example
+ * ```ts
+ * import { isGradEnabled, noGrad } from "@resnet/webgpu";
+ * console.log(isGradEnabled(), noGrad(() => isGradEnabled())); // true false
+ * ```
+ */
 export function isGradEnabled(): boolean {
   return gradEnabled;
 }

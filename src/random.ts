@@ -79,7 +79,18 @@ function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
 
-/** The generator used when no seed or generator is given. */
+/**
+ * The generator used when no seed or generator is given; `manualSeed` reseeds it.
+ *
+ * @example
+ * ```ts
+ * import { defaultGenerator, manualSeed } from "@resnet/webgpu";
+ * manualSeed(1);
+ * const a = defaultGenerator.uniform();
+ * manualSeed(1);
+ * console.log(defaultGenerator.uniform() === a); // true
+ * ```
+ */
 export const defaultGenerator: Generator = new Generator(0x5eed);
 
 /**

@@ -6,7 +6,8 @@ const testPermissions = [
   "--allow-write",
   "--allow-env",
   "--allow-net=127.0.0.1",
-  // tests/browser/: Chromium, and this Deno for `deno task bundle`.
+  // tests/browser/: Chromium, and this Deno for `deno task bundle`; tests/package/: this Deno as
+  // a fresh process (a consumer project, a clean environment).
   `--allow-run=chromium,${Deno.execPath()}`,
 ];
 
@@ -20,7 +21,7 @@ const steps: {
   { name: "lint", args: ["lint"] },
   {
     name: "type check",
-    args: ["check", "mod.ts", "browser.ts", "bench/", "examples/", "tests/", "tools/"],
+    args: ["check", "mod.ts", "browser.ts", "bench/bench.ts", "examples/", "tests/", "tools/"],
   },
   // Every entry point of deno.json together: a type is public when any of them exports it.
   { name: "doc lint", args: ["doc", "--lint", ...entryPoints()] },

@@ -40,7 +40,15 @@ export interface ImageDataset {
   name: string;
 }
 
-/** The ten CIFAR-10 class names, in label order. */
+/**
+ * The ten CIFAR-10 class names, in label order.
+ *
+ * @example
+ * ```ts
+ * import { CIFAR10_CLASSES } from "@resnet/webgpu/data";
+ * console.log(CIFAR10_CLASSES[3]); // "cat"
+ * ```
+ */
 export const CIFAR10_CLASSES: readonly string[] = Object.freeze([
   "airplane",
   "automobile",
@@ -54,9 +62,28 @@ export const CIFAR10_CLASSES: readonly string[] = Object.freeze([
   "truck",
 ]);
 
-/** Per-channel mean of the CIFAR-10 training images (R, G, B), on the `[0, 1]` scale. */
+/**
+ * Per-channel mean of the CIFAR-10 training images (R, G, B), on the `[0, 1]` scale; the
+ * `DataLoader`'s default normalization subtracts it.
+ *
+ * @example
+ * ```ts
+ * import { CIFAR10_MEAN, CIFAR10_STD } from "@resnet/webgpu/data";
+ * const red = 200 / 255;
+ * console.log(((red - CIFAR10_MEAN[0]) / CIFAR10_STD[0]).toFixed(3)); // "1.186"
+ * ```
+ */
 export const CIFAR10_MEAN: readonly number[] = Object.freeze([0.4914, 0.4822, 0.4465]);
-/** Per-channel standard deviation of the CIFAR-10 training images (R, G, B), `[0, 1]` scale. */
+/**
+ * Per-channel standard deviation of the CIFAR-10 training images (R, G, B), `[0, 1]` scale; the
+ * `DataLoader`'s default normalization divides by it.
+ *
+ * @example
+ * ```ts
+ * import { CIFAR10_STD } from "@resnet/webgpu/data";
+ * console.log(CIFAR10_STD.length); // 3
+ * ```
+ */
 export const CIFAR10_STD: readonly number[] = Object.freeze([0.2470, 0.2435, 0.2616]);
 
 /**

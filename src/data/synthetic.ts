@@ -23,7 +23,15 @@ const COLOURS = [
 ];
 const SHAPES = ["disc", "square", "ring", "cross", "diamond"] as const;
 
-/** The ten class names: each class has its own foreground colour, shape and stripe direction. */
+/**
+ * The ten class names: each class has its own foreground colour, shape and stripe direction.
+ *
+ * @example
+ * ```ts
+ * import { SYNTHETIC_CLASSES } from "@resnet/webgpu/data";
+ * console.log(SYNTHETIC_CLASSES.length); // 10
+ * ```
+ */
 export const SYNTHETIC_CLASSES: readonly string[] = Object.freeze(
   COLOURS.map((colour, k) => `${colour}-${SHAPES[k % SHAPES.length]}`),
 );

@@ -44,6 +44,16 @@ export function initGPU(options: InitGPUOptions = {}): Promise<GPUDevice> {
   return pending;
 }
 
+// Run before the adapter is requested. The Deno entry point (mod.ts) sets it to prepare the
+// process's environment (see _runtime_dir.ts); the browser build leaves it empty, so that nothing
+// here names a Deno API.
+let prepareAdapterRequest: (() => void) | null = null;
+
+/** Sets what runs before each adapter request. Internal: not exported by mod.ts. */
+export function setAdapterPreparation(prepare: (() => void) | null): void {
+  prepareAdapterRequest = prepare;
+}
+
 async function requestDevice(options: InitGPUOptions): Promise<GPUDevice> {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) {
@@ -53,6 +63,7 @@ async function requestDevice(options: InitGPUOptions): Promise<GPUDevice> {
     );
   }
   const powerPreference = options.powerPreference ?? "high-performance";
+  prepareAdapterRequest?.();
   const adapter = await gpu.requestAdapter({ powerPreference }) ??
     await gpu.requestAdapter({ forceFallbackAdapter: true });
   if (!adapter) throw new Error(NO_ADAPTER_HELP);

@@ -137,6 +137,12 @@ const counters = {
  * its encoder, its per-submit uniform and upload rings and its deferred destroys bounded. A
  * ResNet-20 training step encodes ~300 commands and the seed's model ~840, so a step of either
  * stays one submit when a readback ends it.
+ *
+ * @example
+ * ```ts
+ * import { gpuCounters, MAX_PENDING_COMMANDS } from "@resnet/webgpu";
+ * console.log(gpuCounters().pendingCommands < MAX_PENDING_COMMANDS); // true
+ * ```
  */
 export const MAX_PENDING_COMMANDS = 4096;
 const uploadRing = new BufferRing(GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, "upload");

@@ -18,6 +18,7 @@ import { Adam, AdamW } from "../optim/adam.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
 import { CosineLR, MultiStepLR, OneCycleLR, type Schedule } from "../optim/schedules.ts";
 import { SGD } from "../optim/sgd.ts";
+import { CIFAR10_MEAN, CIFAR10_STD } from "../data/cifar10.ts";
 import { DataLoader, type DataLoaderState } from "../data/loader.ts";
 import { tidy } from "../scope.ts";
 import { Tensor } from "../tensor.ts";
@@ -308,6 +309,13 @@ export async function train(
       schedule: schedule.stateDict(),
       loader: trainLoader.stateDict(),
       dataset: data.name,
+      // How images become inputs (the loaders' default normalization), for predict().
+      input: {
+        size: 32,
+        mean: [...CIFAR10_MEAN],
+        std: [...CIFAR10_STD],
+        classes: data.test.classes,
+      },
     },
   });
 

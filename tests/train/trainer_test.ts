@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { CIFAR10_MEAN, CIFAR10_STD } from "../../src/data/cifar10.ts";
+import { SYNTHETIC_CLASSES } from "../../src/data/synthetic.ts";
 import { loadSafetensors } from "../../src/io/safetensors.ts";
 import { ProgressReporter, type ProgressState } from "../../src/train/progress.ts";
 import { type StepEndContext, train, type TrainConfig } from "../../src/train/trainer.ts";
@@ -141,8 +143,17 @@ gpuTest("a short synthetic run learns well above chance and writes every output"
     // Loss and accuracy: per step, train and test per epoch; the learning rate per step.
     assert.equal((svg.match(/<polyline/g) ?? []).length, 7);
     assert.ok((await Deno.readTextFile(`${root}/metrics.csv`)).startsWith("epoch,step,lr,"));
-    const best = await loadSafetensors(`${root}/best.safetensors`);
+    const metadata: Record<string, string> = {};
+    const best = await loadSafetensors(`${root}/best.safetensors`, { metadata });
     assert.ok(best.has("0.blocks.2.shortcut.bn.running_var"));
+    // How predict() prepares images: the loaders' normalization and the data set's class names.
+    const { input } = JSON.parse(metadata.extra);
+    assert.deepEqual(input, {
+      size: 32,
+      mean: [...CIFAR10_MEAN],
+      std: [...CIFAR10_STD],
+      classes: [...SYNTHETIC_CLASSES],
+    });
     assert.ok(best.has("optimizer.0.momentum_buffer"));
     for (const t of best.values()) t.dispose();
   } finally {
