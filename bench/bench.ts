@@ -29,10 +29,11 @@ import { Adam, type Optimizer, SGD } from "@resnet/webgpu/optim";
 import { buildModel } from "@resnet/webgpu/train";
 // Not public: a step's work is submitted without waiting, as the trainer does.
 import { flush } from "../src/gpu/dispatch.ts";
+import { type HostCost, measureHostCost } from "./_host_cost.ts";
 import { Clock, loadAverage, median, type Timing, type TimingOptions } from "./_timing.ts";
 import { type Align, fmtMs, fmtPercent, fmtRate, renderTable } from "./_table.ts";
 
-const HELP = `deno task bench [--quick] [--only kernels|e2e] [--json FILE]
+const HELP = `deno task bench [--quick] [--only kernels|e2e|host] [--json FILE]
 
 Benchmarks the kernels of every distinct layer shape of ResNet-20 (batch 128) and of the seed's
 labml model (batch 256), the adapter's peak GFLOP/s and GB/s measured with our own matmul and copy,
@@ -41,13 +42,13 @@ run, and end-to-end training and inference images/s (batch 32 and 128) with a pe
 of one step each (timestamp queries, where the adapter offers them). The tables come last.
 
   --quick          fewer shapes and repeats (about a minute on llvmpipe)
-  --only WHAT      kernels or e2e
+  --only WHAT      kernels, e2e or host (the host cost of encoding a step)
   --json FILE      write every figure, with date, adapter, Deno version and flags, to FILE
   -h, --help       this text`;
 
 interface Flags {
   quick: boolean;
-  only: "all" | "kernels" | "e2e";
+  only: "all" | "kernels" | "e2e" | "host";
   json: string | null;
 }
 
@@ -67,7 +68,9 @@ function parseFlags(args: string[]): Flags {
       flags.quick = true;
     } else if (arg === "--only" || arg.startsWith("--only=")) {
       const v = arg.includes("=") ? arg.slice(7) : value();
-      if (v !== "kernels" && v !== "e2e") fail(`--only takes kernels or e2e, got "${v}"`);
+      if (v !== "kernels" && v !== "e2e" && v !== "host") {
+        fail(`--only takes kernels, e2e or host, got "${v}"`);
+      }
       flags.only = v;
     } else if (arg === "--json" || arg.startsWith("--json=")) {
       flags.json = arg.includes("=") ? arg.slice(7) : value();
@@ -740,6 +743,101 @@ async function runEndToEnd(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Host cost
+
+interface HostRow extends HostCost {
+  model: string;
+  batch: number;
+  mode: "train" | "infer";
+  optimizer: string;
+}
+
+/**
+ * The CPU time of encoding one step with the GPU idle, against the floor of Deno's WebGPU: the
+ * paper's ResNet-20 with SGD and the seed's model with Adam, training at batch 128, and ResNet-20
+ * inference (the batch does not change what is encoded, only the buffers' sizes).
+ */
+async function runHostCost(clock: Clock, flags: Flags): Promise<HostRow[]> {
+  const rows: HostRow[] = [];
+  const cases = [
+    { model: "resnet20", mode: "train", optimizer: "sgd" },
+    { model: "labml", mode: "train", optimizer: "adam" },
+    { model: "resnet20", mode: "infer", optimizer: "-" },
+  ] as const;
+  const batch = 128;
+  for (const c of cases) {
+    const model: Module = buildModel(c.model, 0);
+    const parameters = model.parameters();
+    const optimizer = c.optimizer === "sgd"
+      ? new SGD(parameters, { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 })
+      : c.optimizer === "adam"
+      ? new Adam(parameters, { lr: 2.5e-4 })
+      : null;
+    const images = Tensor.randn([batch, 3, 32, 32], { seed: 1 });
+    const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % 10);
+    model.train(c.mode === "train");
+    const step = () =>
+      tidy(() => {
+        if (optimizer) {
+          optimizer.zeroGrad();
+          crossEntropy(model.forward(images), labels).backward();
+          optimizer.step();
+        } else {
+          noGrad(() => model.forward(images));
+        }
+      });
+    try {
+      const cost = await measureHostCost(step, () => clock.sync(), batch, flags.quick ? 3 : 7);
+      rows.push({ model: c.model, batch, mode: c.mode, optimizer: c.optimizer, ...cost });
+      log(
+        `  host cost ${c.model} ${c.mode}: ${cost.dispatches} dispatches, ` +
+          `${fmtMs(cost.encodeMs)} ms, ${cost.perDispatchUs.toFixed(1)} us/dispatch, ` +
+          `${cost.ratio.toFixed(1)}x the floor`,
+      );
+    } finally {
+      optimizer?.dispose();
+      model.zeroGrad();
+      model.dispose();
+      images.dispose();
+    }
+  }
+  return rows;
+}
+
+function hostTable(rows: HostRow[]): string {
+  return renderTable(
+    "Host cost: encoding one step with the GPU idle, against Deno's WebGPU floor",
+    [
+      "model",
+      "step",
+      "dispatches",
+      "encode ms",
+      "us/dispatch",
+      "floor us",
+      "ratio",
+      "ceiling img/s",
+      "bind groups/step",
+      "buffers/step",
+      "writes/step",
+    ],
+    rows.map((r) => [
+      r.model,
+      `${r.mode} b${r.batch}${r.optimizer === "-" ? "" : ` ${r.optimizer}`}`,
+      String(r.dispatches),
+      fmtMs(r.encodeMs),
+      r.perDispatchUs.toFixed(1),
+      r.floorUs.toFixed(2),
+      `${r.ratio.toFixed(1)}x`,
+      fmtRate(r.ceilingImagesPerSecond),
+      r.bindGroupsPerStep.toFixed(1),
+      r.bufferCreationsPerStep.toFixed(1),
+      r.bufferWritesPerStep.toFixed(1),
+    ]),
+    ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Targets and report
 
 interface TargetRow {
@@ -753,6 +851,49 @@ function rateStatus(value: number | undefined, goal: number): string {
   if (value === undefined) return "not measured";
   if (value >= goal) return "met";
   return `gap: ${fmtPercent(value / goal)} of goal (needs ${(goal / value).toFixed(1)}x)`;
+}
+
+function hostTargets(host: HostRow[]): TargetRow[] {
+  const row = (model: string, mode: string) =>
+    host.find((r) => r.model === model && r.mode === mode);
+  const goal = (
+    target: string,
+    r: HostRow | undefined,
+    maxDispatches: number,
+    maxRatio: number | null,
+  ): TargetRow => ({
+    target,
+    goal: `<= ${maxDispatches} dispatches${maxRatio ? `, <= ${maxRatio}x the floor` : ""}`,
+    measured: r
+      ? `${r.dispatches} dispatches, ${r.ratio.toFixed(1)}x (${r.perDispatchUs.toFixed(1)} vs ` +
+        `${r.floorUs.toFixed(2)} us)`
+      : "-",
+    status: !r
+      ? "not measured"
+      : r.dispatches <= maxDispatches && (maxRatio === null || r.ratio <= maxRatio)
+      ? "met"
+      : "not met",
+  });
+  const steady = host.length === 0
+    ? undefined
+    : host.reduce((worst, r) =>
+      Math.max(worst, r.bindGroupsPerStep + r.bufferCreationsPerStep + r.bufferWritesPerStep), 0);
+  return [
+    goal("host: ResNet-20 train b128 (SGD)", row("resnet20", "train"), 160, 4),
+    goal("host: labml train b128 (Adam)", row("labml", "train"), 450, 4),
+    goal("host: ResNet-20 inference", row("resnet20", "infer"), 30, null),
+    {
+      target: "host: created per step after the first",
+      goal: "0 bind groups, 0 buffers, 0 uniform writes",
+      measured: steady === undefined
+        ? "-"
+        : host.map((r) =>
+          `${r.model} ${r.mode}: ${r.bindGroupsPerStep.toFixed(1)} / ` +
+          `${r.bufferCreationsPerStep.toFixed(1)} / ${r.bufferWritesPerStep.toFixed(1)}`
+        ).join("; "),
+      status: steady === undefined ? "not measured" : steady === 0 ? "met" : "not met",
+    },
+  ];
 }
 
 function targets(kernels: KernelRow[], e2e: E2ERow[]): TargetRow[] {
@@ -933,10 +1074,12 @@ async function main(): Promise<void> {
 
   let kernels: KernelRow[] = [];
   let peaks: Peaks | null = null;
-  if (flags.only !== "e2e") ({ rows: kernels, peaks } = await runKernels(clock, flags));
+  if (flags.only === "all" || flags.only === "kernels") {
+    ({ rows: kernels, peaks } = await runKernels(clock, flags));
+  }
 
   const e2e: E2ERow[] = [];
-  if (flags.only !== "kernels") {
+  if (flags.only === "all" || flags.only === "e2e") {
     log("end to end");
     const batches = flags.quick ? [32] : [32, 128];
     for (const name of ["resnet20", "labml"]) {
@@ -947,9 +1090,17 @@ async function main(): Promise<void> {
       }
     }
   }
+  let host: HostRow[] = [];
+  if (flags.only === "all" || flags.only === "host") {
+    log("host cost");
+    host = await runHostCost(clock, flags);
+  }
   const loadAfter = loadAverage();
   const seconds = (performance.now() - started) / 1000;
-  const goals = targets(kernels, e2e);
+  const goals = [
+    ...(flags.only === "host" ? [] : targets(kernels, e2e)),
+    ...hostTargets(host),
+  ];
 
   if (flags.json) {
     const report = {
@@ -964,6 +1115,7 @@ async function main(): Promise<void> {
       peaks,
       kernels,
       endToEnd: e2e,
+      hostCost: host,
       targets: goals,
     };
     await Deno.writeTextFile(flags.json, JSON.stringify(report, null, 2) + "\n");
@@ -988,6 +1140,7 @@ async function main(): Promise<void> {
   }
   if (e2e.length > 0) out.push("", e2eTable(e2e));
   if (e2e.some((r) => r.profile)) out.push("", profileTable(e2e));
+  if (host.length > 0) out.push("", hostTable(host));
   out.push(
     "",
     renderTable(
