@@ -65,8 +65,11 @@ export {
   encodeSafetensors,
   loadSafetensors,
   type LoadSafetensorsOptions,
+  MAX_SAFETENSORS_TENSORS,
+  readSafetensorsHeader,
   readSafetensorsMetadata,
   type SafetensorsEntry,
+  type SafetensorsHeaderEntry,
   saveSafetensors,
 } from "./src/io/safetensors.ts";
 // optim and data as namespaces, as nn above (torch.optim, torch.utils.data, torch.nn). The subpaths
