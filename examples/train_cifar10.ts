@@ -157,8 +157,12 @@ function timestamp(): string {
   return new Date().toISOString().slice(0, 19).replace(/:/g, "-");
 }
 
-/** Runs the CLI with `args`; returns the exit code. Throws {@link UsageError} for bad flags. */
-export async function main(args: string[]): Promise<number> {
+/**
+ * Reads and checks the flags without touching the GPU, the disk or the network: the flags as
+ * given, the values set explicitly, and the defaults of the model. `null` after printing --help.
+ * Throws {@link UsageError} for bad flags.
+ */
+export function parseFlags(args: string[]) {
   let parsed;
   try {
     parsed = parseArgs({
@@ -195,7 +199,7 @@ export async function main(args: string[]): Promise<number> {
   const f = parsed.values;
   if (f.help) {
     console.log(HELP);
-    return 0;
+    return null;
   }
   const model = f.model ?? "resnet20";
   const depth = /^resnet(\d{1,6})$/.exec(model)?.[1];
@@ -265,6 +269,14 @@ export async function main(args: string[]): Promise<number> {
     seed: 0,
     logDir: join("runs", timestamp()),
   };
+  return { f, explicit, defaults, model };
+}
+
+/** Runs the CLI with `args`; returns the exit code. Throws {@link UsageError} for bad flags. */
+export async function main(args: string[]): Promise<number> {
+  const parsed = parseFlags(args);
+  if (parsed === null) return 0;
+  const { f, explicit, defaults, model } = parsed;
 
   await initGPU();
   const progress = new ProgressReporter();

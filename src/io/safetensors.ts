@@ -27,6 +27,13 @@ const MAX_RANK = 16;
 /** Tensor names in error messages are cut to this many characters. */
 const MAX_NAME_IN_MESSAGE = 80;
 
+/** A value for an error message, cut short when very long. */
+function clip(text: string): string {
+  return text.length > MAX_NAME_IN_MESSAGE
+    ? `${text.slice(0, MAX_NAME_IN_MESSAGE)}… (${text.length} characters)`
+    : text;
+}
+
 /** A tensor name for an error message: quoted, and cut short when very long. */
 export function quoteName(name: string): string {
   const cut = name.length > MAX_NAME_IN_MESSAGE
@@ -172,7 +179,7 @@ function parseHeader(headerBytes: Uint8Array, dataLength: number, source?: strin
         if (typeof value !== "string") {
           throw new Error(
             `${where}: "__metadata__" value of ${quoteName(key)} must be a string, got ` +
-              `${quoteName(String(JSON.stringify(value)))}`,
+              `${clip(String(JSON.stringify(value)))}`,
           );
         }
         metadata[key] = value;
@@ -190,16 +197,16 @@ function parseHeader(headerBytes: Uint8Array, dataLength: number, source?: strin
     if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) {
       throw new Error(
         `${where}: ${tensor} has unknown dtype ${
-          quoteName(String(JSON.stringify(dtype)))
+          clip(String(JSON.stringify(dtype)))
         } (supported: ` +
           `${Object.keys(DTYPE_BYTES).join(", ")})`,
       );
     }
     if (!Array.isArray(shape) || shape.length > MAX_RANK || !shape.every(isCount)) {
       throw new Error(
-        `${where}: ${tensor} shape must be an array of at most ${MAX_RANK} non-negative ` +
-          "integers, got " +
-          quoteName(String(JSON.stringify(shape))),
+        `${where}: ${tensor} shape must be an array of non-negative integers (at most ` +
+          `${MAX_RANK}), got ` +
+          clip(String(JSON.stringify(shape))),
       );
     }
     if (
@@ -208,7 +215,7 @@ function parseHeader(headerBytes: Uint8Array, dataLength: number, source?: strin
     ) {
       throw new Error(
         `${where}: ${tensor} data_offsets must be [begin, end] with 0 <= begin <= end, got ` +
-          quoteName(String(JSON.stringify(offsets))),
+          clip(String(JSON.stringify(offsets))),
       );
     }
     const [begin, end] = offsets as number[];
