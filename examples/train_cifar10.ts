@@ -269,14 +269,14 @@ export function parseFlags(args: string[]) {
     seed: 0,
     logDir: join("runs", timestamp()),
   };
-  return { f, explicit, defaults, model };
+  return { f, explicit, defaults };
 }
 
 /** Runs the CLI with `args`; returns the exit code. Throws {@link UsageError} for bad flags. */
 export async function main(args: string[]): Promise<number> {
   const parsed = parseFlags(args);
   if (parsed === null) return 0;
-  const { f, explicit, defaults, model } = parsed;
+  const { f, explicit, defaults } = parsed;
 
   await initGPU();
   const progress = new ProgressReporter();
