@@ -702,6 +702,7 @@ async function setUp(config: TrainConfig, progress: ProgressReporter, resumeFrom
           "dict; use it with --eval-only --checkpoint, or start a new run.",
       );
     }
+    validateConfig(saved, `${source} metadata extra.flags`);
     if (saved.model !== config.model) {
       throw new Error(
         `${source} holds a ${String(saved.model).slice(0, 40)} model, but this run trains ` +
