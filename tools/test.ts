@@ -6,6 +6,9 @@ const testPermissions = [
   "--allow-write",
   "--allow-env",
   "--allow-net=127.0.0.1",
+  // tests/train/process_test.ts runs the train CLI as a real process (signals, kill -9);
+  // tests/data make a FIFO.
+  `--allow-run=${Deno.execPath()},mkfifo`,
 ];
 
 const steps: {
