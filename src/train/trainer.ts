@@ -219,14 +219,19 @@ function makeSchedule(config: TrainConfig, optimizer: Optimizer, totalSteps: num
 }
 
 /** Upper bounds on the sizes a configuration may ask for, checked before anything is built. */
-export const CONFIG_LIMITS = Object.freeze({
+export const CONFIG_LIMITS: Readonly<{
   /** Epochs of a run. */
-  epochs: 100_000,
+  epochs: number;
   /** Images per step. */
-  batchSize: 65_536,
+  batchSize: number;
   /** Steps of a run (`maxSteps`). */
-  maxSteps: 1_000_000_000,
+  maxSteps: number;
   /** Images of each synthetic set. */
+  syntheticImages: number;
+}> = Object.freeze({
+  epochs: 100_000,
+  batchSize: 65_536,
+  maxSteps: 1_000_000_000,
   syntheticImages: 1_000_000,
 });
 

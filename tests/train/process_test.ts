@@ -87,7 +87,7 @@ gpuTest(
     const root = await Deno.makeTempDir();
     try {
       const run = new Run([...TINY, ...TINY_BATCH, "--epochs", "3", "--log-dir", root]);
-      await run.waitFor(/epoch 1\/3  step 4  lr/);
+      await run.waitFor(/epoch 1\/3 {2}step 4 {2}lr/);
       run.child.kill("SIGKILL");
       await run.done;
       const saved = await readCheckpointInfo(`${root}/last.safetensors`);
