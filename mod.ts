@@ -26,7 +26,10 @@ export * from "./src/_core.ts";
 export {
   loadSafetensors,
   type LoadSafetensorsOptions,
+  MAX_SAFETENSORS_TENSORS,
+  readSafetensorsHeader,
   readSafetensorsMetadata,
+  type SafetensorsHeaderEntry,
   saveSafetensors,
 } from "./src/io/safetensors.ts";
 // data as a namespace (torch.utils.data); "@resnet/webgpu/data" exports the same names one by one,

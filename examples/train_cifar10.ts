@@ -10,12 +10,16 @@ import { initGPU } from "../mod.ts";
 import { defaultDataDir } from "../src/data/mod.ts";
 import {
   buildModel,
+  CONFIG_LIMITS,
   configFromCheckpoint,
   evaluate,
   loadCheckpoint,
+  MAX_DEPTH,
   ProgressReporter,
+  readCheckpointInfo,
   train,
   type TrainConfig,
+  validateConfig,
 } from "../src/train/mod.ts";
 // The data-set choice behind --dataset (CIFAR-10 or the synthetic fallback); not part of the library.
 import { resolveDataset } from "../src/train/_dataset.ts";
@@ -25,7 +29,7 @@ const HELP = `Train a ResNet on CIFAR-10 with WebGPU.
 Usage: deno task train [flags]
 
 Model and recipe (defaults: the paper's ResNet-20 recipe; labml: the seed's experiment)
-  --model NAME          resnet20 (any resnet<6n+2>: resnet8, resnet32, resnet56, resnet110, …)
+  --model NAME          resnet20 (any resnet<6n+2> up to resnet${MAX_DEPTH}: resnet8, resnet56, …)
                         or labml (bottlenecks [8,16,16], blocks [6,6,6], Adam 2.5e-4, batch 256)
                         [resnet20]
   --epochs N            epochs; the schedule rescales to them [164 ≈ 64k steps; labml 500]
@@ -47,11 +51,14 @@ Data
   --dataset NAME        auto (CIFAR-10 when cached or downloadable, else synthetic) | cifar10 |
                         synthetic [auto]
   --data-dir DIR        holds cifar-10-batches-bin/ [${safeDefaultDataDir()}]
+  --synthetic-size N,M  images of the synthetic training and test sets [5000,1000]
 
 Run
   --log-dir DIR         metrics.jsonl, summary.json, curves.svg, last/best.safetensors
                         [runs/<date-time>]
   --resume FILE         continue a run from its checkpoint (last.safetensors)
+  --overwrite           replace the run already in --log-dir (without it, such a folder is
+                        refused)
   --eval-only           evaluate --checkpoint FILE on the test set and exit
   --checkpoint FILE     the weights for --eval-only
   --max-steps N         stop after N steps in all (smoke runs)
@@ -59,7 +66,7 @@ Run
                         epochs [off]
   --help                this text
 
-Ctrl-C saves a checkpoint (last.safetensors) and exits; --resume continues from it.`;
+Ctrl-C or SIGTERM saves a checkpoint (last.safetensors) and exits; --resume continues from it.`;
 
 function safeDefaultDataDir(): string {
   try {
@@ -85,15 +92,63 @@ function safeDefaultDataDir(): string {
  */
 export class UsageError extends Error {}
 
-function parseNumber(name: string, value: string | undefined, integer: boolean, min: number) {
+/** Decimal numbers only: no hex (`0x10`), no `Infinity`, no blanks. */
+const DECIMAL = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+const INTEGER = /^[+-]?\d+$/;
+
+function parseNumber(
+  name: string,
+  value: string | undefined,
+  integer: boolean,
+  min: number,
+  max = Number.MAX_VALUE,
+) {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min) {
+  if (
+    !(integer ? INTEGER : DECIMAL).test(value) || !Number.isFinite(n) || n < min || n > max ||
+    (integer && !Number.isSafeInteger(n))
+  ) {
+    const range = max === Number.MAX_VALUE ? `>= ${min}` : `from ${min} to ${max}`;
+    const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value;
     throw new UsageError(
-      `--${name} must be ${integer ? "an integer" : "a number"} >= ${min}, got "${value}"`,
+      `--${name} must be ${integer ? "an integer" : "a decimal number"} ${range}, got "${shown}"`,
     );
   }
   return n;
+}
+
+/**
+ * `--lr -1` as `--lr=-1`: parseArgs reads a value that starts with "-" as a flag and calls it
+ * ambiguous; the range check then says what is wrong with the number.
+ */
+function joinNegativeValues(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const next = args[i + 1];
+    if (
+      /^--[a-z-]+$/.test(args[i]) && next !== undefined && /^-(\d|\.\d|Infinity)/.test(next)
+    ) {
+      out.push(`${args[i]}=${next}`);
+      i++;
+    } else {
+      out.push(args[i]);
+    }
+  }
+  return out;
+}
+
+function parseSizes(value: string | undefined) {
+  if (value === undefined) return undefined;
+  const parts = value.split(",");
+  const max = CONFIG_LIMITS.syntheticImages;
+  if (parts.length !== 2) {
+    throw new UsageError(`--synthetic-size takes TRAIN,TEST image counts, got "${value}"`);
+  }
+  return {
+    train: parseNumber("synthetic-size", parts[0], true, 1, max)!,
+    test: parseNumber("synthetic-size", parts[1], true, 1, max)!,
+  };
 }
 
 function oneOf<T extends string>(name: string, value: string | undefined, choices: T[]) {
@@ -130,20 +185,84 @@ function timestamp(): string {
   return new Date().toISOString().slice(0, 19).replace(/:/g, "-");
 }
 
+/** The flags as given on the command line, by name: strings, and true for the switches. */
+export interface TrainFlags {
+  /** `--model`. */
+  model?: string;
+  /** `--epochs`. */
+  epochs?: string;
+  /** `--batch-size`. */
+  "batch-size"?: string;
+  /** `--lr`. */
+  lr?: string;
+  /** `--momentum`. */
+  momentum?: string;
+  /** `--weight-decay`. */
+  "weight-decay"?: string;
+  /** `--optimizer`. */
+  optimizer?: string;
+  /** `--schedule`. */
+  schedule?: string;
+  /** `--warmup-epochs`. */
+  "warmup-epochs"?: string;
+  /** `--augment`. */
+  augment?: string;
+  /** `--data-dir`. */
+  "data-dir"?: string;
+  /** `--dataset`. */
+  dataset?: string;
+  /** `--seed`. */
+  seed?: string;
+  /** `--log-dir`. */
+  "log-dir"?: string;
+  /** `--resume`. */
+  resume?: string;
+  /** `--overwrite`. */
+  overwrite?: boolean;
+  /** `--synthetic-size`. */
+  "synthetic-size"?: string;
+  /** `--eval-only`. */
+  "eval-only"?: boolean;
+  /** `--checkpoint`. */
+  checkpoint?: string;
+  /** `--max-steps`. */
+  "max-steps"?: string;
+  /** `--patience`. */
+  patience?: string;
+  /** `--label-smoothing`. */
+  "label-smoothing"?: string;
+  /** `--clip-grad-norm`. */
+  "clip-grad-norm"?: string;
+  /** `--help`, `-h`. */
+  help?: boolean;
+}
+
+/** What {@link parseFlags} read. */
+export interface ParsedFlags {
+  /** The flags as given. */
+  f: TrainFlags;
+  /** The settings the flags give explicitly (checked). */
+  explicit: Partial<TrainConfig>;
+  /** The model's defaults for everything else. */
+  defaults: TrainConfig;
+}
+
 /**
- * Runs the CLI with `args`; returns the exit code. Throws {@link UsageError} for bad flags.
+ * Reads and checks the flags without touching the GPU, the disk or the network: the flags as
+ * given, the values set explicitly, and the defaults of the model. `null` after printing --help.
+ * Throws {@link UsageError} for bad flags.
  *
  * @example
  * ```ts
- * import { main } from "@resnet/webgpu/train/cli";
- * console.log(await main(["--help"])); // the flags, then 0
+ * import { parseFlags } from "@resnet/webgpu/train/cli";
+ * console.log(parseFlags(["--model", "resnet8", "--epochs", "2"])?.explicit.epochs); // 2
  * ```
  */
-export async function main(args: string[]): Promise<number> {
+export function parseFlags(args: string[]): ParsedFlags | null {
   let parsed;
   try {
     parsed = parseArgs({
-      args,
+      args: joinNegativeValues(args),
       options: {
         model: { type: "string" },
         epochs: { type: "string" },
@@ -160,6 +279,8 @@ export async function main(args: string[]): Promise<number> {
         seed: { type: "string" },
         "log-dir": { type: "string" },
         resume: { type: "string" },
+        overwrite: { type: "boolean" },
+        "synthetic-size": { type: "string" },
         "eval-only": { type: "boolean" },
         checkpoint: { type: "string" },
         "max-steps": { type: "string" },
@@ -174,25 +295,28 @@ export async function main(args: string[]): Promise<number> {
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-  const f = parsed.values;
+  const f: TrainFlags = parsed.values;
   if (f.help) {
     console.log(HELP);
-    return 0;
+    return null;
   }
   const model = f.model ?? "resnet20";
-  try {
-    if (model !== "labml" && !/^resnet\d+$/.test(model)) throw new Error();
-    const depth = model === "labml" ? 20 : Number(model.slice(6));
-    if (depth < 8 || (depth - 2) % 6 !== 0) throw new Error();
-  } catch {
+  const depth = /^resnet(\d{1,6})$/.exec(model)?.[1];
+  if (
+    model !== "labml" &&
+    (depth === undefined || Number(depth) < 8 || Number(depth) > MAX_DEPTH ||
+      (Number(depth) - 2) % 6 !== 0)
+  ) {
+    const shown = model.length > 40 ? `${model.slice(0, 40)}…` : model;
     throw new UsageError(
-      `--model must be resnet<6n+2> (resnet8, resnet20, …) or labml, got "${model}"`,
+      `--model must be resnet<6n+2> from resnet8 to resnet${MAX_DEPTH} (resnet8, resnet20, …) or ` +
+        `labml, got "${shown}"`,
     );
   }
   const labml = model === "labml";
   const explicit: Partial<TrainConfig> = {
-    epochs: parseNumber("epochs", f.epochs, true, 1),
-    batchSize: parseNumber("batch-size", f["batch-size"], true, 1),
+    epochs: parseNumber("epochs", f.epochs, true, 1, CONFIG_LIMITS.epochs),
+    batchSize: parseNumber("batch-size", f["batch-size"], true, 1, CONFIG_LIMITS.batchSize),
     lr: parseNumber("lr", f.lr, false, 0),
     momentum: parseNumber("momentum", f.momentum, false, 0),
     weightDecay: parseNumber("weight-decay", f["weight-decay"], false, 0),
@@ -202,11 +326,12 @@ export async function main(args: string[]): Promise<number> {
     augment: parseAugment(f.augment),
     dataset: oneOf("dataset", f.dataset, ["auto", "cifar10", "synthetic"]),
     dataDir: f["data-dir"],
-    seed: parseNumber("seed", f.seed, true, 0),
+    seed: parseNumber("seed", f.seed, true, 0, Number.MAX_SAFE_INTEGER),
     logDir: f["log-dir"],
-    maxSteps: parseNumber("max-steps", f["max-steps"], true, 1),
-    patience: parseNumber("patience", f.patience, true, 1),
-    labelSmoothing: parseNumber("label-smoothing", f["label-smoothing"], false, 0),
+    maxSteps: parseNumber("max-steps", f["max-steps"], true, 1, CONFIG_LIMITS.maxSteps),
+    syntheticSizes: parseSizes(f["synthetic-size"]),
+    patience: parseNumber("patience", f.patience, true, 1, CONFIG_LIMITS.epochs),
+    labelSmoothing: parseNumber("label-smoothing", f["label-smoothing"], false, 0, 1),
     clipGradNorm: parseNumber("clip-grad-norm", f["clip-grad-norm"], false, 0),
   };
   for (const key of Object.keys(explicit) as (keyof TrainConfig)[]) {
@@ -223,6 +348,14 @@ export async function main(args: string[]): Promise<number> {
   }
   if (f.momentum !== undefined && (explicit.momentum ?? 0) >= 1) {
     throw new UsageError(`--momentum must be below 1, got "${f.momentum}"`);
+  }
+  if (f.overwrite && (f.resume || f["eval-only"])) {
+    throw new UsageError(
+      "--overwrite starts a new run; it does not go with --resume or --eval-only",
+    );
+  }
+  for (const [flag, value] of [["--data-dir", f["data-dir"]], ["--log-dir", f["log-dir"]]]) {
+    if (value === "") throw new UsageError(`${flag} must be a folder path, got ""`);
   }
 
   const defaults: TrainConfig = {
@@ -241,21 +374,53 @@ export async function main(args: string[]): Promise<number> {
     seed: 0,
     logDir: join("runs", timestamp()),
   };
+  return { f, explicit, defaults };
+}
+
+/**
+ * Runs the CLI with `args`; returns the exit code. Throws {@link UsageError} for bad flags.
+ *
+ * @example
+ * ```ts
+ * import { main } from "@resnet/webgpu/train/cli";
+ * console.log(await main(["--help"])); // the flags, then 0
+ * ```
+ */
+export async function main(args: string[]): Promise<number> {
+  const parsed = parseFlags(args);
+  if (parsed === null) return 0;
+  const { f, explicit, defaults } = parsed;
 
   await initGPU();
   const progress = new ProgressReporter();
 
   if (f["eval-only"]) {
     const config = { ...defaults, ...explicit };
-    const checkpoint = await loadCheckpoint(f.checkpoint!);
-    const saved = checkpoint.extra?.flags as TrainConfig | undefined;
+    // The header first: the model is checked against it before any tensor is read.
+    const info = await readCheckpointInfo(f.checkpoint!);
+    const saved = info.extra?.flags === undefined ? undefined : validateConfig(
+      info.extra.flags,
+      `Checkpoint "${f.checkpoint}" metadata extra.flags`,
+    );
+    checkModelFlag(f.model, saved?.model, f.checkpoint!);
     const net = buildModel(saved?.model ?? config.model, config.seed);
+    const checkpoint = await loadCheckpoint(f.checkpoint!, { model: net });
     net.loadStateDict(checkpoint.model);
     checkpoint.dispose();
+    const trainedOn = info.extra?.dataset;
     const { test, name } = await resolveDataset(
-      { ...config, dataset: explicit.dataset ?? saved?.dataset ?? config.dataset },
+      {
+        ...config,
+        dataset: explicit.dataset ??
+          (trainedOn === "cifar10" || trainedOn === "synthetic" ? trainedOn : undefined) ??
+          saved?.dataset ?? config.dataset,
+        seed: saved?.seed ?? config.seed,
+        syntheticSizes: explicit.syntheticSizes ?? saved?.syntheticSizes,
+      },
       progress,
+      { download: false },
     );
+    if (test.count === 0) throw new Error(`The ${name} test set has no images to evaluate`);
     const result = await evaluate(net, test, { batchSize: config.batchSize });
     console.log(
       `${f.checkpoint} on ${name} test set (${test.count} images): loss ` +
@@ -267,36 +432,83 @@ export async function main(args: string[]): Promise<number> {
   let config: TrainConfig;
   if (f.resume) {
     const saved = await configFromCheckpoint(f.resume);
-    config = { ...saved, ...explicit, logDir: explicit.logDir ?? dirname(f.resume) };
+    checkModelFlag(f.model, saved.model, f.resume);
+    // The data set the run was trained on, not what "auto" finds today; the data folder of this
+    // command (its --data-dir or the default), not the one saved in the checkpoint.
+    const trainedOn = (await readCheckpointInfo(f.resume)).extra?.dataset;
+    config = {
+      ...saved,
+      ...explicit,
+      logDir: explicit.logDir ?? dirname(f.resume),
+      dataDir: explicit.dataDir ?? defaults.dataDir,
+      dataset: explicit.dataset ??
+        (trainedOn === "cifar10" || trainedOn === "synthetic" ? trainedOn : saved.dataset),
+    };
     if (!f["max-steps"]) delete config.maxSteps;
   } else {
     config = { ...defaults, ...explicit };
   }
 
   const controller = new AbortController();
-  let interrupts = 0;
-  const onInterrupt = () => {
-    if (++interrupts > 1) Deno.exit(130);
-    progress.log("Ctrl-C: finishing this step and saving a checkpoint (Ctrl-C again to quit now)");
+  let stopSignal: "SIGINT" | "SIGTERM" | null = null;
+  const onSignal = (signal: "SIGINT" | "SIGTERM") => () => {
+    if (stopSignal !== null) Deno.exit(signal === "SIGINT" ? 130 : 143);
+    stopSignal = signal;
+    progress.log(
+      `${
+        signal === "SIGINT" ? "Ctrl-C" : "SIGTERM"
+      }: finishing this step and saving a checkpoint ` +
+        `(${signal === "SIGINT" ? "Ctrl-C" : "SIGTERM"} again to quit now)`,
+    );
     controller.abort();
   };
-  Deno.addSignalListener("SIGINT", onInterrupt);
+  const listeners = { SIGINT: onSignal("SIGINT"), SIGTERM: onSignal("SIGTERM") };
+  for (const [signal, listener] of Object.entries(listeners)) {
+    try {
+      Deno.addSignalListener(signal as Deno.Signal, listener);
+    } catch {
+      // Windows has no SIGTERM to listen to.
+    }
+  }
   try {
     const summary = await train(config, {
       progress,
       signal: controller.signal,
       resumeFrom: f.resume,
+      overwrite: f.overwrite,
     });
+    const percent = (x: number) => `${(x * 100).toFixed(2)}%`;
+    const scores = summary.epochs > 0
+      ? `best test accuracy ${percent(summary.best_test_accuracy)}, final ` +
+        percent(summary.final_test_accuracy)
+      : "no epoch evaluated yet";
     progress.log(
-      `done: ${summary.epochs} epochs, ${summary.steps} steps, best test accuracy ` +
-        `${(summary.best_test_accuracy * 100).toFixed(2)}%, final ` +
-        `${(summary.final_test_accuracy * 100).toFixed(2)}%` +
+      `${summary.interrupted ? "stopped" : "done"}: ${summary.epochs} epochs, ${summary.steps} ` +
+        `steps, ${scores}` +
         `${summary.stopped_early ? " (stopped early: no improvement for --patience epochs)" : ""}` +
-        `; logs in ${config.logDir}`,
+        `; logs in ${config.logDir}` +
+        (summary.interrupted ? `; --resume ${config.logDir}/last.safetensors continues it` : ""),
     );
-    return summary.interrupted ? 130 : 0;
+    if (!summary.interrupted) return 0;
+    return stopSignal === "SIGTERM" ? 143 : 130;
   } finally {
-    Deno.removeSignalListener("SIGINT", onInterrupt);
+    for (const [signal, listener] of Object.entries(listeners)) {
+      try {
+        Deno.removeSignalListener(signal as Deno.Signal, listener);
+      } catch {
+        // Never added.
+      }
+    }
+  }
+}
+
+/** Refuses a --model that differs from the model a checkpoint holds. */
+function checkModelFlag(flag: string | undefined, saved: string | undefined, path: string): void {
+  if (flag !== undefined && saved !== undefined && flag !== saved) {
+    throw new UsageError(
+      `--model ${flag} does not match the checkpoint ${path}, which holds a ${saved} model; ` +
+        "leave --model out (the checkpoint's model is used)",
+    );
   }
 }
 

@@ -6,9 +6,10 @@ const testPermissions = [
   "--allow-write",
   "--allow-env",
   "--allow-net=127.0.0.1",
-  // tests/browser/: Chromium, and this Deno for `deno task bundle`; tests/package/: this Deno as
-  // a fresh process (a consumer project, a clean environment).
-  `--allow-run=chromium,${Deno.execPath()}`,
+  // tests/browser/: Chromium, and this Deno for `deno task bundle`; tests/package/ and
+  // tests/train/process_test.ts: this Deno as a fresh process (a consumer project, signals,
+  // kill -9); tests/data: mkfifo.
+  `--allow-run=chromium,mkfifo,${Deno.execPath()}`,
 ];
 
 const steps: {

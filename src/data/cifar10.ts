@@ -143,13 +143,24 @@ export function joinPath(folder: string, name: string): string {
   return folder.endsWith("/") || folder.endsWith("\\") ? `${folder}${name}` : `${folder}/${name}`;
 }
 
-async function readNamed(dir: string, name: string): Promise<Uint8Array> {
+/**
+ * The most records one file of a CIFAR-10 folder may hold (CIFAR-10's hold 10,000): a larger
+ * file is refused before it is read.
+ */
+export const MAX_RECORDS_PER_FILE = 100_000;
+/** The most bytes `batches.meta.txt` may have. */
+const MAX_META_BYTES = 64 * 1024;
+
+/**
+ * Reads a file of the folder after checking that it is a regular file (a FIFO would block the
+ * read forever, a link to `/dev/zero` would never end) whose size fits the layout: whole records,
+ * at most {@link MAX_RECORDS_PER_FILE} of them (`records` true), or at most 64 KiB of text.
+ */
+async function readNamed(dir: string, name: string, records = true): Promise<Uint8Array> {
   const path = joinPath(dir, name);
-  try {
-    return await Deno.readFile(path);
-  } catch (cause) {
+  const cannot = (cause: unknown) => {
     if (cause instanceof Deno.errors.NotFound) {
-      throw new Error(
+      return new Error(
         `CIFAR-10 file ${name} is missing from the folder ${dir} (expected ${path}); a CIFAR-10 ` +
           `folder holds ${
             [...CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE, CIFAR10_META_FILE].join(", ")
@@ -157,7 +168,56 @@ async function readNamed(dir: string, name: string): Promise<Uint8Array> {
         { cause },
       );
     }
-    throw new Error(`Cannot read CIFAR-10 file ${path}: ${(cause as Error).message}`, { cause });
+    return new Error(`Cannot read CIFAR-10 file ${path}: ${(cause as Error).message}`, { cause });
+  };
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (cause) {
+    throw cannot(cause);
+  }
+  if (!info.isFile) {
+    throw new Error(
+      `CIFAR-10 file ${path} is not a regular file (it is a ` +
+        `${info.isDirectory ? "folder" : "device, FIFO or socket"}); put the file itself there`,
+    );
+  }
+  const max = records ? MAX_RECORDS_PER_FILE * RECORD_BYTES : MAX_META_BYTES;
+  if (info.size > max) {
+    throw new Error(
+      `CIFAR-10 file ${path} is ${info.size} bytes, more than the ${max} bytes this layout ` +
+        (records ? `allows (${MAX_RECORDS_PER_FILE} records of ${RECORD_BYTES} bytes)` : "allows") +
+        "; it is not a CIFAR-10 file",
+    );
+  }
+  if (records && info.size % RECORD_BYTES !== 0) {
+    parseCifarRecords(new Uint8Array(info.size), path); // throws, naming the size
+  }
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path);
+  } catch (cause) {
+    throw cannot(cause);
+  }
+  try {
+    // Checked again on the open file: the path may have been replaced since.
+    const opened = await file.stat();
+    if (!opened.isFile || opened.size !== info.size) {
+      throw new Error(`CIFAR-10 file ${path} changed while it was being read; try again`);
+    }
+    const out = new Uint8Array(info.size);
+    let filled = 0;
+    while (filled < out.length) {
+      const got = await file.read(out.subarray(filled));
+      if (got === null) break;
+      filled += got;
+    }
+    if (filled !== out.length) {
+      throw new Error(`CIFAR-10 file ${path} ended after ${filled} of its ${out.length} bytes`);
+    }
+    return out;
+  } finally {
+    file.close();
   }
 }
 
@@ -198,8 +258,10 @@ function concat(
  * so subsets and other data in this layout load too.
  *
  * @param dir the folder, e.g. the path {@link ensureCifar10} returns.
- * @throws {Error} naming the file and the folder when a file is missing, naming the file and its
- *   size when it is truncated, and naming the record when a label is not below the class count.
+ * @throws {Error} naming the file and the folder when a file is missing, naming the file when it
+ *   is not a regular file (a FIFO, a link to a device), naming the file and its size when it is
+ *   truncated, too large or the test set is empty, and naming the record when a label is not below
+ *   the class count.
  * @example
  * ```ts
  * import { data } from "@resnet/webgpu";
@@ -219,7 +281,7 @@ export async function loadCifar10Folder(
   if (typeof dir !== "string" || dir === "") {
     throw new TypeError(`loadCifar10Folder(): dir must be a folder path, got ${String(dir)}`);
   }
-  const meta = await readNamed(dir, CIFAR10_META_FILE);
+  const meta = await readNamed(dir, CIFAR10_META_FILE, false);
   const classes = parseClassNames(new TextDecoder().decode(meta), joinPath(dir, CIFAR10_META_FILE));
   const load = async (name: string) =>
     parseCifarRecords(await readNamed(dir, name), joinPath(dir, name), classes.length);
@@ -227,6 +289,18 @@ export async function loadCifar10Folder(
   for (const name of CIFAR10_TRAIN_FILES) trainParts.push(await load(name));
   const train = concat(trainParts);
   const test = await load(CIFAR10_TEST_FILE);
+  if (test.count === 0) {
+    throw new Error(
+      `CIFAR-10 file ${joinPath(dir, CIFAR10_TEST_FILE)} is empty: the test set needs at least ` +
+        `one ${RECORD_BYTES}-byte record (CIFAR-10's has 10000)`,
+    );
+  }
+  if (train.count === 0) {
+    throw new Error(
+      `The training files of ${dir} (${CIFAR10_TRAIN_FILES.join(", ")}) are all empty: the ` +
+        "training set needs at least one record",
+    );
+  }
   return {
     train: { ...train, classes: [...classes], name: "cifar10-train" },
     test: { ...test, classes: [...classes], name: "cifar10-test" },

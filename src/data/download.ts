@@ -49,6 +49,11 @@ export interface EnsureCifar10Options {
   fetch?: typeof fetch;
   /** Keep the verified `.tar.gz` after extracting it; default true. */
   keepArchive?: boolean;
+  /**
+   * Download and extract when the folder is missing; default true. With `false`, only a folder
+   * already in place is used: nothing is created, written or fetched.
+   */
+  download?: boolean;
 }
 
 /**
@@ -116,7 +121,9 @@ async function md5OfFile(path: string): Promise<string> {
  *
  * @throws {Error} naming the URL and the folder to place the files in by hand when the download
  *   fails (an interrupted download is kept and resumed by the next call); saying so when the
- *   size or MD5 is wrong (the download is deleted); naming the archive when extraction fails.
+ *   size or MD5 is wrong (a download is deleted; an archive that was already in `dataDir`, put
+ *   there by hand, is kept and the error says what is wrong with it); naming the archive when
+ *   extraction fails; naming the folder when `download` is false and it is missing.
  * @example
  * ```ts ignore
  * import { data } from "@resnet/webgpu";
@@ -136,6 +143,7 @@ export async function ensureCifar10(options: EnsureCifar10Options): Promise<stri
     onProgress,
     fetch: fetchFn = globalThis.fetch,
     keepArchive = true,
+    download: downloading = true,
   } = options ?? {};
   if (typeof dataDir !== "string" || dataDir === "") {
     throw new TypeError(
@@ -155,20 +163,61 @@ export async function ensureCifar10(options: EnsureCifar10Options): Promise<stri
   if (found) {
     throw new Error(`ensureCifar10(): ${folder} exists but is not a folder; remove it`);
   }
-  await Deno.mkdir(dataDir, { recursive: true });
-
   const archive = joinPath(dataDir, ARCHIVE_NAME);
   const job = { url, archive, folder, expectedSize, expectedMd5: expectedMd5.toLowerCase() };
+  if (!downloading) {
+    throw new Error(
+      `CIFAR-10 is not in ${folder}, and this call does not download; pass the --data-dir that ` +
+        `holds ${CIFAR10_FOLDER}/, or ${byHand(job)}`,
+    );
+  }
+  await Deno.mkdir(dataDir, { recursive: true });
+
   const present = await exists(archive);
   if (present) {
-    // Only a verified download is renamed to this name, but a user may have put a file there.
-    const valid = present.size === expectedSize &&
-      await md5OfFile(archive) === job.expectedMd5;
-    if (!valid) await Deno.remove(archive);
-    else return await extractInto(archive, dataDir, folder, keepArchive);
+    // Only a verified download is renamed to this name, but a user may have put a file there:
+    // it is never deleted; the user is told what is wrong with it.
+    if (!present.isFile) {
+      throw new Error(`ensureCifar10(): ${archive} exists but is not a regular file; remove it`);
+    }
+    const md5 = present.size === expectedSize ? await md5OfFile(archive) : "";
+    if (present.size !== expectedSize || md5 !== job.expectedMd5) {
+      const what = present.size !== expectedSize
+        ? `its size is ${present.size} bytes, expected ${expectedSize}`
+        : `its MD5 is ${md5}, expected ${job.expectedMd5}`;
+      throw new Error(
+        `${archive} is not the CIFAR-10 archive: ${what}. It was left as it is; remove or ` +
+          "rename it to download a fresh copy, or replace it with the archive from " + url,
+      );
+    }
+    return await extractInto(archive, dataDir, folder, keepArchive);
   }
+  // A fetch of the caller's own may not use the network at all.
+  if (fetchFn === globalThis.fetch) await askForNetwork(job);
   await download(job, fetchFn, onProgress);
   return await extractInto(archive, dataDir, folder, keepArchive);
+}
+
+/**
+ * Asks for network access to the download's host when it has not been granted or denied yet (a
+ * prompt on a terminal), so a run needs `--allow-net` only when it downloads.
+ */
+async function askForNetwork(job: DownloadJob): Promise<void> {
+  let host: string;
+  try {
+    host = new URL(job.url).host;
+  } catch {
+    return; // fetch() reports the bad URL
+  }
+  const descriptor = { name: "net", host } as const;
+  let state = (await Deno.permissions.query(descriptor)).state;
+  if (state === "prompt") state = (await Deno.permissions.request(descriptor)).state;
+  if (state !== "granted") {
+    throw new Error(
+      `Downloading CIFAR-10 needs network access to ${host}, which this process does not have: ` +
+        `run with --allow-net=${host}, or ${byHand(job)}`,
+    );
+  }
 }
 
 interface DownloadJob {

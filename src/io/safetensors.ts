@@ -15,6 +15,33 @@ import { formatShape, Tensor } from "../tensor.ts";
 /** A header larger than this is refused as absurd, as the reference implementation does. */
 const MAX_HEADER_BYTES = 100_000_000;
 
+/**
+ * The most tensors one file may hold. A ResNet-1202 checkpoint with its optimizer state holds
+ * about 6,000; a file of a million tiny tensors is refused before any tensor is decoded.
+ */
+export const MAX_SAFETENSORS_TENSORS = 100_000;
+
+/** The most dimensions a tensor may have. */
+const MAX_RANK = 16;
+
+/** Tensor names in error messages are cut to this many characters. */
+const MAX_NAME_IN_MESSAGE = 80;
+
+/** A value for an error message, cut short when very long. */
+function clip(text: string): string {
+  return text.length > MAX_NAME_IN_MESSAGE
+    ? `${text.slice(0, MAX_NAME_IN_MESSAGE)}… (${text.length} characters)`
+    : text;
+}
+
+/** A tensor name for an error message: quoted, and cut short when very long. */
+export function quoteName(name: string): string {
+  const cut = name.length > MAX_NAME_IN_MESSAGE
+    ? `${name.slice(0, MAX_NAME_IN_MESSAGE)}…" (${name.length} characters)`
+    : `${name}"`;
+  return `"${cut}`;
+}
+
 /** Bytes per element of every dtype this module reads. */
 const DTYPE_BYTES: Readonly<Record<string, number>> = {
   F64: 8,
@@ -132,6 +159,14 @@ function parseHeader(headerBytes: Uint8Array, dataLength: number, source?: strin
     const kind = json === null ? "null" : Array.isArray(json) ? "an array" : typeof json;
     throw new Error(`${where}: the header must be a JSON object, got ${kind}`);
   }
+  const names = Object.keys(json);
+  const tensorCount = names.length - (Object.hasOwn(json, "__metadata__") ? 1 : 0);
+  if (tensorCount > MAX_SAFETENSORS_TENSORS) {
+    throw new Error(
+      `${where}: it holds ${tensorCount} tensors, more than the ${MAX_SAFETENSORS_TENSORS} ` +
+        "one file may hold here; this is not a model checkpoint",
+    );
+  }
   const metadata: Record<string, string> = {};
   const entries: ParsedHeader["entries"] = [];
   for (const [name, info] of Object.entries(json)) {
@@ -143,15 +178,15 @@ function parseHeader(headerBytes: Uint8Array, dataLength: number, source?: strin
       for (const [key, value] of Object.entries(info)) {
         if (typeof value !== "string") {
           throw new Error(
-            `${where}: "__metadata__" value of "${key}" must be a string, got ` +
-              `${JSON.stringify(value)}`,
+            `${where}: "__metadata__" value of ${quoteName(key)} must be a string, got ` +
+              `${clip(String(JSON.stringify(value)))}`,
           );
         }
         metadata[key] = value;
       }
       continue;
     }
-    const tensor = `tensor "${name}"`;
+    const tensor = `tensor ${quoteName(name)}`;
     if (!isPlainObject(info)) {
       throw new Error(`${where}: ${tensor} must be an object with dtype, shape and data_offsets`);
     }
@@ -161,14 +196,17 @@ function parseHeader(headerBytes: Uint8Array, dataLength: number, source?: strin
     const { dtype, shape, data_offsets: offsets } = info;
     if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) {
       throw new Error(
-        `${where}: ${tensor} has unknown dtype ${JSON.stringify(dtype)} (supported: ` +
+        `${where}: ${tensor} has unknown dtype ${
+          clip(String(JSON.stringify(dtype)))
+        } (supported: ` +
           `${Object.keys(DTYPE_BYTES).join(", ")})`,
       );
     }
-    if (!Array.isArray(shape) || !shape.every(isCount)) {
+    if (!Array.isArray(shape) || shape.length > MAX_RANK || !shape.every(isCount)) {
       throw new Error(
-        `${where}: ${tensor} shape must be an array of non-negative integers, got ` +
-          JSON.stringify(shape),
+        `${where}: ${tensor} shape must be an array of non-negative integers (at most ` +
+          `${MAX_RANK}), got ` +
+          clip(String(JSON.stringify(shape))),
       );
     }
     if (
@@ -177,7 +215,7 @@ function parseHeader(headerBytes: Uint8Array, dataLength: number, source?: strin
     ) {
       throw new Error(
         `${where}: ${tensor} data_offsets must be [begin, end] with 0 <= begin <= end, got ` +
-          JSON.stringify(offsets),
+          clip(String(JSON.stringify(offsets))),
       );
     }
     const [begin, end] = offsets as number[];
@@ -203,14 +241,14 @@ function parseHeader(headerBytes: Uint8Array, dataLength: number, source?: strin
   for (const e of sorted) {
     if (e.begin < covered) {
       throw new Error(
-        `${where}: tensor "${e.name}" data_offsets [${e.begin}, ${e.end}] overlap tensor ` +
-          `"${previous}" (which ends at ${covered})`,
+        `${where}: tensor ${quoteName(e.name)} data_offsets [${e.begin}, ${e.end}] overlap ` +
+          `tensor ${quoteName(previous)} (which ends at ${covered})`,
       );
     }
     if (e.begin > covered) {
       throw new Error(
         `${where}: data bytes [${covered}, ${e.begin}) belong to no tensor (before tensor ` +
-          `"${e.name}"); offsets must cover the data buffer exactly`,
+          `${quoteName(e.name)}); offsets must cover the data buffer exactly`,
       );
     }
     covered = e.end;
@@ -445,6 +483,7 @@ function folderOf(path: string): string {
 }
 
 async function readAll(path: string, caller: string): Promise<Uint8Array> {
+  await checkRegularFile(path, caller);
   try {
     return await Deno.readFile(path);
   } catch (cause) {
@@ -495,6 +534,46 @@ export async function loadSafetensors(
   return tensors;
 }
 
+/** A tensor's entry in a safetensors header: what {@link readSafetensorsHeader} reports. */
+export interface SafetensorsHeaderEntry {
+  /** The tensor's key. */
+  name: string;
+  /** The dtype stored in the file, e.g. `F32`. */
+  dtype: string;
+  /** Sizes outermost first; `[]` for a scalar. */
+  shape: number[];
+}
+
+/**
+ * The header of a safetensors file: its `__metadata__` map (`{}` when it has none) and each
+ * tensor's name, dtype and shape, in the file's order. For a path, reads only the header (never
+ * the data), yet validates it against the file's size like {@link loadSafetensors}, so a
+ * checkpoint's names and shapes can be checked before any tensor is read or uploaded.
+ *
+ * @param pathOrBytes a path, a `file:` URL, or the file's bytes.
+ * @throws {Error} naming the file and the problem when it cannot be read or is malformed (also
+ *   when it is not a regular file, or holds more than {@link MAX_SAFETENSORS_TENSORS} tensors).
+ * @example
+ * ```ts
+ * import { encodeSafetensors, readSafetensorsHeader } from "@resnet/webgpu";
+ * const bytes = encodeSafetensors(
+ *   [{ name: "w", shape: [2, 3], dtype: "F32", data: new Float32Array(6) }],
+ *   { format: "pt" },
+ * );
+ * const { metadata, tensors } = await readSafetensorsHeader(bytes);
+ * console.log(metadata.format, tensors); // pt [ { name: "w", dtype: "F32", shape: [ 2, 3 ] } ]
+ * ```
+ */
+export async function readSafetensorsHeader(
+  pathOrBytes: string | URL | Uint8Array,
+): Promise<{ metadata: Record<string, string>; tensors: SafetensorsHeaderEntry[] }> {
+  const header = await readHeader(pathOrBytes, "readSafetensorsHeader()");
+  return {
+    metadata: header.metadata,
+    tensors: header.entries.map(({ name, dtype, shape }) => ({ name, dtype, shape })),
+  };
+}
+
 /**
  * The `__metadata__` map of a safetensors file (`{}` when it has none). For a path, reads only
  * the header, yet validates it against the file's size like {@link loadSafetensors}.
@@ -511,28 +590,54 @@ export async function loadSafetensors(
 export async function readSafetensorsMetadata(
   pathOrBytes: string | URL | Uint8Array,
 ): Promise<Record<string, string>> {
+  return (await readHeader(pathOrBytes, "readSafetensorsMetadata()")).metadata;
+}
+
+/** Reads and validates the header only (for a path, without reading the data). */
+async function readHeader(
+  pathOrBytes: string | URL | Uint8Array,
+  caller: string,
+): Promise<ParsedHeader> {
   if (pathOrBytes instanceof Uint8Array) {
     const n = headerLength(pathOrBytes, pathOrBytes.length);
-    return parseHeader(pathOrBytes.subarray(8, 8 + n), pathOrBytes.length - 8 - n).metadata;
+    return parseHeader(pathOrBytes.subarray(8, 8 + n), pathOrBytes.length - 8 - n);
   }
   const path = toPath(pathOrBytes);
   const source = `"${path}"`;
+  await checkRegularFile(path, caller);
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
   } catch (cause) {
-    throw new Error(
-      `readSafetensorsMetadata(): cannot read "${path}": ${(cause as Error).message}`,
-      { cause },
-    );
+    throw new Error(`${caller}: cannot read "${path}": ${(cause as Error).message}`, { cause });
   }
   try {
     const size = (await file.stat()).size;
     const prefix = await readExactly(file, Math.min(8, size));
     const n = headerLength(prefix, size, source);
-    return parseHeader(await readExactly(file, n), size - 8 - n, source).metadata;
+    return parseHeader(await readExactly(file, n), size - 8 - n, source);
   } finally {
     file.close();
+  }
+}
+
+/**
+ * Refuses a path that is not a regular file (a FIFO would block the read, a device such as
+ * `/dev/zero` would never end), following symbolic links.
+ */
+async function checkRegularFile(path: string, caller: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (cause) {
+    throw new Error(`${caller}: cannot read "${path}": ${(cause as Error).message}`, { cause });
+  }
+  if (!info.isFile) {
+    throw new Error(
+      `${caller}: "${path}" is not a regular file (it is a ${
+        info.isDirectory ? "folder" : "device, FIFO or socket"
+      }); pass the path of a .safetensors file`,
+    );
   }
 }
 

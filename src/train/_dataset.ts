@@ -11,12 +11,13 @@ import type { ProgressReporter } from "./progress.ts";
 import type { TrainConfig } from "./trainer.ts";
 
 /**
- * Loads the dataset the config names; `auto` takes CIFAR-10 (downloading it when needed) and
- * falls back to synthetic data with a banner saying why.
+ * Loads the dataset the config names; `auto` takes CIFAR-10 (downloading it when needed, unless
+ * `options.download` is false) and falls back to synthetic data with a banner saying why.
  */
 export async function resolveDataset(
   config: Pick<TrainConfig, "dataset" | "dataDir" | "seed" | "syntheticSizes">,
   progress: ProgressReporter,
+  options: { download?: boolean } = {},
 ): Promise<{ train: ImageDataset; test: ImageDataset; name: string }> {
   const synthetic = () => {
     const sizes = config.syntheticSizes ?? { train: 5000, test: 1000 };
@@ -31,6 +32,7 @@ export async function resolveDataset(
   try {
     const folder = await ensureCifar10({
       dataDir: config.dataDir,
+      download: options.download,
       onProgress: (p) => {
         progress.status(
           `downloading CIFAR-10: ${(p.receivedBytes / 1e6).toFixed(1)} / ` +

@@ -45,13 +45,15 @@ export interface EpochEndResult {
 }
 
 /**
- * Ends an epoch in the run folder `logDir`: appends `metrics` as one line of `metrics.jsonl`,
- * rewrites `metrics.csv` (a header, then `history` and `metrics`, one line per epoch), redraws
- * `curves.svg` from `history`, `metrics` and `steps`, saves `last.safetensors` (model, optimizer
- * state, `checkpoint`), copies it to `best.safetensors` when the test accuracy is the best so far,
- * and prints the epoch's line (losses, accuracies, speed, and the peak GPU memory of tensors since
- * the last `resetPeakMemory()`) to `progress`. Every file but `metrics.jsonl` is replaced
- * atomically.
+ * Ends an epoch in the run folder `logDir`: saves `last.safetensors` (model, optimizer state,
+ * `checkpoint`), copies it to `best.safetensors` when the test accuracy is the best so far,
+ * appends `metrics` as one line of `metrics.jsonl`, rewrites `metrics.csv` (a header, then
+ * `history` and `metrics`, one line per epoch), redraws `curves.svg` from `history`, `metrics` and
+ * `steps`, and prints the epoch's line (losses, accuracies, speed, and the peak GPU memory of
+ * tensors since the last `resetPeakMemory()`) to `progress`. The checkpoints, `metrics.csv` and
+ * the curves are replaced atomically; the checkpoint is written before the metrics line, so a kill
+ * in between leaves a checkpoint ahead of `metrics.jsonl`, never behind (`train()` records the
+ * metrics in the checkpoint too and rewrites the file on resume).
  *
  * @example
  * ```ts
@@ -87,6 +89,16 @@ export async function endEpoch(
   await Deno.mkdir(logDir, { recursive: true });
   const last = `${logDir}/last.safetensors`;
   const best = `${logDir}/best.safetensors`;
+  // The checkpoint first: a run killed between these writes resumes from it, and resuming
+  // rewrites metrics.jsonl to the epochs the checkpoint records.
+  await saveCheckpoint(last, options.model, options.optimizer, options.checkpoint);
+  const bestBefore = history.reduce((b, m) => Math.max(b, m.test_acc), -Infinity);
+  const isBest = metrics.test_acc > bestBefore || !Number.isFinite(bestBefore);
+  if (isBest) {
+    const temporary = `${best}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+    await Deno.copyFile(last, temporary);
+    await Deno.rename(temporary, best);
+  }
   await Deno.writeTextFile(`${logDir}/metrics.jsonl`, JSON.stringify(metrics) + "\n", {
     append: true,
   });
@@ -95,13 +107,6 @@ export async function endEpoch(
     `${logDir}/curves.svg`,
     renderCurves([...history, metrics], options.title ?? "training", options.steps),
   );
-  await saveCheckpoint(last, options.model, options.optimizer, options.checkpoint);
-  const bestBefore = history.reduce((b, m) => Math.max(b, m.test_acc), -Infinity);
-  const isBest = metrics.test_acc > bestBefore || !Number.isFinite(bestBefore);
-  if (isBest) {
-    await Deno.copyFile(last, `${best}.tmp`);
-    await Deno.rename(`${best}.tmp`, best);
-  }
   const of = options.epochs === undefined ? "" : `/${options.epochs}`;
   options.progress?.log(
     `epoch ${metrics.epoch}${of}  step ${metrics.step}  lr ${metrics.lr.toPrecision(3)}  ` +

@@ -30,9 +30,12 @@
  * @module
  */
 export {
+  type CheckpointHeader,
   type CheckpointInfo,
   loadCheckpoint,
+  type LoadCheckpointOptions,
   type LoadedCheckpoint,
+  readCheckpointInfo,
   saveCheckpoint,
 } from "./checkpoint.ts";
 export { type EpochMetrics, renderCurves, type StepPoint } from "./curves.ts";
@@ -41,8 +44,9 @@ export { trainStep, type TrainStepOptions, type TrainStepResult } from "./step.t
 export { evaluate, type EvaluateOptions, type EvaluateResult } from "./evaluate.ts";
 export { ThroughputMeter, type ThroughputMeterOptions } from "./throughput.ts";
 export { endEpoch, type EpochEndOptions, type EpochEndResult } from "./epoch_end.ts";
-export { buildModel } from "./models.ts";
+export { buildModel, MAX_DEPTH } from "./models.ts";
 export {
+  CONFIG_LIMITS,
   configFromCheckpoint,
   type EpochEndContext,
   type HookResult,
@@ -51,4 +55,5 @@ export {
   type TrainConfig,
   type TrainOptions,
   type TrainSummary,
+  validateConfig,
 } from "./trainer.ts";

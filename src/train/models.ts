@@ -18,12 +18,18 @@ function labmlModel(seed: number): Sequential {
 }
 
 /**
+ * The deepest `resnet<6n+2>` that {@link buildModel} builds: the paper's ResNet-1202. Deeper
+ * names are refused before anything is allocated.
+ */
+export const MAX_DEPTH = 1202;
+
+/**
  * Builds a model by the name `deno task train --model` takes: `resnet<6n+2>` (the paper's CIFAR
  * network, `resnet(depth, { numClasses, seed })`) or `labml` (the seed's bottleneck experiment:
  * a {@link ResNetBase} with bottlenecks [8, 16, 16], blocks [6, 6, 6] and channels 16/32/64,
  * then a linear layer to 10 classes).
  *
- * @throws {RangeError} for other names.
+ * @throws {RangeError} for other names, and depths beyond {@link MAX_DEPTH}.
  * @example
  * ```ts
  * import { buildModel } from "@resnet/webgpu/train";
@@ -35,12 +41,13 @@ function labmlModel(seed: number): Sequential {
  */
 export function buildModel(name: string, seed: number, numClasses = 10): Sequential {
   if (name === "labml") return labmlModel(seed);
-  const match = /^resnet(\d+)$/.exec(name);
+  const match = typeof name === "string" ? /^resnet(\d{1,6})$/.exec(name) : null;
   const depth = match ? Number(match[1]) : NaN;
-  if (!match || depth < 8 || (depth - 2) % 6 !== 0) {
+  if (!match || depth < 8 || depth > MAX_DEPTH || (depth - 2) % 6 !== 0) {
+    const shown = String(name).length > 40 ? `${String(name).slice(0, 40)}…` : String(name);
     throw new RangeError(
-      `Unknown model "${name}": use resnet<6n+2> (resnet8, resnet20, resnet32, resnet44, ` +
-        "resnet56, resnet110, …) or labml",
+      `Unknown model "${shown}": use resnet<6n+2> from resnet8 to resnet${MAX_DEPTH} ` +
+        "(resnet8, resnet20, resnet32, resnet44, resnet56, resnet110, …) or labml",
     );
   }
   return resnet(depth, { numClasses, seed });

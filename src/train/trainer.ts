@@ -22,17 +22,23 @@ import { CIFAR10_MEAN, CIFAR10_STD } from "../data/cifar10.ts";
 import { DataLoader, type DataLoaderState } from "../data/loader.ts";
 import { tidy } from "../scope.ts";
 import { Tensor } from "../tensor.ts";
-import { type CheckpointInfo, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import {
+  type CheckpointInfo,
+  loadCheckpoint,
+  readCheckpointInfo,
+  saveCheckpoint,
+} from "./checkpoint.ts";
 import type { EpochMetrics, StepPoint } from "./curves.ts";
 import { endEpoch } from "./epoch_end.ts";
 import { evaluate } from "./evaluate.ts";
-import { buildModel } from "./models.ts";
+import { buildModel, MAX_DEPTH } from "./models.ts";
 import { ProgressReporter } from "./progress.ts";
 import { trainStep } from "./step.ts";
 import { ThroughputMeter } from "./throughput.ts";
 import { resolveDataset } from "./_dataset.ts";
 import { formatDuration } from "./_duration.ts";
 import { readMetrics, writeTextAtomic } from "./_files.ts";
+import { claimLogDir } from "./_run_dir.ts";
 
 /** Everything a training run is configured by (the CLI's flags). */
 export interface TrainConfig {
@@ -170,9 +176,16 @@ export interface TrainOptions {
   signal?: AbortSignal;
   /**
    * A checkpoint (`last.safetensors`) to continue from: model, optimizer, schedule, data order
-   * and metrics are restored, and the run goes on exactly where it stopped.
+   * and metrics are restored, and the run goes on exactly where it stopped. The checkpoint is the
+   * source of truth: `metrics.jsonl` is rewritten to the epochs it records.
    */
   resumeFrom?: string;
+  /**
+   * Replace the run files (`metrics.jsonl`, checkpoints, summary, curves) already in
+   * `config.logDir`. Without it (or `resumeFrom` a checkpoint of that folder), a folder that
+   * holds another run is refused.
+   */
+  overwrite?: boolean;
   /**
    * Called after every step, before the signal is checked. Returning `"stop"` ends the run there,
    * as aborting `signal` does: `last.safetensors` is saved mid-epoch, the epoch is not evaluated,
@@ -222,34 +235,168 @@ function makeSchedule(config: TrainConfig, optimizer: Optimizer, totalSteps: num
   }
 }
 
+/** Upper bounds on the sizes a configuration may ask for, checked before anything is built. */
+export const CONFIG_LIMITS: Readonly<{
+  /** Epochs of a run. */
+  epochs: number;
+  /** Images per step. */
+  batchSize: number;
+  /** Steps of a run (`maxSteps`). */
+  maxSteps: number;
+  /** Images of each synthetic set. */
+  syntheticImages: number;
+}> = Object.freeze({
+  epochs: 100_000,
+  batchSize: 65_536,
+  maxSteps: 1_000_000_000,
+  syntheticImages: 1_000_000,
+});
+
+/**
+ * Checks a {@link TrainConfig} from any source (flags, a checkpoint's metadata, a caller) before
+ * anything is allocated: every field's type, range and bound (a model's depth at most
+ * {@link MAX_DEPTH}, the sizes in {@link CONFIG_LIMITS}). Fields it does not know are kept.
+ *
+ * @param config the configuration to check.
+ * @param source how messages name it, e.g. `checkpoint "runs/x/last.safetensors"`.
+ * @returns `config`, typed.
+ * @throws {Error} naming the source, the field, what was expected and what was given.
+ * @example
+ * ```ts
+ * import { validateConfig } from "@resnet/webgpu/train";
+ * try {
+ *   validateConfig({ model: "resnet99999999999998" }, "my config");
+ * } catch (error) {
+ *   console.log((error as Error).message.split(":")[0]); // my config
+ * }
+ * ```
+ */
+export function validateConfig(config: unknown, source = "the training config"): TrainConfig {
+  const fail = (field: string, expected: string, value: unknown): never => {
+    let given: string;
+    try {
+      given = JSON.stringify(value) ?? String(value);
+    } catch {
+      given = String(value);
+    }
+    if (given.length > 60) given = `${given.slice(0, 60)}…`;
+    throw new Error(`${source}: "${field}" must be ${expected}, got ${given}`);
+  };
+  if (config === null || typeof config !== "object" || Array.isArray(config)) {
+    fail("(config)", "an object of training settings", config);
+  }
+  const c = config as Record<string, unknown>;
+  const int = (field: string, min: number, max: number, optional = false) => {
+    const v = c[field];
+    if (optional && v === undefined) return;
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max) {
+      fail(field, `an integer from ${min} to ${max}`, v);
+    }
+  };
+  const num = (field: string, min: number, max: number, below = false) => {
+    const v = c[field];
+    if (
+      typeof v !== "number" || !Number.isFinite(v) || v < min || (below ? v >= max : v > max)
+    ) {
+      fail(field, `a number from ${min} to ${below ? "below " : ""}${max}`, v);
+    }
+  };
+  const oneOf = (field: string, choices: string[]) => {
+    if (typeof c[field] !== "string" || !choices.includes(c[field] as string)) {
+      fail(field, `one of ${choices.join(", ")}`, c[field]);
+    }
+  };
+  const text = (field: string) => {
+    if (typeof c[field] !== "string" || c[field] === "" || (c[field] as string).length > 4096) {
+      fail(field, "a path (a non-empty string)", c[field]);
+    }
+  };
+  const model = c.model;
+  const depth = typeof model === "string" ? /^resnet(\d{1,6})$/.exec(model)?.[1] : undefined;
+  if (
+    model !== "labml" &&
+    (depth === undefined || Number(depth) < 8 || Number(depth) > MAX_DEPTH ||
+      (Number(depth) - 2) % 6 !== 0)
+  ) {
+    fail("model", `resnet<6n+2> from resnet8 to resnet${MAX_DEPTH}, or labml`, model);
+  }
+  int("epochs", 1, CONFIG_LIMITS.epochs);
+  int("batchSize", 1, CONFIG_LIMITS.batchSize);
+  num("lr", 0, Number.MAX_VALUE);
+  num("momentum", 0, 1, true);
+  num("weightDecay", 0, Number.MAX_VALUE);
+  oneOf("optimizer", ["sgd", "adam", "adamw"]);
+  oneOf("schedule", ["multistep", "cosine", "onecycle", "constant"]);
+  num("warmupEpochs", 0, c.epochs as number);
+  const augment = c.augment as Record<string, unknown> | null;
+  if (
+    augment === null || typeof augment !== "object" || typeof augment.crop !== "boolean" ||
+    typeof augment.flip !== "boolean"
+  ) {
+    fail("augment", "{ crop: boolean, flip: boolean }", augment);
+  }
+  oneOf("dataset", ["auto", "cifar10", "synthetic"]);
+  text("dataDir");
+  int("seed", 0, Number.MAX_SAFE_INTEGER);
+  text("logDir");
+  int("maxSteps", 1, CONFIG_LIMITS.maxSteps, true);
+  if (c.syntheticSizes !== undefined) {
+    const sizes = c.syntheticSizes as Record<string, unknown> | null;
+    const ok = (v: unknown) =>
+      typeof v === "number" && Number.isSafeInteger(v) && v >= 1 &&
+      v <= CONFIG_LIMITS.syntheticImages;
+    if (sizes === null || typeof sizes !== "object" || !ok(sizes.train) || !ok(sizes.test)) {
+      fail(
+        "syntheticSizes",
+        `{ train, test } of integers from 1 to ${CONFIG_LIMITS.syntheticImages}`,
+        sizes,
+      );
+    }
+  }
+  if (augment!.cutout !== undefined) {
+    const cutout = augment!.cutout;
+    if (typeof cutout !== "number" || !Number.isSafeInteger(cutout) || cutout < 0 || cutout > 32) {
+      fail("augment", "{ crop, flip, cutout } with cutout an integer from 0 to 32", augment);
+    }
+  }
+  int("patience", 1, CONFIG_LIMITS.epochs, true);
+  if (c.labelSmoothing !== undefined) num("labelSmoothing", 0, 1);
+  if (c.clipGradNorm !== undefined) num("clipGradNorm", 0, Number.MAX_VALUE);
+  return config as TrainConfig;
+}
+
 /**
  * The configuration that resuming from a checkpoint of {@link train} continues: the flags saved
- * in it (`extra.flags`). Pass it to `train()` with `resumeFrom` set to the same path.
+ * in it (`extra.flags`), read from the file's header only (no tensor is read) and checked by
+ * {@link validateConfig}. Pass it to `train()` with `resumeFrom` set to the same path.
  *
- * @throws {Error} when the checkpoint holds no flags (a plain state dict).
+ * @throws {Error} when the checkpoint holds no flags (a plain state dict), or they are invalid.
  * @example
  * ```ts
  * import { initGPU, nn } from "@resnet/webgpu";
  * import { configFromCheckpoint, saveCheckpoint } from "@resnet/webgpu/train";
  * await initGPU();
  * const path = await Deno.makeTempFile({ suffix: ".safetensors" });
- * const flags = { model: "resnet8", epochs: 3 };
+ * const flags = {
+ *   model: "resnet8", epochs: 3, batchSize: 16, lr: 0.05, momentum: 0.9, weightDecay: 1e-4,
+ *   optimizer: "sgd", schedule: "multistep", warmupEpochs: 0, augment: { crop: true, flip: true },
+ *   dataset: "synthetic", dataDir: "data", seed: 0, logDir: "runs/a",
+ * };
  * await saveCheckpoint(path, new nn.Linear(2, 2), null, { epoch: 1, step: 5, extra: { flags } });
  * console.log((await configFromCheckpoint(path)).epochs); // 3
  * await Deno.remove(path);
  * ```
  */
 export async function configFromCheckpoint(path: string): Promise<TrainConfig> {
-  const checkpoint = await loadCheckpoint(path);
-  checkpoint.dispose();
-  const flags = checkpoint.extra?.flags as TrainConfig | undefined;
-  if (!flags) {
+  const info = await readCheckpointInfo(path);
+  const flags = info.extra?.flags;
+  if (flags === undefined) {
     throw new Error(
       `Checkpoint "${path}" has no training state (no "extra.flags" metadata): it is a plain ` +
         "state dict; use it with --eval-only --checkpoint, or start a new run.",
     );
   }
-  return flags;
+  return validateConfig(flags, `Checkpoint "${path}" metadata extra.flags`);
 }
 
 /**
@@ -280,18 +427,51 @@ export async function train(
   config: TrainConfig,
   options: TrainOptions = {},
 ): Promise<TrainSummary> {
+  validateConfig(config);
   getDevice();
   // The epoch lines report the peak GPU memory of tensors from here on.
   resetPeakMemory();
-  const started = performance.now();
   const progress = options.progress ?? new ProgressReporter();
+  const runDir = await claimLogDir(config.logDir, {
+    resumeFrom: options.resumeFrom,
+    overwrite: options.overwrite,
+    log: (line) => progress.log(line),
+  });
+  try {
+    return await trainInFolder(config, options, progress);
+  } finally {
+    runDir.release();
+  }
+}
+
+/** The running sums of an epoch interrupted before its end, saved in the checkpoint. */
+interface PartialEpoch {
+  /** Sum of the steps' losses, each times its batch size. */
+  loss_sum: number;
+  /** Images classified correctly. */
+  correct: number;
+  /** Images trained on. */
+  seen: number;
+  /** Seconds of training so far. */
+  seconds: number;
+}
+
+/** The body of {@link train}, once the log folder is claimed. */
+async function trainInFolder(
+  config: TrainConfig,
+  options: TrainOptions,
+  progress: ProgressReporter,
+): Promise<TrainSummary> {
+  const started = performance.now();
   const { logDir } = config;
-  await Deno.mkdir(logDir, { recursive: true });
   const lastPath = `${logDir}/last.safetensors`;
 
   const run = await setUp(config, progress, options.resumeFrom);
   const { data, model, optimizer, schedule, trainLoader, testLoader, totalSteps, history } = run;
   let step = run.step;
+  let partial = run.partial;
+  // What the last checkpoint on disk holds, for the message when the run cannot save another.
+  let lastSaved = options.resumeFrom ? where(trainLoader, step, config.epochs) : null;
   const device = adapterDescription();
   progress.log(
     `adapter: ${device}\nmodel: ${config.model} (${countParameters(model).toLocaleString("en")} ` +
@@ -300,11 +480,24 @@ export async function train(
       `${config.batchSize}  epochs ${config.epochs}  steps ${totalSteps}`,
   );
 
-  const checkpointInfo = (): CheckpointInfo => ({
-    epoch: trainLoader.epoch,
-    step,
-    optimizer: optimizer.stateDict().hyper,
-    extra: {
+  const lossSum = Tensor.zeros([]);
+  const correct = Tensor.zeros([]);
+  const diverged = (loss: number, epoch: number) =>
+    new Error(
+      `The training loss is ${loss} at step ${step} (epoch ${epoch}): the run diverged, so it ` +
+        `stops without saving. ${
+          lastSaved === null
+            ? "No checkpoint was saved before."
+            : `${lastPath} still holds the last good checkpoint (${lastSaved}).`
+        } Lower --lr (it is ${config.lr}) or add warm-up (--schedule cosine --warmup-epochs 1).`,
+    );
+  /** The checkpoint's metadata; mid-epoch, with the epoch's running sums (checked finite). */
+  const checkpointInfo = async (
+    recorded: readonly EpochMetrics[],
+    seen: number,
+    seconds: number,
+  ): Promise<CheckpointInfo> => {
+    const extra: Record<string, unknown> = {
       flags: config,
       schedule: schedule.stateDict(),
       loader: trainLoader.stateDict(),
@@ -316,8 +509,15 @@ export async function train(
         std: [...CIFAR10_STD],
         classes: data.test.classes,
       },
-    },
-  });
+      history: recorded,
+    };
+    if (trainLoader.position > 0) {
+      const [l, c] = await Promise.all([lossSum.item(), correct.item()]);
+      if (!Number.isFinite(l)) throw diverged(l, trainLoader.epoch + 1);
+      extra.partial = { loss_sum: l, correct: c, seen, seconds } satisfies PartialEpoch;
+    }
+    return { epoch: trainLoader.epoch, step, optimizer: optimizer.stateDict().hyper, extra };
+  };
 
   const meter = new ThroughputMeter({ totalSteps, completedSteps: step });
   // A resumed run was estimated when it started.
@@ -336,24 +536,32 @@ export async function train(
       : undefined,
     clipGradNorm: config.clipGradNorm,
   };
-  const lossSum = Tensor.zeros([]);
-  const correct = Tensor.zeros([]);
+  // A resumed epoch in progress is finished and evaluated first, even one whose every batch was
+  // trained before the interruption.
+  let pending = trainLoader.position > 0;
   model.train();
   try {
-    while (trainLoader.epoch < config.epochs && step < totalSteps && !interrupted) {
+    while (!interrupted && (pending || (trainLoader.epoch < config.epochs && step < totalSteps))) {
+      pending = false;
       const epoch = trainLoader.epoch + 1;
-      const epochStart = performance.now();
-      meter.restart(epochStart);
-      lossSum.fill(0);
-      correct.fill(0);
-      let seen = 0;
-      let lastRead = epochStart;
+      const resumed: PartialEpoch | null = partial;
+      partial = null;
+      const epochStart = performance.now() - (resumed?.seconds ?? 0) * 1000;
+      meter.restart(performance.now());
+      lossSum.fill(resumed?.loss_sum ?? 0);
+      correct.fill(resumed?.correct ?? 0);
+      let seen = resumed?.seen ?? 0;
+      let lastRead = performance.now();
       let unread = { steps: 0, images: 0 };
       let batchIndex = trainLoader.position;
       // Batches of this epoch the run takes: fewer than the loader's when --max-steps ends it.
       const batches = Math.min(trainLoader.length, batchIndex + totalSteps - step);
-      let previousRead = { loss: 0, correct: 0, seen: 0 };
-      for (const batch of trainLoader.batches()) {
+      let previousRead = { loss: resumed?.loss_sum ?? 0, correct: resumed?.correct ?? 0, seen };
+      // An epoch whose batches are all done still runs the loader to its end, which counts it.
+      const epochBatches = step < totalSteps || trainLoader.position === trainLoader.length
+        ? trainLoader.batches()
+        : [];
+      for (const batch of epochBatches) {
         const size = batch.labels.length;
         const result = trainStep(model, optimizer, batch, stepOptions);
         tidy(() =>
@@ -375,6 +583,11 @@ export async function train(
           last || performance.now() - lastRead > 2000 || !estimated || options.signal?.aborted
         ) {
           const [l, c] = await Promise.all([lossSum.item(), correct.item()]);
+          if (!Number.isFinite(l)) {
+            result.loss.dispose();
+            result.correct.dispose();
+            throw diverged(l, epoch);
+          }
           lastRead = performance.now();
           stepPoints.push({
             step,
@@ -433,37 +646,48 @@ export async function train(
         if (step >= totalSteps && batchIndex < trainLoader.length) break;
       }
       if (interrupted) {
-        await saveCheckpoint(lastPath, model, optimizer, checkpointInfo());
-        progress.log(`interrupted: saved ${lastPath} (epoch ${epoch}, step ${step})`);
+        const seconds = (performance.now() - epochStart) / 1000;
+        await saveCheckpoint(
+          lastPath,
+          model,
+          optimizer,
+          await checkpointInfo(history, seen, seconds),
+        );
+        lastSaved = where(trainLoader, step, config.epochs);
+        progress.log(`interrupted: saved ${lastPath} at ${lastSaved}`);
         break;
       }
       const [trainLoss, trainCorrect] = await Promise.all([lossSum.item(), correct.item()]);
+      if (!Number.isFinite(trainLoss)) throw diverged(trainLoss, epoch);
       const trainSeconds = (performance.now() - epochStart) / 1000;
       const evalStart = performance.now();
       const test = await evaluate(model, testLoader);
       evalSeconds = (performance.now() - evalStart) / 1000;
+      // With no image trained on (only a checkpoint of an older version, without its epoch's
+      // sums, resumes so), the train metrics are unknown: NaN, written as null.
       const metrics: EpochMetrics = {
         epoch,
         step,
         lr: optimizer.lr,
-        train_loss: trainLoss / Math.max(seen, 1),
-        train_acc: trainCorrect / Math.max(seen, 1),
+        train_loss: seen > 0 ? trainLoss / seen : NaN,
+        train_acc: seen > 0 ? trainCorrect / seen : NaN,
         test_loss: test.loss,
         test_acc: test.accuracy,
         seconds: (performance.now() - epochStart) / 1000,
-        images_per_sec: seen / trainSeconds,
+        images_per_sec: seen > 0 ? seen / trainSeconds : NaN,
       };
       const { isBest } = await endEpoch(metrics, {
         logDir,
         model,
         optimizer,
-        checkpoint: checkpointInfo(),
+        checkpoint: await checkpointInfo([...history, metrics], seen, trainSeconds),
         history,
         epochs: config.epochs,
         title: config.model,
         progress,
         steps: stepPoints,
       });
+      lastSaved = where(trainLoader, step, config.epochs);
       history.push(metrics);
       const hook = options.onEpochEnd?.({ metrics, history, isBest, model, optimizer });
       if (await hook === "stop") {
@@ -508,6 +732,17 @@ export async function train(
   return summary;
 }
 
+/**
+ * Where a run stands, worded the same in the interrupt message, the resume message and errors:
+ * `step 6, after epoch 1/2` or `step 7, epoch 2/2 in progress (batch 3/4)`.
+ */
+function where(loader: DataLoader, step: number, epochs: number): string {
+  return loader.position > 0
+    ? `step ${step}, epoch ${loader.epoch + 1}/${epochs} in progress (batch ` +
+      `${loader.position}/${loader.length})`
+    : `step ${step}, after epoch ${loader.epoch}/${epochs}`;
+}
+
 /** A run's model, optimizer, schedule, data and loaders, restored from `resumeFrom` if given. */
 async function setUp(config: TrainConfig, progress: ProgressReporter, resumeFrom?: string) {
   const data = await resolveDataset(config, progress);
@@ -526,6 +761,12 @@ async function setUp(config: TrainConfig, progress: ProgressReporter, resumeFrom
         `${config.batchSize}; use a smaller --batch-size`,
     );
   }
+  if (data.test.count === 0) {
+    throw new RangeError(
+      `The test set (${data.test.name}) has no images, so no epoch could be evaluated; give it ` +
+        "at least one image",
+    );
+  }
   const testLoader = new DataLoader(data.test, { batchSize: config.batchSize, shuffle: false });
   const totalSteps = Math.min(
     config.epochs * trainLoader.length,
@@ -535,22 +776,67 @@ async function setUp(config: TrainConfig, progress: ProgressReporter, resumeFrom
 
   let step = 0;
   let history: EpochMetrics[] = [];
+  let partial: PartialEpoch | null = null;
   if (resumeFrom) {
-    const checkpoint = await loadCheckpoint(resumeFrom);
+    const source = `Checkpoint "${resumeFrom}"`;
+    // The run state comes from the header alone; tensors are read once it has been checked.
+    const info = await readCheckpointInfo(resumeFrom);
+    const extra = info.extra ?? {};
+    const saved = extra.flags as Record<string, unknown> | undefined;
+    if (saved === undefined) {
+      throw new Error(
+        `${source} has no training state (no "extra.flags" metadata): it is a plain state ` +
+          "dict; use it with --eval-only --checkpoint, or start a new run.",
+      );
+    }
+    validateConfig(saved, `${source} metadata extra.flags`);
+    if (saved.model !== config.model) {
+      throw new Error(
+        `${source} holds a ${String(saved.model).slice(0, 40)} model, but this run trains ` +
+          `${config.model}; resume with --model ${String(saved.model).slice(0, 40)} (or leave ` +
+          "--model out).",
+      );
+    }
+    if (typeof extra.dataset === "string" && extra.dataset !== data.name) {
+      throw new Error(
+        `${source} was trained on ${extra.dataset.slice(0, 40)}, but this run loaded ` +
+          `${data.name}; resume with --dataset ${extra.dataset.slice(0, 40)}.`,
+      );
+    }
+    if (info.optimizer === undefined) {
+      throw new Error(`${source} holds no optimizer state (no "optimizer" metadata)`);
+    }
+    const scheduleState = extra.schedule as { iteration?: unknown } | undefined;
+    if (
+      scheduleState === null || typeof scheduleState !== "object" ||
+      !Number.isSafeInteger(scheduleState.iteration) || (scheduleState.iteration as number) < 0
+    ) {
+      throw new Error(
+        `${source}: metadata "extra.schedule" must be { iteration: a count }, got ` +
+          JSON.stringify(scheduleState)?.slice(0, 60),
+      );
+    }
+    const checkpoint = await loadCheckpoint(resumeFrom, { model, optimizer });
     try {
       model.loadStateDict(checkpoint.model);
       optimizer.loadStateDict({ state: checkpoint.optimizerState, hyper: checkpoint.optimizer! });
-      const extra = checkpoint.extra ?? {};
-      schedule.loadStateDict(extra.schedule as { iteration: number });
+      schedule.loadStateDict(scheduleState as { iteration: number });
       trainLoader.loadStateDict(extra.loader as DataLoaderState);
-      step = checkpoint.step;
+    } catch (cause) {
+      throw new Error(`${source}: ${(cause as Error).message.slice(0, 500)}`, { cause });
     } finally {
       checkpoint.dispose();
     }
-    history = (await readMetrics(`${config.logDir}/metrics.jsonl`)).filter((m) =>
-      m.epoch <= trainLoader.epoch
+    step = info.step;
+    if (trainLoader.position > 0) partial = checkPartial(extra.partial, source);
+    history = await reconcileMetrics(
+      config.logDir,
+      extra.history,
+      trainLoader.epoch,
+      source,
+      progress,
     );
-    progress.log(`resumed from ${resumeFrom}: epoch ${trainLoader.epoch}, step ${step}`);
+    progress.log(`resumed from ${resumeFrom} at ${where(trainLoader, step, config.epochs)}`);
   }
 
   return {
@@ -563,6 +849,7 @@ async function setUp(config: TrainConfig, progress: ProgressReporter, resumeFrom
     totalSteps,
     step,
     history,
+    partial,
   };
 }
 
@@ -584,6 +871,81 @@ function epochsWithoutImprovement(history: readonly EpochMetrics[]): number {
     }
   });
   return history.length - 1 - bestIndex;
+}
+
+/** The running sums of an interrupted epoch, checked; null for a checkpoint without them. */
+function checkPartial(value: unknown, source: string): PartialEpoch | null {
+  if (value === undefined) return null;
+  const p = value as Record<string, unknown>;
+  const finite = (v: unknown) => typeof v === "number" && Number.isFinite(v) && v >= 0;
+  if (
+    p === null || typeof p !== "object" || !finite(p.loss_sum) || !finite(p.correct) ||
+    !Number.isSafeInteger(p.seen) || (p.seen as number) < 0 || !finite(p.seconds)
+  ) {
+    throw new Error(
+      `${source}: metadata "extra.partial" must be { loss_sum, correct, seen, seconds } of ` +
+        `non-negative numbers, got ${JSON.stringify(value)?.slice(0, 80)}`,
+    );
+  }
+  return p as unknown as PartialEpoch;
+}
+
+/**
+ * The epochs the checkpoint records (`extra.history`; for a checkpoint without it, the lines of
+ * `metrics.jsonl` up to the checkpoint's epoch, one per epoch), written back to `metrics.jsonl`
+ * when the file says anything else: lines past the checkpoint, duplicates, torn lines.
+ */
+async function reconcileMetrics(
+  logDir: string,
+  recorded: unknown,
+  completed: number,
+  source: string,
+  progress: ProgressReporter,
+): Promise<EpochMetrics[]> {
+  const path = `${logDir}/metrics.jsonl`;
+  let history: EpochMetrics[];
+  if (recorded === undefined) {
+    const byEpoch = new Map<number, EpochMetrics>();
+    for (const m of await readMetrics(path)) if (m.epoch <= completed) byEpoch.set(m.epoch, m);
+    history = [...byEpoch.values()].sort((a, b) => a.epoch - b.epoch);
+  } else {
+    if (!Array.isArray(recorded) || recorded.length > 10 * completed + 10) {
+      throw new Error(`${source}: metadata "extra.history" must be a list of epochs' metrics`);
+    }
+    history = [];
+    for (const m of recorded as unknown[]) {
+      const e = m as Record<string, unknown> | null;
+      const numbers = e !== null && typeof e === "object" &&
+        Object.values(e).every((v) => v === null || typeof v === "number");
+      if (!numbers || e.epoch !== history.length + 1) {
+        throw new Error(
+          `${source}: metadata "extra.history" entry ${history.length + 1} must be the metrics ` +
+            `of epoch ${history.length + 1}, got ${JSON.stringify(m)?.slice(0, 80)}`,
+        );
+      }
+      // JSON writes NaN as null: read it back as NaN.
+      const metrics = Object.fromEntries(
+        Object.entries(e).map(([k, v]) => [k, v === null ? NaN : v]),
+      ) as unknown as EpochMetrics;
+      if (metrics.epoch <= completed) history.push(metrics);
+    }
+  }
+  const text = history.map((m) => JSON.stringify(m) + "\n").join("");
+  let before: string | null = null;
+  try {
+    before = await Deno.readTextFile(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  if ((before ?? "") !== text) {
+    await writeTextAtomic(path, text);
+    const lines = before === null ? 0 : before.split("\n").filter((l) => l.trim()).length;
+    progress.log(
+      `${path} held ${lines} line(s); rewritten to the ${history.length} epoch(s) the ` +
+        "checkpoint records",
+    );
+  }
+  return history;
 }
 
 function countParameters(model: Module): number {

@@ -90,3 +90,35 @@ Deno.test("loadCifar10Folder() names the file for missing, truncated and mislabe
     await assert.rejects(() => loadCifar10Folder(dir), /names no classes/);
   });
 });
+
+Deno.test(
+  "loadCifar10Folder() refuses a FIFO or a link to /dev/zero at once, and an empty test set",
+  {
+    ignore: Deno.build.os === "windows",
+  },
+  async () => {
+    await withTempDir(async (dir) => {
+      await writeFolder(dir, cifarFiles([1, 1, 1, 1, 1], 1));
+      await Deno.remove(`${dir}/data_batch_2.bin`);
+      await Deno.symlink("/dev/zero", `${dir}/data_batch_2.bin`);
+      await assert.rejects(
+        () => loadCifar10Folder(dir),
+        /data_batch_2\.bin is not a regular file \(it is a device, FIFO or socket\)/,
+      );
+      await Deno.remove(`${dir}/data_batch_2.bin`);
+      const mkfifo = await new Deno.Command("mkfifo", { args: [`${dir}/data_batch_2.bin`] })
+        .output();
+      assert.ok(mkfifo.success);
+      // Reading a FIFO with no writer would block forever.
+      await assert.rejects(() => loadCifar10Folder(dir), /data_batch_2\.bin is not a regular file/);
+      await Deno.remove(`${dir}/data_batch_2.bin`);
+      await Deno.writeFile(`${dir}/data_batch_2.bin`, cifarRecords(1, 0));
+
+      await Deno.writeFile(`${dir}/test_batch.bin`, new Uint8Array(0));
+      await assert.rejects(
+        () => loadCifar10Folder(dir),
+        /test_batch\.bin is empty: the test set needs at least one 3073-byte record/,
+      );
+    });
+  },
+);

@@ -281,3 +281,33 @@ Deno.test("defaultDataDir() follows XDG_CACHE_HOME, else ~/.cache", () => {
     restore("HOME", saved.home);
   }
 });
+
+Deno.test("ensureCifar10() keeps a user's own archive that fails verification and says why", async () => {
+  await withTempDir(async (dataDir) => {
+    const archive = `${dataDir}/cifar-10-binary.tar.gz`;
+    const bytes = new TextEncoder().encode("not the archive");
+    await Deno.writeFile(archive, bytes);
+    await assert.rejects(
+      () => ensureCifar10({ dataDir, fetch: noFetch }),
+      /cifar-10-binary\.tar\.gz is not the CIFAR-10 archive: its size is 15 bytes, expected 170052171\. It was left as it is; remove or rename it/,
+    );
+    assert.deepEqual(await Deno.readFile(archive), bytes);
+    // The right size, the wrong bytes: the MD5 says so.
+    await assert.rejects(
+      () => ensureCifar10({ dataDir, fetch: noFetch, expectedSize: bytes.length }),
+      /its MD5 is [0-9a-f]{32}, expected c32a1d4ab5d03f1284b67883e8d87530/,
+    );
+    assert.deepEqual(await Deno.readFile(archive), bytes);
+  });
+});
+
+Deno.test("ensureCifar10({ download: false }) creates nothing when the folder is missing", async () => {
+  await withTempDir(async (root) => {
+    const dataDir = `${root}/cache/resnet-webgpu`;
+    await assert.rejects(
+      () => ensureCifar10({ dataDir, download: false, fetch: noFetch }),
+      /CIFAR-10 is not in .*cifar-10-batches-bin, and this call does not download/,
+    );
+    await assert.rejects(Deno.stat(`${root}/cache`), Deno.errors.NotFound);
+  });
+});

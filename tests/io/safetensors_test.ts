@@ -3,6 +3,7 @@ import {
   decodeSafetensors,
   encodeSafetensors,
   loadSafetensors,
+  readSafetensorsHeader,
   readSafetensorsMetadata,
   saveSafetensors,
 } from "../../src/io/safetensors.ts";
@@ -441,5 +442,26 @@ gpuTest("loadSafetensors() reads the PyTorch-written fixture with the expected k
     const file = await Deno.readFile(new URL(`${name}.safetensors`, FIXTURES));
     const decoded = decodeSafetensors(file);
     assert.ok(decoded.tensors.has("model.1.weight") && decoded.tensors.has("eval_output"), name);
+  }
+});
+
+Deno.test("loadSafetensors() and readSafetensorsHeader() refuse a FIFO or /dev/zero at once", {
+  ignore: Deno.build.os === "windows",
+}, async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.symlink("/dev/zero", `${dir}/zero.safetensors`);
+    await assert.rejects(
+      () => loadSafetensors(`${dir}/zero.safetensors`),
+      /zero\.safetensors" is not a regular file \(it is a device, FIFO or socket\)/,
+    );
+    const mkfifo = await new Deno.Command("mkfifo", { args: [`${dir}/pipe.safetensors`] }).output();
+    assert.ok(mkfifo.success);
+    await assert.rejects(
+      () => readSafetensorsHeader(`${dir}/pipe.safetensors`),
+      /pipe\.safetensors" is not a regular file/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
