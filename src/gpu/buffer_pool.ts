@@ -1,6 +1,9 @@
 /**
  * A pool of storage buffers keyed by byte size, so that a training loop that repeats the same
- * shapes allocates nothing from the device after its first step.
+ * shapes allocates nothing from the device after its first step. Each size class hands out its
+ * free buffer that was created first, so a step that acquires and releases the same sizes in the
+ * same order as the step before gets the same buffers in the same places, and the bind groups
+ * cached for that step serve it again.
  *
  * @module
  */
@@ -8,7 +11,10 @@ import { getDevice } from "./device.ts";
 
 const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
+// Free buffers per size class, ordered by creation number, latest first: pop() gives the oldest.
 const free = new Map<number, GPUBuffer[]>();
+const serials = new WeakMap<GPUBuffer, number>();
+let created = 0;
 let allocatedBytes = 0;
 let inUseBytes = 0;
 let peakInUseBytes = 0;
@@ -58,6 +64,7 @@ export function acquireBuffer(byteLength: number): GPUBuffer {
   allocations++;
   const buffer = device.createBuffer({ size, usage: STORAGE_USAGE, label: `pool:${size}` });
   owned.add(buffer);
+  serials.set(buffer, ++created);
   checkedOut.set(buffer, ++checkouts);
   return buffer;
 }
@@ -73,7 +80,12 @@ export function releaseBuffer(buffer: GPUBuffer): void {
   inUseBytes -= size;
   let list = free.get(size);
   if (!list) free.set(size, list = []);
-  list.push(buffer);
+  // Insert by creation number (latest first): the lists are short, and buffers released in the
+  // order they were taken land near the end after a comparison or two.
+  const serial = serials.get(buffer)!;
+  let i = list.length;
+  while (i > 0 && serials.get(list[i - 1])! < serial) i--;
+  list.splice(i, 0, buffer);
 }
 
 /**

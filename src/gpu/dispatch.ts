@@ -62,9 +62,9 @@ export interface DispatchArgs<P extends string = string> {
   /** Values of the kernel's `override` constants; part of the pipeline cache key. */
   constants?: Record<string, number>;
   /**
-   * The uniforms change on every call (a learning rate, a step count): take a reusable buffer
-   * from a per-submit ring instead of the content-keyed cache, so a training loop whose values
-   * change each step allocates nothing.
+   * The uniforms change from step to step (a learning rate, a step count): they go to the next
+   * slot of the per-submit uniform buffer (written once at the submit) instead of the
+   * content-keyed cache, so a training loop whose values change each step allocates nothing.
    */
   dynamicUniforms?: boolean;
 }
@@ -74,7 +74,8 @@ const MAX_CACHED_BIND_GROUPS = 8192;
 
 const modules = new Map<string, GPUShaderModule>();
 const pipelines = new Map<string, GPUComputePipeline>();
-const uniformCache = new Map<string, GPUBuffer>();
+const uniformCache = new Map<number, CachedUniform>();
+let cachedUniforms = 0;
 const bindGroups = new Map<string, GPUBindGroup>();
 // Which cached bind groups bind a buffer, so that a destroyed buffer leaves none behind.
 const bindGroupsByBuffer = new Map<number, Set<string>>();
@@ -128,7 +129,8 @@ const counters = {
   pipelines: 0,
   bufferCreations: 0,
   bindGroupCreations: 0,
-  bufferWrites: 0,
+  uploads: 0,
+  uniformWrites: 0,
 };
 
 /**
@@ -146,7 +148,86 @@ const counters = {
  */
 export const MAX_PENDING_COMMANDS = 4096;
 const uploadRing = new BufferRing(GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, "upload");
-const uniformRing = new BufferRing(GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, "uniforms");
+
+/**
+ * The uniforms that change every step (a learning rate, a step count), written once per submit.
+ * The k-th such dispatch of a submit reads slot k of one uniform buffer, bound at the slot's
+ * offset; its values are staged here, and flush() writes the slots used with one
+ * `queue.writeBuffer` before the submit, or none when they equal what the buffer already holds.
+ * The write is ordered after every earlier submit, which therefore read the old values. A slot
+ * depends only on the dispatch's place in the submit, so a repeated step binds the same slots and
+ * its bind groups come from the cache.
+ */
+class DynamicUniforms {
+  #buffer: GPUBuffer | null = null;
+  /** Bytes per slot: the device's uniform offset alignment. */
+  #stride = 256;
+  #slots = 0;
+  #used = 0;
+  #staged = new Uint8Array(0);
+  /** What the buffer holds, as far as the last write went. */
+  #written = new Uint8Array(0);
+  #writtenBytes = 0;
+
+  /** Stages `bytes` in the next slot. The caller flushes and grows first when it is full. */
+  take(device: GPUDevice, bytes: Uint8Array): { buffer: GPUBuffer; offset: number } {
+    if (this.#slots === 0) this.grow(device);
+    const offset = this.#used++ * this.#stride;
+    this.#staged.set(bytes, offset);
+    this.#staged.fill(0, offset + bytes.byteLength, offset + this.#stride);
+    return { buffer: this.#buffer!, offset };
+  }
+
+  /** Doubles the slots (or makes the first 64); call it only with nothing staged. */
+  grow(device: GPUDevice): void {
+    this.#stride = Math.max(256, device.limits.minUniformBufferOffsetAlignment);
+    this.#slots = this.#slots === 0 ? 64 : this.#slots * 2;
+    this.#buffer = device.createBuffer({
+      size: this.#slots * this.#stride,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      label: "dynamic uniforms",
+    });
+    counters.bufferCreations++;
+    this.#staged = new Uint8Array(this.#slots * this.#stride);
+    this.#written = new Uint8Array(this.#slots * this.#stride);
+    this.#writtenBytes = 0;
+  }
+
+  /** Whether the next take() needs a flush first (the buffer is full). */
+  get full(): boolean {
+    return this.#used > 0 && this.#used === this.#slots;
+  }
+
+  /** Writes the staged slots (if they changed) before the submit; the slots are free after it. */
+  commit(device: GPUDevice): void {
+    const bytes = this.#used * this.#stride;
+    this.#used = 0;
+    if (bytes === 0) return;
+    const staged = this.#staged.subarray(0, bytes);
+    if (bytes <= this.#writtenBytes && equalBytes(staged, this.#written.subarray(0, bytes))) {
+      return;
+    }
+    device.queue.writeBuffer(this.#buffer!, 0, staged, 0, bytes);
+    counters.uniformWrites++;
+    this.#written.set(staged);
+    this.#writtenBytes = Math.max(this.#writtenBytes, bytes);
+  }
+
+  clear(): void {
+    this.#buffer = null;
+    this.#slots = this.#used = this.#writtenBytes = 0;
+  }
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  const n = a.byteLength >> 2;
+  const a32 = new Uint32Array(a.buffer, a.byteOffset, n);
+  const b32 = new Uint32Array(b.buffer, b.byteOffset, n);
+  for (let i = 0; i < n; i++) if (a32[i] !== b32[i]) return false;
+  return true;
+}
+
+const perStepUniforms = new DynamicUniforms();
 const readbackBuffers = new Map<number, GPUBuffer[]>();
 
 function bufferId(buffer: GPUBuffer): number {
@@ -160,14 +241,16 @@ function deviceForCaches(): GPUDevice {
   if (cachedFor !== device) {
     modules.clear();
     pipelines.clear();
+    pipelinesByKernel = new WeakMap();
     uniformCache.clear();
+    cachedUniforms = 0;
     bindGroups.clear();
     bindGroupsByBuffer.clear();
     encoder = null;
     pass = null;
     pendingCommands = 0;
     uploadRing.clear();
-    uniformRing.clear();
+    perStepUniforms.clear();
     readbackBuffers.clear();
     cachedFor = device;
   }
@@ -194,15 +277,43 @@ function paramsLayout(kernel: Kernel): ParamsLayout {
   return layout;
 }
 
+/**
+ * The override constants as a key, in the order the launcher wrote them (a launcher that writes
+ * them in another order at another call site only compiles the pipeline once more).
+ */
 function constantsKey(constants?: Record<string, number>): string {
   if (!constants) return "";
-  return Object.keys(constants).sort().map((k) => `${k}=${constants[k]}`).join(",");
+  let key = "";
+  for (const k in constants) key += `${k}=${constants[k]},`;
+  return key;
 }
 
-function pipelineFor(device: GPUDevice, kernel: Kernel, constants?: Record<string, number>) {
-  const key = `${kernel.name}|${kernel.entryPoint ?? "main"}|${constantsKey(constants)}`;
+interface CachedPipeline {
+  pipeline: GPUComputePipeline;
+  /** Number of the pipeline, the start of its bind groups' keys. */
+  key: string;
+}
+
+// Pipelines per kernel object (launchers declare their kernels once), by override constants.
+let pipelinesByKernel = new WeakMap<Kernel, Map<string, CachedPipeline>>();
+
+function pipelineFor(
+  device: GPUDevice,
+  kernel: Kernel,
+  constants?: Record<string, number>,
+): CachedPipeline {
+  let byConstants = pipelinesByKernel.get(kernel);
+  if (!byConstants) pipelinesByKernel.set(kernel, byConstants = new Map());
+  const constantKey = constantsKey(constants);
+  const cached = byConstants.get(constantKey);
+  if (cached) return cached;
+  const key = `${kernel.name}|${kernel.entryPoint ?? "main"}|${constantKey}`;
   let pipeline = pipelines.get(key);
-  if (pipeline) return { key, pipeline };
+  if (pipeline) {
+    const entry = { pipeline, key };
+    byConstants.set(constantKey, entry);
+    return entry;
+  }
   let module = modules.get(kernel.name);
   if (!module) {
     module = device.createShaderModule({ code: kernel.source, label: kernel.name });
@@ -215,22 +326,41 @@ function pipelineFor(device: GPUDevice, kernel: Kernel, constants?: Record<strin
   });
   pipelines.set(key, pipeline);
   counters.pipelines++;
-  return { key, pipeline };
+  const entry = { pipeline, key };
+  byConstants.set(constantKey, entry);
+  return entry;
+}
+
+/** A content-keyed uniform buffer: its words, and the next entry of the same hash. */
+interface CachedUniform {
+  words: Uint32Array;
+  buffer: GPUBuffer;
+  next: CachedUniform | null;
+}
+
+/** FNV-1a over 32-bit words. */
+function hashWords(words: Uint32Array): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < words.length; i++) h = Math.imul(h ^ words[i], 0x01000193) >>> 0;
+  return h;
+}
+
+function sameWords(a: Uint32Array, b: Uint32Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function uniformBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
-  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const bytes = padTo4(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
   // Content-keyed and never rewritten, so a buffer still referenced by encoded work is safe.
-  const key = Array.from(new Uint32Array(padTo4(bytes).buffer)).join(",");
-  let buffer = uniformCache.get(key);
-  if (buffer) {
-    uniformCache.delete(key);
-    uniformCache.set(key, buffer);
-    return buffer;
-  }
+  const hash = hashWords(words);
+  const head = uniformCache.get(hash) ?? null;
+  for (let e = head; e; e = e.next) if (sameWords(e.words, words)) return e.buffer;
   const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
   counters.bufferCreations++;
-  buffer = device.createBuffer({
+  const buffer = device.createBuffer({
     size,
     usage: GPUBufferUsage.UNIFORM,
     mappedAtCreation: true,
@@ -238,13 +368,17 @@ function uniformBuffer(device: GPUDevice, data: ArrayBufferView): GPUBuffer {
   });
   new Uint8Array(buffer.getMappedRange()).set(bytes);
   buffer.unmap();
-  uniformCache.set(key, buffer);
-  if (uniformCache.size > MAX_CACHED_UNIFORMS) {
-    const [oldestKey, oldest] = uniformCache.entries().next().value!;
-    uniformCache.delete(oldestKey);
+  uniformCache.set(hash, { words: words.slice(), buffer, next: head });
+  if (++cachedUniforms > MAX_CACHED_UNIFORMS) {
     // Dropped, not destroyed: wgpu (GL and Vulkan) crashed at exit now and then when a destroyed
-    // buffer was still bound by a live bind group; the garbage collector frees it instead.
-    forgetBindGroups(oldest);
+    // buffer was still bound by a live bind group; the garbage collector frees them instead.
+    // The oldest hash goes first, with the bind groups that bind its buffers.
+    const [oldestHash, oldest] = uniformCache.entries().next().value!;
+    uniformCache.delete(oldestHash);
+    for (let e: CachedUniform | null = oldest; e; e = e.next) {
+      cachedUniforms--;
+      forgetBindGroups(e.buffer);
+    }
   }
   return buffer;
 }
@@ -285,14 +419,20 @@ export function dispatch<P extends string>(
   if (x === 0 || y === 0 || z === 0) return;
   const { key, pipeline } = pipelineFor(device, kernel, args.constants);
   let uniform: GPUBuffer | null = null;
+  let uniformOffset = 0;
+  let uniformSize = 0;
   if (args.params) {
     const layout = paramsLayout(kernel as Kernel);
     packParamsByName(kernel.name, layout, args.params, paramScratch);
     const bytes = new Uint8Array(paramScratch, 0, layout.size);
+    uniformSize = layout.size;
     if (args.dynamicUniforms) {
-      uniform = uniformRing.take(device, layout.size);
-      device.queue.writeBuffer(uniform, 0, bytes, 0, layout.size);
-      counters.bufferWrites++;
+      if (perStepUniforms.full) {
+        // A step with more of these than slots: submit what is encoded, and double the slots.
+        flush();
+        perStepUniforms.grow(device);
+      }
+      ({ buffer: uniform, offset: uniformOffset } = perStepUniforms.take(device, bytes));
     } else {
       uniform = uniformBuffer(device, bytes);
     }
@@ -303,7 +443,7 @@ export function dispatch<P extends string>(
   }
   const first = uniform ? 1 : 0;
   let groupKey = key;
-  if (uniform) groupKey += `|u${bufferId(uniform)}`;
+  if (uniform) groupKey += `|u${bufferId(uniform)}@${uniformOffset}`;
   for (const b of args.buffers) groupKey += `|${bufferId(b)}`;
   let group = bindGroups.get(groupKey);
   if (!group) {
@@ -311,7 +451,12 @@ export function dispatch<P extends string>(
       binding: first + i,
       resource: { buffer },
     }));
-    if (uniform) entries.unshift({ binding: 0, resource: { buffer: uniform } });
+    if (uniform) {
+      entries.unshift({
+        binding: 0,
+        resource: { buffer: uniform, offset: uniformOffset, size: uniformSize },
+      });
+    }
     group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
     counters.bindGroupCreations++;
     bindGroups.set(groupKey, group);
@@ -536,10 +681,11 @@ export function flush(): void {
   encoder = null;
   pass = null;
   pendingCommands = 0;
+  perStepUniforms.commit(device);
   device.queue.submit([commands]);
   counters.submits++;
   uploadRing.submitted();
-  uniformRing.submitted();
+
   for (const b of destroyAfterSubmit) b.destroy();
   destroyAfterSubmit = [];
 }
@@ -553,7 +699,7 @@ export function flush(): void {
 export function writeBuffer(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
   const device = deviceForCaches();
   const bytes = padTo4(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  counters.bufferWrites++;
+  counters.uploads++;
   if (pendingCommands === 0) {
     device.queue.writeBuffer(buffer, byteOffset, bytes as Uint8Array<ArrayBuffer>, 0, bytes.length);
     return;
@@ -618,8 +764,10 @@ export interface GpuCounters {
   bufferCreations: number;
   /** Bind groups created (cache misses). */
   bindGroupCreations: number;
-  /** `queue.writeBuffer` calls: uploads and per-step uniform values. */
-  bufferWrites: number;
+  /** Data written into buffers from the CPU (`writeBuffer`: a tensor's values, labels, draws). */
+  uploads: number;
+  /** Writes of the uniforms that change per step: at most one per submit, none when unchanged. */
+  uniformWrites: number;
   /** Commands encoded and not yet submitted, now (not a running count). */
   pendingCommands: number;
 }
