@@ -21,19 +21,71 @@ export type TensorData = ArrayLike<number>;
 const FILL = kernel("fill", fillSource, ["count", "value"]);
 const ADD_INPLACE = kernel("add_inplace", addInplaceSource, ["count"]);
 
-/** A GPU buffer shared by a tensor and its views, returned to the pool with its last user. */
+/**
+ * A GPU buffer shared by a tensor and its views, returned to the pool with its last user. It
+ * counts its in-place writes (`version`) and holds the tensors derived from its values that ops
+ * cache (a convolution's packed filters): those are disposed when the values change or the buffer
+ * is released, so a cached derivative is never stale.
+ */
 class Storage {
   refs = 1;
+  version = 0;
+  /** Cached tensors computed from this buffer's values, by key, with the stamp they were made at. */
+  derived: Map<string, { stamp: string; tensor: Tensor }> | null = null;
   /** The device the buffer belongs to: a tensor outlives a re-initialised device, its buffer not. */
   readonly device: GPUDevice | null = currentDevice();
   constructor(readonly buffer: GPUBuffer) {}
-  release(): void {
-    if (--this.refs === 0) releaseBuffer(this.buffer);
+  /** `collected`: by the garbage collector, not dispose(). */
+  release(collected = false): void {
+    if (--this.refs === 0) {
+      this.dropDerived();
+      releaseBuffer(this.buffer, collected);
+    }
+  }
+  modified(): void {
+    this.version++;
+    this.dropDerived();
+  }
+  dropDerived(): void {
+    if (!this.derived) return;
+    for (const { tensor } of this.derived.values()) tensor.dispose();
+    this.derived = null;
   }
 }
 
+/**
+ * Marks `t`'s values as written in place by a kernel (an optimizer's update, running statistics):
+ * its version goes up and what was derived from it is dropped. Internal: not exported by mod.ts.
+ */
+export function markModified(t: Tensor): void {
+  storageOf(t).modified();
+}
+
+/**
+ * The tensor `make()` returns, cached on `source`'s buffer under `key` until the values change
+ * (an in-place write), the buffer is released, or `stamp` differs (what else it was derived from,
+ * e.g. other tensors' versions). The cached tensor belongs to the cache: callers must not dispose
+ * it, and tidy() leaves it alone. Internal: not exported by mod.ts.
+ */
+export function derivedTensor(
+  source: Tensor,
+  key: string,
+  stamp: string,
+  make: () => Tensor,
+): Tensor {
+  const storage = storageOf(source);
+  const cached = storage.derived?.get(key);
+  if (cached && cached.stamp === stamp) return cached.tensor;
+  cached?.tensor.dispose();
+  const tensor = keep(make());
+  (storage.derived ??= new Map()).set(key, { stamp, tensor });
+  return tensor;
+}
+
+let storageOf: (t: Tensor) => Storage;
+
 // A tensor dropped without dispose() still returns its buffer once garbage-collected.
-const collected = new FinalizationRegistry<Storage>((storage) => storage.release());
+const collected = new FinalizationRegistry<Storage>((storage) => storage.release(true));
 
 /** Checks a shape and returns its element count. */
 export function shapeSize(shape: Shape, what = "shape"): number {
@@ -98,6 +150,10 @@ export class Tensor {
   /** The tape node that produced this tensor; `null` for leaves. */
   gradFn: GradNode | null = null;
   #storage: Storage | null;
+
+  static {
+    storageOf = (t) => t.#live();
+  }
 
   /** Wraps a pooled buffer; use the static constructors instead. */
   constructor(shape: Shape, storage: GPUBuffer | Tensor, options: TensorOptions = {}) {
@@ -393,8 +449,28 @@ export class Tensor {
     return new Tensor(shape, this);
   }
 
+  /**
+   * How many times the values were written in place (`fill`, `copyFrom`, `accumulate`, an
+   * optimizer's step, a batch norm's running statistics), as PyTorch's `tensor._version`; views
+   * share it. Caches of values derived from a tensor compare it.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const t = Tensor.zeros([3]);
+   * const before = t.version;
+   * t.fill(2);
+   * console.log(t.version - before); // 1
+   * ```
+   */
+  get version(): number {
+    return this.#live().version;
+  }
+
   /** Sets every element to `value` in place. */
   fill(value: number): this {
+    this.#live().modified();
     if (this.size === 0) return this;
     dispatch(FILL, {
       buffers: [this.buffer],
@@ -411,6 +487,7 @@ export class Tensor {
         `copyFrom(): sizes differ (${formatShape(source.shape)} into ${formatShape(this.shape)})`,
       );
     }
+    this.#live().modified();
     if (this.size > 0) copyBuffer(source.buffer, 0, this.buffer, 0, this.size * 4);
     return this;
   }
@@ -422,6 +499,7 @@ export class Tensor {
         `accumulate(): sizes differ (${formatShape(source.shape)} into ${formatShape(this.shape)})`,
       );
     }
+    this.#live().modified();
     if (this.size === 0) return this;
     dispatch(ADD_INPLACE, {
       buffers: [this.buffer, source.buffer],

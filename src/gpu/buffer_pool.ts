@@ -13,6 +13,8 @@ const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBuff
 
 // Free buffers per size class, ordered by creation number, latest first: pop() gives the oldest.
 const free = new Map<number, GPUBuffer[]>();
+// Free buffers the garbage collector returned, per size class (see releaseBuffer).
+const spares = new Map<number, GPUBuffer[]>();
 const serials = new WeakMap<GPUBuffer, number>();
 let created = 0;
 let allocatedBytes = 0;
@@ -39,6 +41,7 @@ export function acquireBuffer(byteLength: number): GPUBuffer {
   const device = getDevice();
   if (device !== poolDevice) {
     free.clear();
+    spares.clear();
     checkedOut.clear();
     owned = new WeakSet();
     allocatedBytes = inUseBytes = peakInUseBytes = 0;
@@ -46,7 +49,7 @@ export function acquireBuffer(byteLength: number): GPUBuffer {
   }
   const size = sizeClass(byteLength);
   const list = free.get(size);
-  const reused = list?.pop();
+  const reused = list?.pop() ?? spares.get(size)?.pop();
   inUseBytes += size;
   peakInUseBytes = Math.max(peakInUseBytes, inUseBytes);
   if (reused) {
@@ -71,13 +74,22 @@ export function acquireBuffer(byteLength: number): GPUBuffer {
 
 /**
  * Returns a buffer to the pool. Work already encoded that uses it still runs first: the queue
- * executes in order, so a later writer cannot overtake an earlier reader.
+ * executes in order, so a later writer cannot overtake an earlier reader. A buffer `collected`
+ * by the garbage collector (at a moment no program decides) waits among the spares, which serve
+ * only when no buffer freed by dispose() is at hand, so it does not change which buffers a
+ * repeated step gets.
  */
-export function releaseBuffer(buffer: GPUBuffer): void {
+export function releaseBuffer(buffer: GPUBuffer, collected = false): void {
   if (!owned.has(buffer)) return;
   checkedOut.delete(buffer);
   const size = buffer.size;
   inUseBytes -= size;
+  if (collected) {
+    let list = spares.get(size);
+    if (!list) spares.set(size, list = []);
+    list.push(buffer);
+    return;
+  }
   let list = free.get(size);
   if (!list) free.set(size, list = []);
   // Insert by creation number (latest first): the lists are short, and buffers released in the

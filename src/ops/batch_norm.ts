@@ -11,7 +11,7 @@ import forwardSource from "../../kernels/batch_norm_forward.wgsl" with { type: "
 import reduceSource from "../../kernels/batch_norm_backward_reduce.wgsl" with { type: "text" };
 import inputGradSource from "../../kernels/batch_norm_backward_input.wgsl" with { type: "text" };
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
-import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import { formatShape, markModified, record, shouldRecord, Tensor } from "../tensor.ts";
 import { checkFinite, checkTensorNd, describe, optionalTensor } from "./_check.ts";
 
 const STATS = kernel("batch_norm_stats", statsSource, [
@@ -398,8 +398,13 @@ function encodeBatchStatistics(input: Tensor, stats: Tensor, bn: CheckedBatchNor
   const buffers = [input.buffer, stats.buffer];
   if (bn.runningMean && bn.runningVar) {
     buffers.push(bn.runningMean.buffer, bn.runningVar.buffer);
+    markModified(bn.runningMean);
+    markModified(bn.runningVar);
   }
-  if (bn.runningMean && bn.counter) buffers.push(bn.counter.buffer);
+  if (bn.runningMean && bn.counter) {
+    buffers.push(bn.counter.buffer);
+    markModified(bn.counter);
+  }
   const lanes = reductionLanes(N, vec4 ? hw / 4 : hw, REDUCE_WG);
   dispatch(kernel, {
     buffers,

@@ -27,7 +27,7 @@ import backwardWeightRowsSource from "../../kernels/conv2d_backward_weight_rows.
 import backwardBiasSource from "../../kernels/conv2d_backward_bias.wgsl" with { type: "text" };
 import reduceChunksSource from "../../kernels/conv2d_reduce_chunks.wgsl" with { type: "text" };
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
-import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import { derivedTensor, formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { checkOptions, checkTensor, optionalTensor, pair } from "./_check.ts";
 
 // ---- kernels ---------------------------------------------------------------------------------
@@ -235,9 +235,8 @@ export function conv2d(
   const g = geometry("conv2d()", input, weight, bias, options);
   const out = Tensor.empty([g.n, g.o, g.oh, g.ow]);
   if (rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kw, g.padW)) {
-    const packed = packWeight(weight, false);
+    const packed = packedWeight(weight, false);
     forwardRows(input, packed, out, rowsGeometry(g), { kind: "bias", bias: bias ?? null });
-    packed.dispose();
   } else {
     const blocksW = Math.ceil(g.ow / 8);
     const pixelBlocks = g.n * g.oh * blocksW;
@@ -291,9 +290,8 @@ function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
   const padH = g.kh - 1 - g.padH;
   const padW = g.kw - 1 - g.padW;
   if (g.strideH === 1 && padH >= 0 && padW >= 0 && rowsFit(1, g.strideW, g.ow, g.w, g.kw, padW)) {
-    const packed = packWeight(weight, true);
+    const packed = packedWeight(weight, true);
     forwardRows(gy, packed, gx, { ...rowsGeometry(g), padH, padW }, { kind: "bias", bias: null });
-    packed.dispose();
     return gx;
   }
   const rows = Math.ceil(g.h / g.strideH);
@@ -462,6 +460,20 @@ export function packWeight(weight: Tensor, flip: boolean): Tensor {
     constants: { FLIP: flip ? 1 : 0 },
   });
   return packed;
+}
+
+/**
+ * {@link packWeight}'s result, cached with `weight` until its values change (an optimizer step
+ * marks them) or it is disposed: inference packs each filter bank once, training once per step.
+ * The cache owns the tensor; callers must not dispose it.
+ */
+export function packedWeight(weight: Tensor, flip: boolean): Tensor {
+  return derivedTensor(
+    weight,
+    flip ? "conv2d:packed-flipped" : "conv2d:packed",
+    "",
+    () => packWeight(weight, flip),
+  );
 }
 
 /** What conv2d_forward_rows does to each output value after the convolution. */

@@ -7,11 +7,11 @@
  */
 import foldSource from "../../kernels/batch_norm_fold.wgsl" with { type: "text" };
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
-import { shouldRecord, Tensor } from "../tensor.ts";
+import { derivedTensor, shouldRecord, Tensor } from "../tensor.ts";
 import { batchNorm2d, type BatchNorm2dOptions, checkBatchNorm } from "./batch_norm.ts";
 import { describe } from "./_check.ts";
 import { conv2d, type Conv2dOptions } from "./conv2d.ts";
-import { forwardRows, geometry, packWeight, rowsFit } from "./conv2d.ts";
+import { forwardRows, geometry, packedWeight, rowsFit } from "./conv2d.ts";
 
 const FOLD = kernel("batch_norm_fold", foldSource, ["channels", "eps"]);
 
@@ -107,37 +107,51 @@ export function conv2dBatchNormEval(
     return y;
   }
 
-  // The epilogue's per-channel values: the batch norm folded with the convolution's bias.
-  const params = Tensor.empty([3, g.o]);
+  // The epilogue's per-channel values: the batch norm folded with the convolution's bias, cached
+  // with the running mean until any of the tensors it was folded from changes.
   const { runningMean, runningVar } = bn;
-  dispatch(FOLD, {
-    // Absent tensors are replaced by a read-only alias the kernel never reads.
-    buffers: [
-      runningMean!.buffer,
-      runningVar!.buffer,
-      (bias ?? runningMean!).buffer,
-      (bn.weight ?? runningMean!).buffer,
-      (bn.bias ?? runningMean!).buffer,
-      params.buffer,
-    ],
-    params: { channels: g.o, eps: bn.eps },
-    workgroups: grid1d(g.o, 64),
-    constants: {
-      HAS_CONV_BIAS: bias ? 1 : 0,
-      HAS_WEIGHT: bn.weight ? 1 : 0,
-      HAS_BIAS: bn.bias ? 1 : 0,
-    },
+  const stamp = [runningVar, bias, bn.weight, bn.bias].map(versionStamp).join("/") +
+    `/${bn.eps}`;
+  const params = derivedTensor(runningMean!, "conv2dBatchNormEval:fold", stamp, () => {
+    const folded = Tensor.empty([3, g.o]);
+    dispatch(FOLD, {
+      // Absent tensors are replaced by a read-only alias the kernel never reads.
+      buffers: [
+        runningMean!.buffer,
+        runningVar!.buffer,
+        (bias ?? runningMean!).buffer,
+        (bn.weight ?? runningMean!).buffer,
+        (bn.bias ?? runningMean!).buffer,
+        folded.buffer,
+      ],
+      params: { channels: g.o, eps: bn.eps },
+      workgroups: grid1d(g.o, 64),
+      constants: {
+        HAS_CONV_BIAS: bias ? 1 : 0,
+        HAS_WEIGHT: bn.weight ? 1 : 0,
+        HAS_BIAS: bn.bias ? 1 : 0,
+      },
+    });
+    return folded;
   });
   const out = Tensor.empty(outShape);
-  const packed = packWeight(weight, false);
   forwardRows(
     input,
-    packed,
+    packedWeight(weight, false),
     out,
     { kh: g.kh, kw: g.kw, stride: g.strideH, padH: g.padH, padW: g.padW },
     { kind: "batchNorm", params, residual: bn.residual, relu: bn.relu },
   );
-  packed.dispose();
-  params.dispose();
   return out;
+}
+
+const tensorIds = new WeakMap<Tensor, number>();
+let nextTensorId = 1;
+
+/** A tensor's identity and version (or "-" for none), for the fold cache's stamp. */
+function versionStamp(t: Tensor | null | undefined): string {
+  if (!t) return "-";
+  let id = tensorIds.get(t);
+  if (id === undefined) tensorIds.set(t, id = nextTensorId++);
+  return `${id}.${t.version}`;
 }

@@ -6,7 +6,7 @@
  */
 import adamStepSource from "../../kernels/adam_step.wgsl" with { type: "text" };
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
-import { Tensor } from "../tensor.ts";
+import { markModified, Tensor } from "../tensor.ts";
 import { checkNonNegative, checkUnitInterval, type HyperValue, Optimizer } from "./optimizer.ts";
 
 const ADAM_STEP = kernel("adam_step", adamStepSource, [
@@ -149,6 +149,7 @@ export class Adam extends Optimizer {
         stepSizes[slot] = lr / (1 - beta1 ** t);
         bc2Sqrts[slot] = Math.sqrt(1 - beta2 ** t);
         buffers.push(p.buffer, p.grad!.buffer, state[0].buffer, state[1].buffer);
+        markModified(p);
       });
       if (pair.length === 1) buffers.push(...this.dummies(4));
       dispatch(ADAM_STEP, {

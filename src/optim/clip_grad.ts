@@ -7,7 +7,7 @@ import gradNormPartialSource from "../../kernels/grad_norm_partial.wgsl" with { 
 import gradNormTotalSource from "../../kernels/grad_norm_total.wgsl" with { type: "text" };
 import gradScaleSource from "../../kernels/grad_scale.wgsl" with { type: "text" };
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
-import { Tensor } from "../tensor.ts";
+import { markModified, Tensor } from "../tensor.ts";
 
 const SLOTS = ["n0", "n1", "n2", "n3", "n4", "n5", "n6"] as const;
 const GRAD_NORM_PARTIAL = kernel("grad_norm_partial", gradNormPartialSource, [
@@ -126,6 +126,7 @@ export function clipGradNorm(
     });
     // Each gradient buffer is scaled once, even if two parameters were to share one.
     const unique = [...new Map(grads.map((g) => [g.buffer, g])).values()];
+    for (const g of unique) markModified(g);
     for (let i = 0; i < unique.length; i += PER_DISPATCH) {
       const group = unique.slice(i, i + PER_DISPATCH);
       // Unused writable slots need distinct buffers: bindings must not alias a written buffer.

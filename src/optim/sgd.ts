@@ -6,7 +6,7 @@
  */
 import sgdStepSource from "../../kernels/sgd_step.wgsl" with { type: "text" };
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
-import { Tensor } from "../tensor.ts";
+import { markModified, Tensor } from "../tensor.ts";
 import { checkNonNegative, type HyperValue, Optimizer } from "./optimizer.ts";
 
 const SGD_STEP = kernel("sgd_step", sgdStepSource, [
@@ -137,6 +137,7 @@ export class SGD extends Optimizer {
           buf = this.dummies(slot + 1)[slot];
         }
         buffers.push(p.buffer, p.grad!.buffer, buf);
+        markModified(p);
       });
       if (pair.length === 1) {
         buffers.push(...this.dummies(useMomentum ? 3 : 4).slice(useMomentum ? 0 : 1));

@@ -286,8 +286,11 @@ gpuTest("fuseConvBn() makes conv+bn pairs one layer; inference equals the unfuse
   // Recording gradients, the layers run as separate ops: the unfused reference.
   const before = await tidy(() => model.forward(x).detach()).toArray();
   const separateDispatches = countDispatches(() => model.forward(x));
-  // Without gradients, eval mode already folds each unmodified conv+bn pair.
+  // Without gradients, eval mode already folds each unmodified conv+bn pair; from the second
+  // pass on, the packed filters and folded batch norms come from their caches.
+  const firstEvalDispatches = countDispatches(() => noGrad(() => model.forward(x)));
   const evalDispatches = countDispatches(() => noGrad(() => model.forward(x)));
+  assert.ok(evalDispatches < firstEvalDispatches, `${evalDispatches} vs ${firstEvalDispatches}`);
   assert.ok(evalDispatches < separateDispatches, `${evalDispatches} vs ${separateDispatches}`);
   assertClose(await noGrad(() => model.forward(x)).toArray(), before, { what: "eval vs separate" });
   fuseConvBn(model);
