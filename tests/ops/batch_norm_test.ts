@@ -258,6 +258,44 @@ gpuTest(
   },
 );
 
+for (const shape of [[8, 3, 32, 32], [4, 2, 33, 33]]) {
+  gpuTest(
+    `batchNorm2d() statistics, running update and gradients over many values per channel ` +
+      `(several chunks in the gpu family) match float64 reference: ${shape.join("x")}`,
+    async () => {
+      const C = shape[1];
+      // Values far from zero, so that the shifted sums matter.
+      const x = f32(randomValues(size(shape), 70, 2).map((v) => v + 50));
+      const r = f32(randomValues(size(shape), 71));
+      const o: RefOptions = {
+        weight: f32(randomValues(C, 72)),
+        bias: f32(randomValues(C, 73)),
+        runningMean: f32(randomValues(C, 74)),
+        runningVar: variances(C, 75),
+        training: true,
+      };
+      const runningMean = Tensor.from(o.runningMean!);
+      const runningVar = Tensor.from(o.runningVar!);
+      const y = batchNorm2d(Tensor.from(x, shape), {
+        weight: Tensor.from(o.weight!),
+        bias: Tensor.from(o.bias!),
+        runningMean,
+        runningVar,
+        training: true,
+      });
+      const ref = bnForward(x, shape, o);
+      assertClose(await read(y), ref.y, { what: "y" });
+      assertClose(await read(runningMean), ref.runningMean!, { what: "running mean" });
+      assertClose(await read(runningVar), ref.runningVar!, { what: "running var" });
+      const gpu = await gpuGrads(x, shape, r, o);
+      const e = bnBackward(x, r, shape, o);
+      assertClose(gpu.gx, e.gx, { what: "grad x" });
+      assertClose(gpu.gw!, e.gw, { what: "grad weight" });
+      assertClose(gpu.gb!, e.gb, { what: "grad bias" });
+    },
+  );
+}
+
 gpuTest(
   "batchNorm2d() training gradient without affine matches float64 reference (batch 1, 7 " +
     "channels, odd spatial size)",
