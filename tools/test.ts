@@ -21,7 +21,16 @@ const steps: {
   { name: "lint", args: ["lint"] },
   {
     name: "type check",
-    args: ["check", "mod.ts", "browser.ts", "bench/bench.ts", "examples/", "tests/", "tools/"],
+    args: [
+      "check",
+      "mod.ts",
+      "browser.ts",
+      "bench/bench.ts",
+      "bench/gpu.ts",
+      "examples/",
+      "tests/",
+      "tools/",
+    ],
   },
   // Every entry point of deno.json together: a type is public when any of them exports it.
   { name: "doc lint", args: ["doc", "--lint", ...entryPoints()] },
