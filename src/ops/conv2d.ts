@@ -622,8 +622,12 @@ function weightGradientRows(
  * H200), so that each SM holds several workgroups to hide memory latency.
  */
 const TARGET_WORKGROUPS = 528;
-/** The weight gradient's chunks hold at least this many output pixels (16 steps of 16). */
-const MIN_PIXELS_PER_CHUNK = 256;
+/**
+ * The weight gradient's chunks hold at least this many output pixels (4 steps of 16): enough
+ * chunks for {@link TARGET_WORKGROUPS} down to ResNet-20's 8x8 stage at batch 128, while the
+ * partial sums stay a few MB.
+ */
+const MIN_PIXELS_PER_CHUNK = 64;
 
 /**
  * Tile sizes of a tiled GEMM with `rows` x `cols` outputs: `cols` per tile (TN) the smallest of
