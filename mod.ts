@@ -21,6 +21,8 @@
  */
 // Deno only: before the adapter is requested, a private XDG_RUNTIME_DIR where none is set.
 import "./src/gpu/_runtime_dir.ts";
+// Deno only: initGPU() reads RESNET_WEBGPU_KERNELS and RESNET_WEBGPU_LIMITS.
+import "./src/gpu/_environment.ts";
 export * from "./src/_core.ts";
 // Files: Deno only.
 export {

@@ -12,6 +12,7 @@ import {
   globalAvgPool2d,
   gpuCounters,
   initGPU,
+  kernelFamily,
   type KernelTime,
   linear,
   matmul,
@@ -33,7 +34,8 @@ import { type HostCost, measureHostCost } from "./_host_cost.ts";
 import { Clock, loadAverage, median, type Timing, type TimingOptions } from "./_timing.ts";
 import { type Align, fmtMs, fmtPercent, fmtRate, renderTable } from "./_table.ts";
 
-const HELP = `deno task bench [--quick] [--only kernels|e2e|host] [--json FILE]
+const HELP = `deno task bench [--quick] [--only kernels|e2e|host] [--kernels FAMILY]
+                [--batch LIST] [--json FILE]
 
 Benchmarks the kernels of every distinct layer shape of ResNet-20 (batch 128) and of the seed's
 labml model (batch 256), the adapter's peak GFLOP/s and GB/s measured with our own matmul and copy,
@@ -43,17 +45,22 @@ of one step each (timestamp queries, where the adapter offers them). The tables 
 
   --quick          fewer shapes and repeats (about a minute on llvmpipe)
   --only WHAT      kernels, e2e or host (the host cost of encoding a step)
+  --kernels FAMILY the kernel family: auto (default: from the adapter), gpu or software
+                   (RESNET_WEBGPU_KERNELS, when set, takes precedence, as for initGPU)
+  --batch LIST     end-to-end batch sizes, comma-separated (default 32,128; 32 with --quick)
   --json FILE      write every figure, with date, adapter, Deno version and flags, to FILE
   -h, --help       this text`;
 
 interface Flags {
   quick: boolean;
   only: "all" | "kernels" | "e2e" | "host";
+  kernels: "auto" | "gpu" | "software";
+  batches: number[] | null;
   json: string | null;
 }
 
 function parseFlags(args: string[]): Flags {
-  const flags: Flags = { quick: false, only: "all", json: null };
+  const flags: Flags = { quick: false, only: "all", kernels: "auto", batches: null, json: null };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     const value = () => {
@@ -72,6 +79,19 @@ function parseFlags(args: string[]): Flags {
         fail(`--only takes kernels, e2e or host, got "${v}"`);
       }
       flags.only = v;
+    } else if (arg === "--kernels" || arg.startsWith("--kernels=")) {
+      const v = arg.includes("=") ? arg.slice(10) : value();
+      if (v !== "auto" && v !== "gpu" && v !== "software") {
+        fail(`--kernels takes auto, gpu or software, got "${v}"`);
+      }
+      flags.kernels = v;
+    } else if (arg === "--batch" || arg.startsWith("--batch=")) {
+      const v = arg.includes("=") ? arg.slice(8) : value();
+      const batches = v.split(",").map(Number);
+      if (!batches.every((b) => Number.isInteger(b) && b > 0)) {
+        fail(`--batch takes positive integers separated by commas, got "${v}"`);
+      }
+      flags.batches = batches;
     } else if (arg === "--json" || arg.startsWith("--json=")) {
       flags.json = arg.includes("=") ? arg.slice(7) : value();
     } else {
@@ -1067,9 +1087,12 @@ async function main(): Promise<void> {
   const flags = parseFlags(Deno.args);
   const started = performance.now();
   const loadBefore = loadAverage();
-  await initGPU();
+  await initGPU({ kernels: flags.kernels });
   const adapter = adapterDescription();
-  log(`adapter: ${adapter}; load average ${loadBefore?.join(" ") ?? "unknown"}`);
+  const family = kernelFamily();
+  log(
+    `adapter: ${adapter}; kernels: ${family}; load average ${loadBefore?.join(" ") ?? "unknown"}`,
+  );
   const clock = new Clock();
   const overheadMs = await clock.calibrate();
   log(`idle readback round trip: ${fmtMs(overheadMs)} ms`);
@@ -1083,7 +1106,7 @@ async function main(): Promise<void> {
   const e2e: E2ERow[] = [];
   if (flags.only === "all" || flags.only === "e2e") {
     log("end to end");
-    const batches = flags.quick ? [32] : [32, 128];
+    const batches = flags.batches ?? (flags.quick ? [32] : [32, 128]);
     for (const name of ["resnet20", "labml"]) {
       for (const batch of batches) {
         for (const mode of ["train", "infer"] as const) {
@@ -1108,6 +1131,7 @@ async function main(): Promise<void> {
     const report = {
       date: new Date().toISOString(),
       adapter,
+      kernelFamily: family,
       deno: Deno.version,
       flags,
       loadAverageBefore: loadBefore,
@@ -1125,7 +1149,8 @@ async function main(): Promise<void> {
   }
 
   const out: string[] = [
-    `deno task bench${flags.quick ? " --quick" : ""}: ${adapter}, Deno ${Deno.version.deno}, ` +
+    `deno task bench${flags.quick ? " --quick" : ""}: ${adapter}, kernels: ${family}, ` +
+    `Deno ${Deno.version.deno}, ` +
     `${seconds.toFixed(0)} s, load average ${loadBefore?.[0] ?? "?"} before, ` +
     `${loadAfter?.[0] ?? "?"} after; idle readback ${fmtMs(overheadMs)} ms`,
   ];

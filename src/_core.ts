@@ -6,7 +6,14 @@
  *
  * @module
  */
-export { adapterDescription, getDevice, initGPU, type InitGPUOptions } from "./gpu/device.ts";
+export {
+  adapterDescription,
+  getDevice,
+  initGPU,
+  type InitGPUOptions,
+  type KernelFamily,
+  kernelFamily,
+} from "./gpu/device.ts";
 export { type MemoryStats, memoryStats, resetPeakMemory } from "./gpu/buffer_pool.ts";
 export {
   flush,

@@ -1,5 +1,7 @@
 // Test helpers: the shared GPU device, seeded random inputs, float64 comparisons.
 import { initGPU } from "../src/gpu/device.ts";
+// initGPU() reads RESNET_WEBGPU_KERNELS and RESNET_WEBGPU_LIMITS, as through mod.ts.
+import "../src/gpu/_environment.ts";
 import { Generator } from "../src/random.ts";
 
 /** Initialises the GPU once for every test file. */

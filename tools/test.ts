@@ -22,7 +22,16 @@ const steps: {
   { name: "lint", args: ["lint"] },
   {
     name: "type check",
-    args: ["check", "mod.ts", "browser.ts", "bench/bench.ts", "examples/", "tests/", "tools/"],
+    args: [
+      "check",
+      "mod.ts",
+      "browser.ts",
+      "bench/bench.ts",
+      "bench/gpu.ts",
+      "examples/",
+      "tests/",
+      "tools/",
+    ],
   },
   // Every entry point of deno.json together: a type is public when any of them exports it.
   { name: "doc lint", args: ["doc", "--lint", ...entryPoints()] },
@@ -37,6 +46,19 @@ const steps: {
     args: ["test", ...testPermissions, "tests/ops/", "tests/nn/"],
     countsTests: true,
     env: { DENO_WEBGPU_BACKEND: "gl" },
+  },
+  {
+    // The gpu kernel family (tiled, for hardware adapters) under WebGPU's default limits, the
+    // most constrained adapter's: proof that it runs there. Vulkan (lavapipe) compiles its
+    // barrier kernels far faster than GL.
+    name: "op and model tests, gpu kernel family, default limits, on Vulkan",
+    args: ["test", ...testPermissions, "tests/ops/", "tests/nn/"],
+    countsTests: true,
+    env: {
+      DENO_WEBGPU_BACKEND: "vulkan",
+      RESNET_WEBGPU_KERNELS: "gpu",
+      RESNET_WEBGPU_LIMITS: "default",
+    },
   },
   { name: "publish dry run", args: ["publish", "--dry-run", "--allow-dirty"] },
 ];

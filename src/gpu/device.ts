@@ -7,14 +7,45 @@
  * @module
  */
 
+/**
+ * The kernels an op runs: `"software"`, register-blocked kernels tuned for CPU rasterizers
+ * (llvmpipe, lavapipe, SwiftShader, WARP), or `"gpu"`, workgroup-tiled kernels for hardware
+ * adapters that stay within WebGPU's default limits. Both compute the same results.
+ *
+ * @example
+ * ```ts
+ * import { initGPU, type KernelFamily, kernelFamily } from "@resnet/webgpu";
+ * await initGPU();
+ * const family: KernelFamily = kernelFamily();
+ * console.log(family); // "software" on llvmpipe, "gpu" on a GPU
+ * ```
+ */
+export type KernelFamily = "gpu" | "software";
+
 /** Options for {@link initGPU}. */
 export interface InitGPUOptions {
   /** Adapter preference; default `"high-performance"`. */
   powerPreference?: GPUPowerPreference;
+  /**
+   * Which kernel family the ops run ({@link KernelFamily}); default `"auto"`: `"software"` on a
+   * fallback adapter or one whose name is a software rasterizer's, `"gpu"` otherwise. The
+   * environment variable `RESNET_WEBGPU_KERNELS` (`auto`, `gpu` or `software`), when set and
+   * readable, takes precedence over this option.
+   */
+  kernels?: "auto" | KernelFamily;
+  /**
+   * Which device limits to request: `"adapter"` (default), the adapter's own for the limits the
+   * kernels use (larger buffers, more workgroup memory); `"default"`, only WebGPU's default
+   * limits, as the most constrained adapters offer (to test that the kernels run there). The
+   * environment variable `RESNET_WEBGPU_LIMITS` (`adapter` or `default`), when set and readable,
+   * takes precedence.
+   */
+  limits?: "adapter" | "default";
 }
 
 let device: GPUDevice | null = null;
 let adapterInfo: GPUAdapterInfo | null = null;
+let family: KernelFamily = "software";
 let pending: Promise<GPUDevice> | null = null;
 let failure: Error | null = null;
 
@@ -26,15 +57,17 @@ const NO_ADAPTER_HELP = "No WebGPU adapter is available (navigator.gpu.requestAd
 
 /**
  * Requests a WebGPU adapter and device with the limits the kernels need and returns the device.
- * Idempotent: later calls return the same device. Falls back to a software adapter (Mesa
- * llvmpipe/lavapipe) when no hardware adapter exists.
+ * Idempotent: later calls return the same device (their options are ignored). Falls back to a
+ * software adapter (Mesa llvmpipe/lavapipe) when no hardware adapter exists. Chooses the
+ * {@link KernelFamily} the ops run (see {@link kernelFamily}).
  *
  * @throws {Error} when WebGPU is missing or no adapter exists, with how to fix it.
+ * @throws {RangeError} when `kernels`, `limits` or their environment variables have another value.
  * @example
  * ```ts
- * import { initGPU } from "@resnet/webgpu";
- * const device = await initGPU();
- * console.log(device.limits.maxStorageBufferBindingSize);
+ * import { initGPU, kernelFamily } from "@resnet/webgpu";
+ * const device = await initGPU({ kernels: "auto", limits: "adapter" });
+ * console.log(device.limits.maxStorageBufferBindingSize, kernelFamily());
  * ```
  */
 export function initGPU(options: InitGPUOptions = {}): Promise<GPUDevice> {
@@ -42,6 +75,48 @@ export function initGPU(options: InitGPUOptions = {}): Promise<GPUDevice> {
   if (pending) return pending;
   pending = requestDevice(options).finally(() => pending = null);
   return pending;
+}
+
+// Reads an environment variable, or returns undefined. The Deno entry point sets it (see
+// _environment.ts); the browser build leaves it empty.
+let readEnvironment: ((name: string) => string | undefined) | null = null;
+
+/** Sets how {@link initGPU} reads its environment variables. Internal: not exported by mod.ts. */
+export function setEnvironmentReader(read: ((name: string) => string | undefined) | null): void {
+  readEnvironment = read;
+}
+
+/** An option's value, replaced by the environment variable `name` when that is set. */
+function fromEnvironment<T extends string>(
+  name: string,
+  allowed: readonly T[],
+  option: T | undefined,
+  fallback: T,
+): T {
+  const value = readEnvironment?.(name)?.trim();
+  if (value) {
+    if (!(allowed as readonly string[]).includes(value)) {
+      throw new RangeError(`${name} must be one of ${allowed.join(", ")}, got "${value}"`);
+    }
+    return value as T;
+  }
+  if (option !== undefined && !allowed.includes(option)) {
+    throw new RangeError(
+      `initGPU(): ${name === "RESNET_WEBGPU_KERNELS" ? "kernels" : "limits"} must be one of ` +
+        `${allowed.join(", ")}, got ${JSON.stringify(option)}`,
+    );
+  }
+  return option ?? fallback;
+}
+
+/** Software rasterizers, by the names their adapters report. */
+const SOFTWARE_ADAPTER = /llvmpipe|lavapipe|softpipe|swiftshader|\bwarp\b|basic render/i;
+
+/** The family `"auto"` chooses for an adapter: software for a fallback or software adapter. */
+export function autoKernelFamily(info: GPUAdapterInfo): KernelFamily {
+  const fallback = (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  const name = [info.vendor, info.architecture, info.device, info.description].join(" ");
+  return fallback || SOFTWARE_ADAPTER.test(name) ? "software" : "gpu";
 }
 
 // Run before the adapter is requested. The Deno entry point (mod.ts) sets it to prepare the
@@ -63,12 +138,24 @@ async function requestDevice(options: InitGPUOptions): Promise<GPUDevice> {
     );
   }
   const powerPreference = options.powerPreference ?? "high-performance";
+  const kernels = fromEnvironment(
+    "RESNET_WEBGPU_KERNELS",
+    ["auto", "gpu", "software"] as const,
+    options.kernels,
+    "auto",
+  );
+  const limitsWanted = fromEnvironment(
+    "RESNET_WEBGPU_LIMITS",
+    ["adapter", "default"] as const,
+    options.limits,
+    "adapter",
+  );
   prepareAdapterRequest?.();
   const adapter = await gpu.requestAdapter({ powerPreference }) ??
     await gpu.requestAdapter({ forceFallbackAdapter: true });
   if (!adapter) throw new Error(NO_ADAPTER_HELP);
   const limits = adapter.limits;
-  const requiredLimits: Record<string, number> = {
+  const requiredLimits: Record<string, number> = limitsWanted === "default" ? {} : {
     maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
     maxBufferSize: limits.maxBufferSize,
     maxComputeWorkgroupStorageSize: limits.maxComputeWorkgroupStorageSize,
@@ -95,6 +182,7 @@ async function requestDevice(options: InitGPUOptions): Promise<GPUDevice> {
   });
   device = dev;
   adapterInfo = adapter.info;
+  family = kernels === "auto" ? autoKernelFamily(adapter.info) : kernels;
   return dev;
 }
 
@@ -151,4 +239,21 @@ export function adapterDescription(): string {
     .filter(Boolean).join(" ") ||
     "unknown adapter";
   return info.isFallbackAdapter ? `${name} (fallback adapter)` : name;
+}
+
+/**
+ * The {@link KernelFamily} the ops run on the device of the last {@link initGPU}: chosen from the
+ * adapter (`"software"` for a fallback or software adapter, else `"gpu"`) unless `initGPU`'s
+ * `kernels` option or the `RESNET_WEBGPU_KERNELS` environment variable named one; `"software"`
+ * before `initGPU()`.
+ *
+ * @example
+ * ```ts
+ * import { adapterDescription, initGPU, kernelFamily } from "@resnet/webgpu";
+ * await initGPU();
+ * console.log(`adapter: ${adapterDescription()}, kernels: ${kernelFamily()}`);
+ * ```
+ */
+export function kernelFamily(): KernelFamily {
+  return family;
 }

@@ -10,6 +10,15 @@ import evalStatsSource from "../../kernels/batch_norm_eval_stats.wgsl" with { ty
 import forwardSource from "../../kernels/batch_norm_forward.wgsl" with { type: "text" };
 import reduceSource from "../../kernels/batch_norm_backward_reduce.wgsl" with { type: "text" };
 import inputGradSource from "../../kernels/batch_norm_backward_input.wgsl" with { type: "text" };
+import statsChunksSource from "../../kernels/batch_norm_stats_chunks.wgsl" with { type: "text" };
+import statsCombineSource from "../../kernels/batch_norm_stats_combine.wgsl" with { type: "text" };
+import reduceChunksSource from "../../kernels/batch_norm_backward_reduce_chunks.wgsl" with {
+  type: "text",
+};
+import reduceCombineSource from "../../kernels/batch_norm_backward_reduce_combine.wgsl" with {
+  type: "text",
+};
+import { kernelFamily } from "../gpu/device.ts";
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import { formatShape, markModified, record, shouldRecord, Tensor } from "../tensor.ts";
 import { checkFinite, checkTensorNd, describe, optionalTensor } from "./_check.ts";
@@ -46,6 +55,48 @@ const BACKWARD_INPUT_RESIDUAL = { ...BACKWARD_INPUT, entryPoint: "main_residual"
 
 /** Workgroup size of batch_norm_stats and batch_norm_backward_reduce. */
 const REDUCE_WG = 64;
+
+// The gpu family's two-pass reductions (channels x chunks, then a combine per channel).
+const STATS_CHUNKS = kernel("batch_norm_stats_chunks", statsChunksSource, [
+  "batch",
+  "channels",
+  "hw",
+  "units",
+  "per_chunk",
+  "chunks",
+]);
+const STATS_COMBINE = kernel("batch_norm_stats_combine", statsCombineSource, [
+  "channels",
+  "chunks",
+  "hw",
+  "count",
+  "momentum",
+  "eps",
+]);
+const STATS_COMBINE_RUNNING = { ...STATS_COMBINE, entryPoint: "main_running" };
+const STATS_COMBINE_RUNNING_COUNTER = { ...STATS_COMBINE, entryPoint: "main_running_counter" };
+const REDUCE_CHUNKS = kernel("batch_norm_backward_reduce_chunks", reduceChunksSource, [
+  "batch",
+  "channels",
+  "units",
+  "per_chunk",
+  "chunks",
+]);
+const REDUCE_COMBINE = kernel("batch_norm_backward_reduce_combine", reduceCombineSource, [
+  "channels",
+  "chunks",
+  "n",
+]);
+/** Workgroup size of the gpu family's chunk passes. */
+const CHUNK_WG = 256;
+/**
+ * The gpu family's chunk passes aim at this many workgroups in all (4 per SM of a 132-SM GPU),
+ * but give each invocation at least {@link MIN_UNITS_PER_INVOCATION} vec4s (or values): at
+ * ResNet-20 b128 shapes that is 528 (16 channels of 32x32), 544 (32 of 16x16) and 512 (64 of 8x8)
+ * workgroups.
+ */
+const TARGET_WORKGROUPS = 528;
+const MIN_UNITS_PER_INVOCATION = 1;
 
 /**
  * Options of {@link batchNorm2d}: the parameters and buffers of PyTorch's `BatchNorm2d`, and what
@@ -210,27 +261,9 @@ function batchNorm2dBackward(
   const coef = Tensor.empty([4, C]);
   // Without a ReLU the mask is never read: dy fills its binding.
   const mask = bn.relu ? y : gy;
-  const lanes = reductionLanes(N, vec4 ? hw / 4 : hw, REDUCE_WG);
-  dispatch(BACKWARD_REDUCE, {
-    buffers: [
-      gy.buffer,
-      mask.buffer,
-      x.buffer,
-      stats.buffer,
-      (weight ?? stats).buffer,
-      sumDy.buffer,
-      sumDyXhat.buffer,
-      coef.buffer,
-    ],
-    params: { batch: N, channels: C, hw, lanes, rows: REDUCE_WG / lanes, n: bn.n },
-    workgroups: grid1d(C, 1),
-    constants: {
-      RELU: bn.relu ? 1 : 0,
-      HAS_WEIGHT: weight ? 1 : 0,
-      TRAINING: bn.training ? 1 : 0,
-      VEC4: vec4 ? 1 : 0,
-    },
-  });
+  const reduceBuffers = { gy, mask, x, stats, weight, sumDy, sumDyXhat, coef };
+  if (kernelFamily() === "gpu") encodeBackwardReduceChunked(reduceBuffers, bn);
+  else encodeBackwardReduce(reduceBuffers, bn);
   let gx: Tensor | null = null;
   let gr: Tensor | null = null;
   if (x.requiresGrad || wantResidual) {
@@ -261,6 +294,94 @@ function batchNorm2dBackward(
   if (!wantWeight) sumDyXhat.dispose();
   if (!wantBias) sumDy.dispose();
   return grads;
+}
+
+/** The tensors of the backward's per-channel reduction. */
+interface ReduceBuffers {
+  gy: Tensor;
+  /** The forward's output (read for the ReLU's mask), or gy without a ReLU. */
+  mask: Tensor;
+  x: Tensor;
+  stats: Tensor;
+  weight: Tensor | null;
+  sumDy: Tensor;
+  sumDyXhat: Tensor;
+  coef: Tensor;
+}
+
+/** Encodes batch_norm_backward_reduce (the software family): one workgroup per channel. */
+function encodeBackwardReduce(t: ReduceBuffers, bn: CheckedBatchNorm): void {
+  const { gy, mask, x, stats, weight, sumDy, sumDyXhat, coef } = t;
+  const [N, C, H, W] = x.shape;
+  const hw = H * W;
+  const vec4 = hw % 4 === 0;
+  const lanes = reductionLanes(N, vec4 ? hw / 4 : hw, REDUCE_WG);
+  dispatch(BACKWARD_REDUCE, {
+    buffers: [
+      gy.buffer,
+      mask.buffer,
+      x.buffer,
+      stats.buffer,
+      (weight ?? stats).buffer,
+      sumDy.buffer,
+      sumDyXhat.buffer,
+      coef.buffer,
+    ],
+    params: { batch: N, channels: C, hw, lanes, rows: REDUCE_WG / lanes, n: bn.n },
+    workgroups: grid1d(C, 1),
+    constants: {
+      RELU: bn.relu ? 1 : 0,
+      HAS_WEIGHT: weight ? 1 : 0,
+      TRAINING: bn.training ? 1 : 0,
+      VEC4: vec4 ? 1 : 0,
+    },
+  });
+}
+
+/**
+ * Encodes the gpu family's backward reduction: batch_norm_backward_reduce_chunks over channels x
+ * chunks, then batch_norm_backward_reduce_combine per channel.
+ */
+function encodeBackwardReduceChunked(t: ReduceBuffers, bn: CheckedBatchNorm): void {
+  const { gy, mask, x, stats, weight, sumDy, sumDyXhat, coef } = t;
+  const [N, C, H, W] = x.shape;
+  const hw = H * W;
+  const vec4 = hw % 4 === 0;
+  const units = vec4 ? hw / 4 : hw;
+  const { perChunk, chunks } = channelChunks(N * units, C);
+  const partial = Tensor.empty([C, chunks, 2]);
+  dispatch(REDUCE_CHUNKS, {
+    buffers: [gy.buffer, mask.buffer, x.buffer, stats.buffer, partial.buffer],
+    params: { batch: N, channels: C, units, per_chunk: perChunk, chunks },
+    workgroups: [chunks, C, 1],
+    constants: { RELU: bn.relu ? 1 : 0, VEC4: vec4 ? 1 : 0 },
+  });
+  dispatch(REDUCE_COMBINE, {
+    buffers: [
+      stats.buffer,
+      (weight ?? stats).buffer,
+      partial.buffer,
+      sumDy.buffer,
+      sumDyXhat.buffer,
+      coef.buffer,
+    ],
+    params: { channels: C, chunks, n: bn.n },
+    workgroups: grid1d(C, 64),
+    constants: { HAS_WEIGHT: weight ? 1 : 0, TRAINING: bn.training ? 1 : 0 },
+  });
+  partial.dispose();
+}
+
+/**
+ * How the gpu family's chunk passes split each channel's `total` units over `channels`
+ * channels: about {@link TARGET_WORKGROUPS} workgroups in all, at least
+ * {@link MIN_UNITS_PER_INVOCATION} units per invocation, at least one chunk.
+ */
+function channelChunks(total: number, channels: number) {
+  const most = Math.ceil(total / (CHUNK_WG * MIN_UNITS_PER_INVOCATION));
+  const wanted = Math.max(1, Math.min(most, Math.ceil(TARGET_WORKGROUPS / Math.max(1, channels))));
+  const perChunk = Math.max(1, Math.ceil(total / wanted));
+  return { perChunk, chunks: Math.max(1, Math.ceil(total / perChunk)) };
 }
 
 /** {@link BatchNorm2dOptions} checked, with defaults filled in. Internal. */
@@ -391,6 +512,7 @@ export function checkBatchNorm(
  * the in-place update of the running statistics and counter that are given.
  */
 function encodeBatchStatistics(input: Tensor, stats: Tensor, bn: CheckedBatchNorm): void {
+  if (kernelFamily() === "gpu") return encodeBatchStatisticsChunked(input, stats, bn);
   const [N, C, H, W] = input.shape;
   const hw = H * W;
   const vec4 = hw % 4 === 0;
@@ -421,6 +543,48 @@ function encodeBatchStatistics(input: Tensor, stats: Tensor, bn: CheckedBatchNor
     workgroups: grid1d(C, 1),
     constants: { VEC4: vec4 ? 1 : 0 },
   });
+}
+
+/**
+ * The gpu family's {@link encodeBatchStatistics}: batch_norm_stats_chunks over channels x chunks,
+ * then batch_norm_stats_combine per channel (with the running update).
+ */
+function encodeBatchStatisticsChunked(input: Tensor, stats: Tensor, bn: CheckedBatchNorm): void {
+  const [N, C, H, W] = input.shape;
+  const hw = H * W;
+  const vec4 = hw % 4 === 0;
+  const units = vec4 ? hw / 4 : hw;
+  const { perChunk, chunks } = channelChunks(N * units, C);
+  const partial = Tensor.empty([C, chunks, 2]);
+  dispatch(STATS_CHUNKS, {
+    buffers: [input.buffer, partial.buffer],
+    params: { batch: N, channels: C, hw, units, per_chunk: perChunk, chunks },
+    workgroups: [chunks, C, 1],
+    constants: { VEC4: vec4 ? 1 : 0 },
+  });
+  const kernel = !bn.runningMean
+    ? STATS_COMBINE
+    : bn.counter
+    ? STATS_COMBINE_RUNNING_COUNTER
+    : STATS_COMBINE_RUNNING;
+  const buffers = [input.buffer, partial.buffer, stats.buffer];
+  if (bn.runningMean && bn.runningVar) {
+    buffers.push(bn.runningMean.buffer, bn.runningVar.buffer);
+  }
+  if (bn.runningMean && bn.counter) buffers.push(bn.counter.buffer);
+  dispatch(kernel, {
+    buffers,
+    params: {
+      channels: C,
+      chunks,
+      hw,
+      count: N * hw,
+      momentum: bn.momentum,
+      eps: bn.eps,
+    },
+    workgroups: grid1d(C, 64),
+  });
+  partial.dispose();
 }
 
 /**

@@ -14,6 +14,12 @@
  * The bias gradient (`conv2d_backward_bias`) and the split-K sums (`conv2d_reduce_chunks`) serve
  * both. BENCHMARKS.md has how the families compare.
  *
+ * Those are the `software` kernel family's (see `kernelFamily()`). The `gpu` family runs every
+ * shape through workgroup-tiled implicit GEMMs within WebGPU's default limits
+ * (`conv2d_forward_tiled`, `conv2d_backward_input_tiled`, and `conv2d_backward_weight_tiled` as a
+ * split-K GEMM summed by `conv2d_reduce_chunks`): {@link forwardTiled}, {@link inputGradientTiled},
+ * {@link weightGradientTiled}.
+ *
  * @module
  */
 import forwardSource from "../../kernels/conv2d_forward.wgsl" with { type: "text" };
@@ -26,6 +32,14 @@ import backwardWeightRowsSource from "../../kernels/conv2d_backward_weight_rows.
 };
 import backwardBiasSource from "../../kernels/conv2d_backward_bias.wgsl" with { type: "text" };
 import reduceChunksSource from "../../kernels/conv2d_reduce_chunks.wgsl" with { type: "text" };
+import forwardTiledSource from "../../kernels/conv2d_forward_tiled.wgsl" with { type: "text" };
+import backwardInputTiledSource from "../../kernels/conv2d_backward_input_tiled.wgsl" with {
+  type: "text",
+};
+import backwardWeightTiledSource from "../../kernels/conv2d_backward_weight_tiled.wgsl" with {
+  type: "text",
+};
+import { kernelFamily } from "../gpu/device.ts";
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import { derivedTensor, formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
 import { checkOptions, checkTensor, optionalTensor, pair } from "./_check.ts";
@@ -101,6 +115,25 @@ const BACKWARD_BIAS = kernel("conv2d_backward_bias", backwardBiasSource, [
   "count",
 ]);
 const REDUCE_CHUNKS = kernel("conv2d_reduce_chunks", reduceChunksSource, ["count", "chunks"]);
+const FORWARD_TILED = kernel("conv2d_forward_tiled", forwardTiledSource, [
+  ...GENERAL_PARAMS,
+  "m",
+  "k",
+  "epilogue",
+  "has_residual",
+  "relu",
+]);
+const BACKWARD_INPUT_TILED = kernel("conv2d_backward_input_tiled", backwardInputTiledSource, [
+  ...GENERAL_PARAMS,
+  "m",
+  "k",
+]);
+const BACKWARD_WEIGHT_TILED = kernel("conv2d_backward_weight_tiled", backwardWeightTiledSource, [
+  ...GENERAL_PARAMS,
+  "q",
+  "k",
+  "per_chunk",
+]);
 
 /**
  * Workgroup size of the general blocked kernels (their `WG` override). Each of their invocations
@@ -234,7 +267,9 @@ export function conv2d(
 ): Tensor {
   const g = geometry("conv2d()", input, weight, bias, options);
   const out = Tensor.empty([g.n, g.o, g.oh, g.ow]);
-  if (rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kw, g.padW)) {
+  if (kernelFamily() === "gpu") {
+    forwardTiled(input, weight, out, g, { kind: "bias", bias: bias ?? null });
+  } else if (rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kw, g.padW)) {
     const packed = packedWeight(weight, false);
     forwardRows(input, packed, out, rowsGeometry(g), { kind: "bias", bias: bias ?? null });
   } else {
@@ -284,6 +319,7 @@ function conv2dBackward(
 }
 
 function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
+  if (kernelFamily() === "gpu") return inputGradientTiled(g, weight, gy);
   const gx = Tensor.empty([g.n, g.c, g.h, g.w]);
   // At stride 1 the input gradient is the convolution of gy with the flipped filters (O and C
   // swapped) and padding K - 1 - pad, which keeps the size: OH + 2 (KH - 1 - padH) - KH + 1 = H.
@@ -307,6 +343,7 @@ function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
 }
 
 function weightGradient(g: Geometry, input: Tensor, gy: Tensor): Tensor {
+  if (kernelFamily() === "gpu") return weightGradientTiled(g, input, gy);
   const shape = [g.o, g.c, g.kh, g.kw];
   if (rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kw, g.padW)) {
     const { partial, chunks } = weightGradientRows(input, gy, rowsGeometry(g));
@@ -588,4 +625,136 @@ function weightGradientRows(
     },
   });
   return { partial, chunks };
+}
+
+// ---- the gpu family: workgroup-tiled implicit GEMMs ------------------------------------------
+
+/**
+ * The tiled kernels aim at this many workgroups per dispatch: 4 per SM of a 132-SM GPU (an
+ * H200), so that each SM holds several workgroups to hide memory latency.
+ */
+const TARGET_WORKGROUPS = 528;
+/**
+ * The weight gradient's chunks hold at least this many output pixels (4 steps of 16): enough
+ * chunks for {@link TARGET_WORKGROUPS} down to ResNet-20's 8x8 stage at batch 128, while the
+ * partial sums stay a few MB.
+ */
+const MIN_PIXELS_PER_CHUNK = 64;
+
+/**
+ * Tile sizes of a tiled GEMM with `rows` x `cols` outputs: `cols` per tile (TN) the smallest of
+ * 16, 32, 64 that holds them (64 at most), then the largest `rows` per tile (TM, 128 down to 16)
+ * with 64 to 256 invocations (TM * TN / 16) that still gives {@link TARGET_WORKGROUPS}
+ * workgroups, or else the smallest.
+ */
+function gemmTiles(rows: number, cols: number): { tm: number; tn: number; wg: number } {
+  const tn = cols <= 16 ? 16 : cols <= 32 ? 32 : 64;
+  let best = 0;
+  for (const tm of [128, 64, 32, 16]) {
+    const wg = (tm * tn) / 16;
+    if (wg < 64 || wg > 256) continue;
+    best = tm;
+    if (Math.ceil(rows / tm) * Math.ceil(cols / tn) >= TARGET_WORKGROUPS) break;
+  }
+  return { tm: best, tn, wg: (best * tn) / 16 };
+}
+
+/**
+ * Encodes conv2d_forward_tiled (the gpu family's convolution, any shape): `out` [N, O, OH, OW] =
+ * the epilogue of the convolution of `x` [N, C, H, W] with `weight` [O, C, KH, KW].
+ *
+ * @example
+ * ```ts
+ * import { initGPU, Tensor } from "@resnet/webgpu";
+ * import { forwardTiled, geometry } from "./conv2d.ts";
+ * await initGPU();
+ * const x = Tensor.randn([2, 3, 8, 8], { seed: 0 });
+ * const w = Tensor.randn([4, 3, 3, 3], { seed: 1 });
+ * const g = geometry("example", x, w, null, { padding: 1 });
+ * const y = Tensor.empty([g.n, g.o, g.oh, g.ow]);
+ * forwardTiled(x, w, y, g, { kind: "bias", bias: null });
+ * console.log((await y.toArray()).length); // 512
+ * ```
+ */
+export function forwardTiled(
+  x: Tensor,
+  weight: Tensor,
+  out: Tensor,
+  g: Geometry,
+  epilogue: RowsEpilogue,
+): void {
+  const m = g.n * g.oh * g.ow;
+  const { tm, tn, wg } = gemmTiles(m, g.o);
+  let chan = weight;
+  let residual = x;
+  let mode = 0;
+  let relu = false;
+  if (epilogue.kind === "bias") {
+    if (epilogue.bias) {
+      chan = epilogue.bias;
+      mode = 1;
+    }
+  } else {
+    chan = epilogue.params;
+    mode = 2;
+    if (epilogue.residual) residual = epilogue.residual;
+    relu = epilogue.relu;
+  }
+  const [gx, gz] = grid1d(Math.ceil(m / tm), 1);
+  dispatch(FORWARD_TILED, {
+    // Unused per-channel and residual bindings alias other read-only buffers, never read.
+    buffers: [x.buffer, weight.buffer, chan.buffer, residual.buffer, out.buffer],
+    params: {
+      ...common(g),
+      m,
+      k: g.c * g.kh * g.kw,
+      epilogue: mode,
+      has_residual: residual === x ? 0 : 1,
+      relu: relu ? 1 : 0,
+    },
+    workgroups: [gx, Math.ceil(g.o / tn), gz],
+    constants: { TM: tm, TN: tn, WG: wg },
+  });
+}
+
+/** The gpu family's input gradient [N, C, H, W]: conv2d_backward_input_tiled, any shape. */
+function inputGradientTiled(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
+  const gx = Tensor.empty([g.n, g.c, g.h, g.w]);
+  const m = g.n * g.h * g.w;
+  const { tm, tn, wg } = gemmTiles(m, g.c);
+  const [x, z] = grid1d(Math.ceil(m / tm), 1);
+  dispatch(BACKWARD_INPUT_TILED, {
+    buffers: [gy.buffer, weight.buffer, gx.buffer],
+    params: { ...common(g), m, k: g.o * g.kh * g.kw },
+    workgroups: [x, Math.ceil(g.c / tn), z],
+    constants: { TM: tm, TN: tn, WG: wg },
+  });
+  return gx;
+}
+
+/**
+ * The gpu family's weight gradient [O, C, KH, KW]: conv2d_backward_weight_tiled over chunks of the
+ * output pixels (a split-K GEMM), then conv2d_reduce_chunks when there are several.
+ */
+function weightGradientTiled(g: Geometry, input: Tensor, gy: Tensor): Tensor {
+  const k = g.c * g.kh * g.kw;
+  const q = g.n * g.oh * g.ow;
+  const tm = g.o <= 16 ? 16 : g.o <= 32 ? 32 : 64;
+  const tn = Math.max(k <= 16 ? 16 : k <= 32 ? 32 : 64, 1024 / tm);
+  const tiles = Math.ceil(g.o / tm) * Math.ceil(k / tn);
+  const wanted = Math.max(
+    1,
+    Math.min(Math.ceil(TARGET_WORKGROUPS / tiles), Math.ceil(q / MIN_PIXELS_PER_CHUNK)),
+  );
+  const perChunk = Math.max(16, Math.ceil(q / wanted / 16) * 16);
+  const chunks = Math.max(1, Math.ceil(q / perChunk));
+  const shape = [g.o, g.c, g.kh, g.kw];
+  const partial = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
+  dispatch(BACKWARD_WEIGHT_TILED, {
+    buffers: [input.buffer, gy.buffer, partial.buffer],
+    params: { ...common(g), q, k, per_chunk: perChunk },
+    workgroups: [Math.ceil(k / tn), Math.ceil(g.o / tm), chunks],
+    constants: { TM: tm, TN: tn, WG: (tm * tn) / 16 },
+  });
+  return chunks > 1 ? reduceChunks(partial, chunks, shape) : partial;
 }

@@ -11,7 +11,8 @@ import { derivedTensor, shouldRecord, Tensor } from "../tensor.ts";
 import { batchNorm2d, type BatchNorm2dOptions, checkBatchNorm } from "./batch_norm.ts";
 import { describe } from "./_check.ts";
 import { conv2d, type Conv2dOptions } from "./conv2d.ts";
-import { forwardRows, geometry, packedWeight, rowsFit } from "./conv2d.ts";
+import { forwardRows, forwardTiled, geometry, packedWeight, rowsFit } from "./conv2d.ts";
+import { kernelFamily } from "../gpu/device.ts";
 
 const FOLD = kernel("batch_norm_fold", foldSource, ["channels", "eps"]);
 
@@ -39,7 +40,8 @@ export interface Conv2dBatchNormEvalOptions extends Conv2dOptions {
  * has the vec4-row kernels' shape (stride 1 or 2, widths multiples of 4, kernel width <= 3 with
  * padding <= 1), the batch norm, residual and ReLU are applied as the convolution's outputs are
  * written: one pass over memory instead of two. Otherwise it runs the two ops, with their
- * gradients. The result equals the separate ops' up to float32 rounding. `fuseConvBn(model)` makes
+ * gradients. The result equals the separate ops' up to float32 rounding. With the `gpu` kernel
+ * family (see `kernelFamily()`) every shape is fused, through the tiled convolution's epilogue. `fuseConvBn(model)` makes
  * a model's layers use it.
  *
  * @param input Images `[N, C, H, W]`.
@@ -96,9 +98,12 @@ export function conv2dBatchNormEval(
   const batchNorm = { ...given, training: false };
   const bn = checkBatchNorm(op, batchNorm, "options.batchNorm", outShape, "O");
   const conv = { stride: options.stride, padding: options.padding };
+  // The gpu family's tiled convolution takes every shape; the software family's epilogue is in
+  // its vec4-row kernel only.
+  const tiled = kernelFamily() === "gpu";
   if (
     shouldRecord(input, weight, bias, bn.weight, bn.bias, bn.residual) ||
-    !rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kw, g.padW)
+    (!tiled && !rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kw, g.padW))
   ) {
     // Gradients need the tape, and convolutions of other shapes their own kernels.
     const z = conv2d(input, weight, bias, conv);
@@ -135,12 +140,17 @@ export function conv2dBatchNormEval(
     return folded;
   });
   const out = Tensor.empty(outShape);
+  const epilogue = { kind: "batchNorm", params, residual: bn.residual, relu: bn.relu } as const;
+  if (tiled) {
+    forwardTiled(input, weight, out, g, epilogue);
+    return out;
+  }
   forwardRows(
     input,
     packedWeight(weight, false),
     out,
     { kh: g.kh, kw: g.kw, stride: g.strideH, padH: g.padH, padW: g.padW },
-    { kind: "batchNorm", params, residual: bn.residual, relu: bn.relu },
+    epilogue,
   );
   return out;
 }

@@ -10,7 +10,7 @@
  */
 import { noGrad } from "../autograd.ts";
 import { memoryStats, resetPeakMemory } from "../gpu/buffer_pool.ts";
-import { adapterDescription, getDevice } from "../gpu/device.ts";
+import { adapterDescription, getDevice, kernelFamily } from "../gpu/device.ts";
 import type { Module } from "../nn/module.ts";
 import { mulScalar } from "../ops/elementwise.ts";
 import { crossEntropy } from "../ops/loss.ts";
@@ -474,7 +474,9 @@ async function trainInFolder(
   let lastSaved = options.resumeFrom ? where(trainLoader, step, config.epochs) : null;
   const device = adapterDescription();
   progress.log(
-    `adapter: ${device}\nmodel: ${config.model} (${countParameters(model).toLocaleString("en")} ` +
+    `adapter: ${device}  kernels: ${kernelFamily()}\nmodel: ${config.model} (${
+      countParameters(model).toLocaleString("en")
+    } ` +
       `parameters)  data: ${data.name} (${data.train.count} train, ${data.test.count} test)\n` +
       `optimizer: ${config.optimizer} lr ${config.lr}  schedule: ${config.schedule}  batch ` +
       `${config.batchSize}  epochs ${config.epochs}  steps ${totalSteps}`,

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { adapterDescription, getDevice, initGPU } from "../../src/gpu/device.ts";
+import {
+  adapterDescription,
+  autoKernelFamily,
+  getDevice,
+  initGPU,
+  kernelFamily,
+} from "../../src/gpu/device.ts";
+import { readEnvironment } from "../../src/gpu/_environment.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import { memoryStats } from "../../src/gpu/buffer_pool.ts";
 import { add } from "../../src/ops/elementwise.ts";
@@ -12,6 +19,42 @@ gpuTest("initGPU() is idempotent and describes the adapter", async () => {
   assert.equal(a, b);
   assert.equal(getDevice(), a);
   assert.notEqual(adapterDescription(), "none");
+});
+
+gpuTest("kernelFamily() is the one RESNET_WEBGPU_KERNELS names, else the adapter's", async () => {
+  await initGPU();
+  const named = readEnvironment("RESNET_WEBGPU_KERNELS");
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }) ??
+    await navigator.gpu.requestAdapter({ forceFallbackAdapter: true });
+  const expected = named && named !== "auto" ? named : autoKernelFamily(adapter!.info);
+  assert.equal(kernelFamily(), expected);
+});
+
+Deno.test("autoKernelFamily() picks software for fallback and software adapters only", () => {
+  const info = (fields: Partial<GPUAdapterInfo> & { isFallbackAdapter?: boolean }) =>
+    ({ vendor: "", architecture: "", device: "", description: "", ...fields }) as GPUAdapterInfo;
+  assert.equal(
+    autoKernelFamily(info({ description: "llvmpipe (LLVM 15.0.6, 256 bits)" })),
+    "software",
+  );
+  assert.equal(autoKernelFamily(info({ device: "lavapipe" })), "software");
+  assert.equal(autoKernelFamily(info({ description: "SwiftShader Device" })), "software");
+  assert.equal(
+    autoKernelFamily(info({ description: "Microsoft Basic Render Driver" })),
+    "software",
+  );
+  assert.equal(autoKernelFamily(info({ description: "x", isFallbackAdapter: true })), "software");
+  assert.equal(autoKernelFamily(info({ vendor: "nvidia", description: "NVIDIA H200" })), "gpu");
+  assert.equal(autoKernelFamily(info({ vendor: "amd", architecture: "rdna-3" })), "gpu");
+});
+
+gpuTest("RESNET_WEBGPU_LIMITS=default requests WebGPU's default limits only", async () => {
+  const device = await initGPU();
+  if (readEnvironment("RESNET_WEBGPU_LIMITS") !== "default") return;
+  assert.equal(device.limits.maxComputeWorkgroupStorageSize, 16384);
+  assert.equal(device.limits.maxComputeInvocationsPerWorkgroup, 256);
+  assert.equal(device.limits.maxStorageBuffersPerShaderStage, 8);
+  assert.equal(device.limits.maxStorageBufferBindingSize, 134217728);
 });
 
 gpuTest("repeated ops reuse pipelines, bind groups and pooled buffers", async () => {
