@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { noGrad } from "../../src/autograd.ts";
 import { encodeSafetensors, loadSafetensors } from "../../src/io/safetensors.ts";
+import { encodeTorchCheckpoint, loadTorchCheckpoint } from "../../src/io/torch_checkpoint.ts";
 import { resnet18, resnet50 } from "../../src/nn/torchvision.ts";
 import type { ResNet } from "../../src/nn/torchvision.ts";
 import { crossEntropy } from "../../src/ops/loss.ts";
@@ -65,8 +66,21 @@ async function viaSafetensors(state: Map<string, Tensor>): Promise<Map<string, T
   return await loadSafetensors(encodeSafetensors(entries));
 }
 
+/** The state dict as PyTorch checkpoint bytes, read back through loadTorchCheckpoint. */
+async function viaTorchCheckpoint(state: Map<string, Tensor>): Promise<Map<string, Tensor>> {
+  const entries = await Promise.all(
+    [...state].map(async ([key, t]) =>
+      key.endsWith("num_batches_tracked")
+        ? { name: key, shape: t.shape, dtype: "I64" as const, data: new BigInt64Array(1) }
+        : { name: key, shape: t.shape, dtype: "F32" as const, data: await t.toArray() }
+    ),
+  );
+  return await loadTorchCheckpoint(encodeTorchCheckpoint(entries));
+}
+
 const loaders: Record<string, (state: Map<string, Tensor>) => Promise<Map<string, Tensor>>> = {
   safetensors: viaSafetensors,
+  pth: viaTorchCheckpoint,
 };
 
 for (const name of ["resnet18", "resnet50"]) {
