@@ -20,6 +20,8 @@ import {
   noGrad,
   profileKernels,
   resetPeakMemory,
+  resnet18,
+  resnet50,
   ResNetBase,
   Tensor,
   tidy,
@@ -32,22 +34,29 @@ import { flush } from "../src/gpu/dispatch.ts";
 import { Clock, loadAverage, median, type Timing, type TimingOptions } from "./_timing.ts";
 import { type Align, fmtMs, fmtPercent, fmtRate, renderTable } from "./_table.ts";
 
-const HELP = `deno task bench [--quick] [--only kernels|e2e] [--json FILE]
+/** torchvision's models: benchmarked on 224x224 ImageNet-shaped batches with 1000 classes. */
+const TORCHVISION: Record<string, () => Module> = {
+  resnet18: () => resnet18({ seed: 0 }),
+  resnet50: () => resnet50({ seed: 0 }),
+};
+
+const HELP = `deno task bench [--quick] [--only kernels|e2e|torchvision] [--json FILE]
 
 Benchmarks the kernels of every distinct layer shape of ResNet-20 (batch 128) and of the seed's
 labml model (batch 256), the adapter's peak GFLOP/s and GB/s measured with our own matmul and copy,
 the issue's target convolution (3x3, 16->16, 32x32, batch 32) at the start, middle and end of the
 run, and end-to-end training and inference images/s (batch 32 and 128) with a per-kernel profile
-of one step each (timestamp queries, where the adapter offers them). The tables come last.
+of one step each (timestamp queries, where the adapter offers them); then torchvision's ResNet-18
+and ResNet-50 at 224x224 (inference at batch 1 and 32, training at batch 32). The tables come last.
 
   --quick          fewer shapes and repeats (about a minute on llvmpipe)
-  --only WHAT      kernels or e2e
+  --only WHAT      kernels, e2e (all end-to-end rows) or torchvision (ResNet-18/50 rows only)
   --json FILE      write every figure, with date, adapter, Deno version and flags, to FILE
   -h, --help       this text`;
 
 interface Flags {
   quick: boolean;
-  only: "all" | "kernels" | "e2e";
+  only: "all" | "kernels" | "e2e" | "torchvision";
   json: string | null;
 }
 
@@ -67,7 +76,9 @@ function parseFlags(args: string[]): Flags {
       flags.quick = true;
     } else if (arg === "--only" || arg.startsWith("--only=")) {
       const v = arg.includes("=") ? arg.slice(7) : value();
-      if (v !== "kernels" && v !== "e2e") fail(`--only takes kernels or e2e, got "${v}"`);
+      if (v !== "kernels" && v !== "e2e" && v !== "torchvision") {
+        fail(`--only takes kernels, e2e or torchvision, got "${v}"`);
+      }
       flags.only = v;
     } else if (arg === "--json" || arg.startsWith("--json=")) {
       flags.json = arg.includes("=") ? arg.slice(7) : value();
@@ -636,16 +647,18 @@ async function runEndToEnd(
   flags: Flags,
 ): Promise<E2ERow> {
   const baseBytes = memoryStats().inUseBytes;
-  const model: Module = buildModel(name, 0);
+  const model: Module = TORCHVISION[name]?.() ?? buildModel(name, 0);
+  const side = name in TORCHVISION ? 224 : 32;
+  const classes = name in TORCHVISION ? 1000 : 10;
   const training = mode === "train";
   // The paper's recipe for every model, so that both measure the same update.
   const optimizer = training
     ? new SGD(model.parameters(), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 })
     : null;
-  const images = Tensor.randn([batch, 3, 32, 32], { seed: 1 });
-  const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % 10);
+  const images = Tensor.randn([batch, 3, side, side], { seed: 1 });
+  const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % classes);
   // Every step adds its loss (or logits) here; reading it waits for all steps.
-  const sink = Tensor.zeros(training ? [] : [batch, 10]);
+  const sink = Tensor.zeros(training ? [] : [batch, classes]);
   model.train(training);
   const step = () =>
     tidy(() => {
@@ -933,10 +946,12 @@ async function main(): Promise<void> {
 
   let kernels: KernelRow[] = [];
   let peaks: Peaks | null = null;
-  if (flags.only !== "e2e") ({ rows: kernels, peaks } = await runKernels(clock, flags));
+  if (flags.only === "all" || flags.only === "kernels") {
+    ({ rows: kernels, peaks } = await runKernels(clock, flags));
+  }
 
   const e2e: E2ERow[] = [];
-  if (flags.only !== "kernels") {
+  if (flags.only === "all" || flags.only === "e2e") {
     log("end to end");
     const batches = flags.quick ? [32] : [32, 128];
     for (const name of ["resnet20", "labml"]) {
@@ -944,6 +959,14 @@ async function main(): Promise<void> {
         for (const mode of ["train", "infer"] as const) {
           e2e.push(await runEndToEnd(clock, name, batch, mode, flags));
         }
+      }
+    }
+  }
+  if (flags.only !== "kernels") {
+    log("end to end, torchvision's models at 224x224");
+    for (const name of Object.keys(TORCHVISION)) {
+      for (const [batch, mode] of [[1, "infer"], [32, "infer"], [32, "train"]] as const) {
+        e2e.push(await runEndToEnd(clock, name, batch, mode, flags));
       }
     }
   }
