@@ -34,6 +34,13 @@ export {
   type SafetensorsHeaderEntry,
   saveSafetensors,
 } from "./src/io/safetensors.ts";
+export {
+  decodeTorchCheckpoint,
+  encodeTorchCheckpoint,
+  loadTorchCheckpoint,
+  saveTorchCheckpoint,
+  TorchCheckpointError,
+} from "./src/io/torch_checkpoint.ts";
 // data as a namespace (torch.utils.data); "@resnet/webgpu/data" exports the same names one by one,
 // and "@resnet/webgpu/train" the training loop.
 export * as data from "./src/data/mod.ts";

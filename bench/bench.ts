@@ -21,6 +21,8 @@ import {
   noGrad,
   profileKernels,
   resetPeakMemory,
+  resnet18,
+  resnet50,
   ResNetBase,
   Tensor,
   tidy,
@@ -34,26 +36,35 @@ import { type HostCost, measureHostCost } from "./_host_cost.ts";
 import { Clock, loadAverage, median, type Timing, type TimingOptions } from "./_timing.ts";
 import { type Align, fmtMs, fmtPercent, fmtRate, renderTable } from "./_table.ts";
 
-const HELP = `deno task bench [--quick] [--only kernels|e2e|host] [--kernels FAMILY]
+/** torchvision's models: benchmarked on 224x224 ImageNet-shaped batches with 1000 classes. */
+const TORCHVISION: Record<string, () => Module> = {
+  resnet18: () => resnet18({ seed: 0 }),
+  resnet50: () => resnet50({ seed: 0 }),
+};
+
+const HELP = `deno task bench [--quick] [--only kernels|e2e|torchvision|host] [--kernels FAMILY]
                 [--batch LIST] [--json FILE]
 
 Benchmarks the kernels of every distinct layer shape of ResNet-20 (batch 128) and of the seed's
 labml model (batch 256), the adapter's peak GFLOP/s and GB/s measured with our own matmul and copy,
 the issue's target convolution (3x3, 16->16, 32x32, batch 32) at the start, middle and end of the
 run, and end-to-end training and inference images/s (batch 32 and 128) with a per-kernel profile
-of one step each (timestamp queries, where the adapter offers them). The tables come last.
+of one step each (timestamp queries, where the adapter offers them); then torchvision's ResNet-18
+and ResNet-50 at 224x224 (inference at batch 1 and 32, training at batch 32). The tables come last.
 
   --quick          fewer shapes and repeats (about a minute on llvmpipe)
-  --only WHAT      kernels, e2e or host (the host cost of encoding a step)
+  --only WHAT      kernels, e2e (all end-to-end rows), torchvision (ResNet-18/50 rows only) or
+                   host (the host cost of encoding a step)
   --kernels FAMILY the kernel family: auto (default: from the adapter), gpu or software
                    (RESNET_WEBGPU_KERNELS, when set, takes precedence, as for initGPU)
-  --batch LIST     end-to-end batch sizes, comma-separated (default 32,128; 32 with --quick)
+  --batch LIST     end-to-end batch sizes of ResNet-20 and labml, comma-separated (default 32,128;
+                   32 with --quick)
   --json FILE      write every figure, with date, adapter, Deno version and flags, to FILE
   -h, --help       this text`;
 
 interface Flags {
   quick: boolean;
-  only: "all" | "kernels" | "e2e" | "host";
+  only: "all" | "kernels" | "e2e" | "torchvision" | "host";
   kernels: "auto" | "gpu" | "software";
   batches: number[] | null;
   json: string | null;
@@ -75,8 +86,8 @@ function parseFlags(args: string[]): Flags {
       flags.quick = true;
     } else if (arg === "--only" || arg.startsWith("--only=")) {
       const v = arg.includes("=") ? arg.slice(7) : value();
-      if (v !== "kernels" && v !== "e2e" && v !== "host") {
-        fail(`--only takes kernels, e2e or host, got "${v}"`);
+      if (v !== "kernels" && v !== "e2e" && v !== "torchvision" && v !== "host") {
+        fail(`--only takes kernels, e2e, torchvision or host, got "${v}"`);
       }
       flags.only = v;
     } else if (arg === "--kernels" || arg.startsWith("--kernels=")) {
@@ -659,16 +670,18 @@ async function runEndToEnd(
   flags: Flags,
 ): Promise<E2ERow> {
   const baseBytes = memoryStats().inUseBytes;
-  const model: Module = buildModel(name, 0);
+  const model: Module = TORCHVISION[name]?.() ?? buildModel(name, 0);
+  const side = name in TORCHVISION ? 224 : 32;
+  const classes = name in TORCHVISION ? 1000 : 10;
   const training = mode === "train";
   // The paper's recipe for every model, so that both measure the same update.
   const optimizer = training
     ? new SGD(model.parameters(), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 })
     : null;
-  const images = Tensor.randn([batch, 3, 32, 32], { seed: 1 });
-  const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % 10);
+  const images = Tensor.randn([batch, 3, side, side], { seed: 1 });
+  const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % classes);
   // Every step adds its loss (or logits) here; reading it waits for all steps.
-  const sink = Tensor.zeros(training ? [] : [batch, 10]);
+  const sink = Tensor.zeros(training ? [] : [batch, classes]);
   model.train(training);
   const step = () =>
     tidy(() => {
@@ -1112,6 +1125,14 @@ async function main(): Promise<void> {
         for (const mode of ["train", "infer"] as const) {
           e2e.push(await runEndToEnd(clock, name, batch, mode, flags));
         }
+      }
+    }
+  }
+  if (flags.only === "all" || flags.only === "e2e" || flags.only === "torchvision") {
+    log("end to end, torchvision's models at 224x224");
+    for (const name of Object.keys(TORCHVISION)) {
+      for (const [batch, mode] of [[1, "infer"], [32, "infer"], [32, "train"]] as const) {
+        e2e.push(await runEndToEnd(clock, name, batch, mode, flags));
       }
     }
   }

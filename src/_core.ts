@@ -56,6 +56,19 @@ export {
   ShortcutProjection,
 } from "./nn/resnet.ts";
 export {
+  BasicBlock,
+  Bottleneck,
+  ResNet,
+  resnet101,
+  resnet152,
+  resnet18,
+  resnet34,
+  resnet50,
+  type TorchvisionBlock,
+  type TorchvisionBlockOptions,
+  type TorchvisionResNetOptions,
+} from "./nn/torchvision.ts";
+export {
   type DecodedTensor,
   decodeSafetensors,
   encodeSafetensors,

@@ -13,3 +13,14 @@ export {
   ensureCifar10,
   type EnsureCifar10Options,
 } from "./download.ts";
+export {
+  type ImageFolder,
+  type ImageFolderBatch,
+  ImageFolderLoader,
+  type ImageFolderLoaderOptions,
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  loadImageFolder,
+  type LoadImageFolderOptions,
+  type ResizedCropAugment,
+} from "./image_folder.ts";

@@ -14,9 +14,26 @@ import { Module } from "./module.ts";
  * ```
  */
 export class ReLU extends Module {
+  /**
+   * Whether the repr reads `ReLU(inplace=True)`, as torchvision's layers are built. The output is
+   * always a new tensor; the flag changes only `toString()`.
+   */
+  readonly inplace: boolean;
+
+  /** A ReLU; `inplace` (default false) only marks the repr, as PyTorch's argument of that name. */
+  constructor(options: { inplace?: boolean } = {}) {
+    super();
+    this.inplace = options.inplace ?? false;
+  }
+
   /** Any shape → the same shape. */
   forward(input: Tensor): Tensor {
     return relu(input);
+  }
+
+  /** `inplace=True` when built so, else nothing, as PyTorch. */
+  override extraRepr(): string {
+    return this.inplace ? "inplace=True" : "";
   }
 }
 

@@ -20,6 +20,12 @@ export {
 export { ConvBn2d } from "./conv_bn2d.ts";
 export { Linear, type LinearOptions } from "./linear.ts";
 export { Flatten, Identity, ReLU } from "./activation.ts";
-export { AvgPool2d, type AvgPoolOptions, MaxPool2d, type PoolOptions } from "./pool.ts";
+export {
+  AdaptiveAvgPool2d,
+  AvgPool2d,
+  type AvgPoolOptions,
+  MaxPool2d,
+  type PoolOptions,
+} from "./pool.ts";
 export { Sequential } from "./sequential.ts";
 export { type InitOptions } from "./init.ts";

@@ -1,5 +1,6 @@
-import { avgPool2d, maxPool2d } from "../ops/pool.ts";
-import type { Tensor } from "../tensor.ts";
+import { avgPool2d, globalAvgPool2d, maxPool2d } from "../ops/pool.ts";
+import { reshape } from "../ops/shape.ts";
+import { formatShape, type Tensor } from "../tensor.ts";
 import { Module } from "./module.ts";
 import { pair } from "../ops/_check.ts";
 
@@ -48,10 +49,10 @@ export class MaxPool2d extends Module {
     });
   }
 
-  /** `kernel_size=3, stride=2, padding=1`, as PyTorch. */
+  /** `kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=False`, as PyTorch. */
   override extraRepr(): string {
     return `kernel_size=${fmt(this.kernelSize)}, stride=${fmt(this.stride)}, ` +
-      `padding=${fmt(this.padding)}`;
+      `padding=${fmt(this.padding)}, dilation=1, ceil_mode=False`;
   }
 }
 
@@ -104,6 +105,54 @@ export class AvgPool2d extends Module {
   override extraRepr(): string {
     return `kernel_size=${fmt(this.kernelSize)}, stride=${fmt(this.stride)}, ` +
       `padding=${fmt(this.padding)}`;
+  }
+}
+
+/**
+ * Average pooling to a fixed output size, like `torch.nn.AdaptiveAvgPool2d`: `[N, C, H, W]` →
+ * `[N, C, OH, OW]`. Output `(1, 1)` (a ResNet's head) takes the mean of each plane; other sizes
+ * need `H` and `W` to be multiples of `OH` and `OW` (then the windows are PyTorch's: equal,
+ * non-overlapping), else a `RangeError` says so.
+ *
+ * @example
+ * ```ts
+ * import { initGPU, nn, Tensor } from "@resnet/webgpu";
+ * await initGPU();
+ * const pool = new nn.AdaptiveAvgPool2d([1, 1]);
+ * console.log(pool.forward(Tensor.randn([2, 8, 7, 7], { seed: 0 })).shape); // [2, 8, 1, 1]
+ * console.log(pool.toString()); // "AdaptiveAvgPool2d(output_size=(1, 1))"
+ * ```
+ */
+export class AdaptiveAvgPool2d extends Module {
+  /** `[OH, OW]`. */
+  readonly outputSize: [number, number];
+
+  /** Pooling to `outputSize`, one number or `[OH, OW]`. */
+  constructor(outputSize: number | [number, number]) {
+    super();
+    this.outputSize = pair("AdaptiveAvgPool2d", "outputSize", outputSize, 1);
+  }
+
+  /** `[N, C, H, W]` → `[N, C, OH, OW]`. */
+  forward(input: Tensor): Tensor {
+    const [oh, ow] = this.outputSize;
+    if (oh === 1 && ow === 1 && input.ndim === 4) {
+      const [n, c] = input.shape;
+      return reshape(globalAvgPool2d(input), [n, c, 1, 1]);
+    }
+    const [h, w] = input.shape.slice(2);
+    if (input.ndim !== 4 || h % oh !== 0 || w % ow !== 0) {
+      throw new RangeError(
+        `AdaptiveAvgPool2d: output size (${oh}, ${ow}) needs an input [N, C, H, W] whose H and W ` +
+          `are multiples of it (or output size (1, 1)), got ${formatShape(input.shape)}`,
+      );
+    }
+    return avgPool2d(input, { kernelSize: [h / oh, w / ow], stride: [h / oh, w / ow] });
+  }
+
+  /** `output_size=(1, 1)`, as PyTorch. */
+  override extraRepr(): string {
+    return `output_size=(${this.outputSize[0]}, ${this.outputSize[1]})`;
   }
 }
 

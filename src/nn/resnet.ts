@@ -70,9 +70,9 @@ export class ShortcutProjection extends Module {
  * is an unmodified `nn.ReLU` without hooks, go to the layer that applies them in its own pass:
  * the batch norm (see `normThen`); in eval mode the convolution and batch norm together (see
  * `convBnEval`); or, after `fuseConvBn` made the convolution a `ConvBn2d` and the batch norm an
- * `Identity`, the `ConvBn2d`.
+ * `Identity`, the `ConvBn2d`. Internal (torchvision's blocks use it too): not exported by mod.ts.
  */
-function convNormAct(
+export function convNormAct(
   conv: Module,
   norm: Module,
   act: Module | null,
