@@ -11,17 +11,13 @@ import { dispatch, grid1d, kernel, writeBuffer } from "../gpu/dispatch.ts";
 import { Generator } from "../random.ts";
 import { Tensor } from "../tensor.ts";
 import { decodeImage, toPlanes } from "./image.ts";
+import { NORMALIZE_PARAMS, normalizeParams } from "./loader.ts";
 
 const RESIZED_CROP = kernel("resized_crop", resizedCropSource, [
   "count",
   "size",
   "side",
-  "scale_r",
-  "scale_g",
-  "scale_b",
-  "bias_r",
-  "bias_g",
-  "bias_b",
+  ...NORMALIZE_PARAMS,
 ]);
 
 /** ImageNet's per-channel mean (RGB, in [0, 1]), torchvision's `Normalize` default for its weights. */
@@ -329,12 +325,7 @@ function resizedCrop(
       count: total,
       size,
       side,
-      scale_r: 1 / (255 * std[0]),
-      scale_g: 1 / (255 * std[1]),
-      scale_b: 1 / (255 * std[2]),
-      bias_r: -mean[0] / std[0],
-      bias_g: -mean[1] / std[1],
-      bias_b: -mean[2] / std[2],
+      ...normalizeParams(mean, std),
     },
     workgroups: grid1d(total, 256),
   });

@@ -18,15 +18,35 @@ import {
   type ImageDataset,
 } from "./cifar10.ts";
 
-const AUGMENT = kernel("augment", augmentSource, [
-  "count",
-  "chunk_images",
+/**
+ * The uniform fields of a kernel that normalizes uint8 RGB: `x / 255 * scale + bias` per channel
+ * (see {@link normalizeParams}).
+ */
+export const NORMALIZE_PARAMS = [
   "scale_r",
   "scale_g",
   "scale_b",
   "bias_r",
   "bias_g",
   "bias_b",
+] as const;
+
+/** `(x / 255 - mean) / std` per channel as NORMALIZE_PARAMS' `scale` and `bias` of a byte `x`. */
+export function normalizeParams(mean: readonly number[], std: readonly number[]) {
+  return {
+    scale_r: 1 / (255 * std[0]),
+    scale_g: 1 / (255 * std[1]),
+    scale_b: 1 / (255 * std[2]),
+    bias_r: -mean[0] / std[0],
+    bias_g: -mean[1] / std[1],
+    bias_b: -mean[2] / std[2],
+  };
+}
+
+const AUGMENT = kernel("augment", augmentSource, [
+  "count",
+  "chunk_images",
+  ...NORMALIZE_PARAMS,
   "cutout",
 ]);
 const WORKGROUP = 256;
@@ -245,12 +265,7 @@ export class GpuImageStore {
       params: {
         count: quads,
         chunk_images: this.chunkImages,
-        scale_r: 1 / (255 * std[0]),
-        scale_g: 1 / (255 * std[1]),
-        scale_b: 1 / (255 * std[2]),
-        bias_r: -mean[0] / std[0],
-        bias_g: -mean[1] / std[1],
-        bias_b: -mean[2] / std[2],
+        ...normalizeParams(mean, std),
         cutout,
       },
       workgroups: grid1d(quads, WORKGROUP),

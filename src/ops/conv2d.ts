@@ -513,6 +513,25 @@ export function packedWeight(weight: Tensor, flip: boolean): Tensor {
   );
 }
 
+/**
+ * The epilogue as the forward kernels take it: `mode` 0 (none), 1 (bias) or 2 (folded batch norm),
+ * its per-channel tensor, the residual and the ReLU switch. Unused bindings alias `unusedChan`
+ * and `unusedResidual`, read-only buffers the kernel never reads then.
+ */
+function epilogueBindings(epilogue: RowsEpilogue, unusedChan: Tensor, unusedResidual: Tensor) {
+  if (epilogue.kind === "bias") {
+    return epilogue.bias
+      ? { chan: epilogue.bias, residual: unusedResidual, mode: 1, relu: false }
+      : { chan: unusedChan, residual: unusedResidual, mode: 0, relu: false };
+  }
+  return {
+    chan: epilogue.params,
+    residual: epilogue.residual ?? unusedResidual,
+    mode: 2,
+    relu: epilogue.relu,
+  };
+}
+
 /** What conv2d_forward_rows does to each output value after the convolution. */
 export type RowsEpilogue =
   /** Adds `bias` [O] when given. */
@@ -546,21 +565,7 @@ export function forwardRows(
   const qv = channelVecs(o);
   const blocksW = Math.ceil(ow / (4 * pv));
   const pixelBlocks = n * Math.ceil(oh / py) * blocksW;
-  let chan = packed;
-  let residual = x;
-  let mode = 0;
-  let relu = false;
-  if (epilogue.kind === "bias") {
-    if (epilogue.bias) {
-      chan = epilogue.bias;
-      mode = 1;
-    }
-  } else {
-    chan = epilogue.params;
-    mode = 2;
-    if (epilogue.residual) residual = epilogue.residual;
-    relu = epilogue.relu;
-  }
+  const { chan, residual, mode, relu } = epilogueBindings(epilogue, packed, x);
   const [gx, gz] = grid1d(pixelBlocks, FORWARD_ROWS_WG);
   dispatch(FORWARD_ROWS, {
     // Unused per-channel and residual bindings alias other read-only buffers, never read.
@@ -685,21 +690,7 @@ export function forwardTiled(
 ): void {
   const m = g.n * g.oh * g.ow;
   const { tm, tn, wg } = gemmTiles(m, g.o);
-  let chan = weight;
-  let residual = x;
-  let mode = 0;
-  let relu = false;
-  if (epilogue.kind === "bias") {
-    if (epilogue.bias) {
-      chan = epilogue.bias;
-      mode = 1;
-    }
-  } else {
-    chan = epilogue.params;
-    mode = 2;
-    if (epilogue.residual) residual = epilogue.residual;
-    relu = epilogue.relu;
-  }
+  const { chan, residual, mode, relu } = epilogueBindings(epilogue, weight, x);
   const [gx, gz] = grid1d(Math.ceil(m / tm), 1);
   dispatch(FORWARD_TILED, {
     // Unused per-channel and residual bindings alias other read-only buffers, never read.
