@@ -283,11 +283,12 @@ gpuTest("the long-run warning is left out for synthetic data and --max-steps run
     const stopAt4 = {
       onStepEnd: ({ step }: { step: number }) => step === 4 ? "stop" as const : undefined,
     };
+    let runs = 0;
     const run = async (overrides: Partial<TrainConfig>) => {
       const progress = new Recorder();
       await train(
-        config(`${root}/${Object.keys(overrides).join("-")}`, {
-          epochs: 1_000_000,
+        config(`${root}/run${++runs}`, {
+          epochs: 100_000,
           dataDir: root,
           ...overrides,
         }),
