@@ -152,7 +152,7 @@ export async function finetune(options: FinetuneOptions): Promise<FinetuneResult
     for (const batch of loader) {
       perBatch.push(tidy(() => {
         optimizer.zeroGrad();
-        const loss = crossEntropy(model.forward(batch.images), batch.labels);
+        const loss = crossEntropy(model.call(batch.images), batch.labels);
         loss.backward();
         optimizer.step();
         return loss;
@@ -177,7 +177,7 @@ export async function finetune(options: FinetuneOptions): Promise<FinetuneResult
     model.eval();
     let correct = 0;
     for (const batch of new data.ImageFolderLoader(val, { batchSize: 32, size })) {
-      const count = noGrad(() => correctCount(model.forward(batch.images), batch.labels));
+      const count = noGrad(() => correctCount(model.call(batch.images), batch.labels));
       correct += await count.item();
       count.dispose();
       batch.images.dispose();

@@ -33,7 +33,7 @@ for (let step = 1; step <= 5; step++) {
   // tidy() returns every intermediate tensor's buffer to the pool when the step ends.
   const loss = tidy(() => {
     model.zeroGrad();
-    const loss = crossEntropy(model.forward(images), labels);
+    const loss = crossEntropy(model.call(images), labels);
     loss.backward();
     noGrad(() => {
       for (const p of model.parameters()) p.copyFrom(add(p, mulScalar(p.grad!, -lr)));

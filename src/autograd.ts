@@ -24,6 +24,11 @@ export interface GradNode {
   readonly internals?: Tensor[];
   /** Set after the backward ran without `retainGraph`. */
   released?: boolean;
+  /**
+   * A module forward's intermediates, tied to the node of its output: disposed once a backward
+   * without `retainGraph` has run through it (and every other node that could still need them).
+   */
+  owned?: { dispose(): void }[];
 }
 
 let gradEnabled = true;
@@ -115,6 +120,9 @@ export function runBackward(root: Tensor, seed: Tensor, options: BackwardOptions
   const grads = new Map<Tensor, Tensor>();
   grads.set(root, seed);
   const order = topologicalOrder(root);
+  // Intermediates of module forwards whose nodes this backward releases; disposed at its end,
+  // when no node that saved them is left to run.
+  const released: { dispose(): void }[] = [];
   for (const tensor of order) {
     const gradOutput = grads.get(tensor);
     const node = tensor.gradFn;
@@ -152,8 +160,11 @@ export function runBackward(root: Tensor, seed: Tensor, options: BackwardOptions
     if (!options.retainGraph) {
       for (const saved of node.internals ?? []) saved.dispose();
       node.released = true;
+      if (node.owned) released.push(...node.owned);
+      node.owned = undefined;
     }
   }
+  for (const intermediate of released) intermediate.dispose();
   for (const [tensor, grad] of grads) {
     if (tensor.gradFn) {
       grad.dispose();

@@ -339,7 +339,7 @@ export async function predict(
   const classes = input.classes.length;
   try {
     for (const batch of loader.batches()) {
-      const logits = noGrad(() => model.forward(batch.images));
+      const logits = noGrad(() => model.call(batch.images));
       batch.images.dispose();
       const values = await logits.toArray();
       logits.dispose();

@@ -82,6 +82,45 @@ export function tidy<T>(fn: () => T): T {
   return result;
 }
 
+// Tensors handed to user code from inside a forward (a forward hook's output argument): they may
+// be kept there, so forwardScope leaves them to the garbage collector or an enclosing tidy().
+const observed = new WeakSet<object>();
+
+/** Marks `value` as seen by user code inside a forward. Internal: not exported by mod.ts. */
+export function markObserved(value: Disposable): void {
+  observed.add(value);
+}
+
+/**
+ * Runs a module's forward and finds its intermediates: what was made inside and is neither in
+ * the result, kept, nor handed to a hook. `release(result, intermediates)` decides their fate
+ * (dispose them now when no gradient was recorded; else tie them to the result's tape node, so
+ * the backward that releases the tape disposes them). Everything made inside stays tracked by the
+ * enclosing tidy() scopes too, which dispose it as before. Internal: not exported by mod.ts.
+ */
+export function forwardScope<T>(
+  fn: () => T,
+  release: (result: T, intermediates: Disposable[]) => void,
+): T {
+  const scope = new Set<Disposable>();
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } finally {
+    scopes.pop();
+    for (const value of scope) track(value);
+  }
+  const survivors = new Set<Disposable>();
+  collect(result, survivors);
+  const intermediates: Disposable[] = [];
+  for (const value of scope) {
+    if (!survivors.has(value) && !observed.has(value)) intermediates.push(value);
+  }
+  if (intermediates.length > 0) release(result, intermediates);
+  return result;
+}
+
 function collect(value: unknown, into: Set<Disposable>, depth = 0): void {
   if (value === null || typeof value !== "object" || depth > 4) return;
   if (typeof (value as Disposable).dispose === "function") {

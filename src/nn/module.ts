@@ -5,7 +5,7 @@
  * @module
  */
 import { formatShape, Tensor } from "../tensor.ts";
-import { keep } from "../scope.ts";
+import { type Disposable, forwardScope, keep, markObserved } from "../scope.ts";
 
 /** What {@link Module.loadStateDict} found: keys missing from and unexpected in the dict. */
 export interface LoadStateDictResult {
@@ -38,6 +38,24 @@ let nextHookId = 1;
  */
 export function hasForwardHooks(module: Module): boolean {
   return (forwardHooks.get(module)?.size ?? 0) > 0;
+}
+
+/**
+ * What a module's `call` does with its forward's intermediates (see forwardScope): with no
+ * gradient recorded they are disposed now; otherwise the output's tape node owns them and the
+ * backward that releases the tape disposes them, so a training loop without tidy() frees a
+ * forward's activations at its backward, not when the garbage collector gets to them.
+ */
+function releaseIntermediates(output: unknown, intermediates: Disposable[]): void {
+  const recorded = (t: unknown) => t instanceof Tensor && t.gradFn !== null;
+  if (!recorded(output) && !intermediates.some(recorded)) {
+    for (const t of intermediates) t.dispose();
+    return;
+  }
+  if (recorded(output)) {
+    const node = (output as Tensor).gradFn!;
+    node.owned = node.owned ? [...node.owned, ...intermediates] : intermediates;
+  }
 }
 
 /** Options of {@link Module.loadStateDict}. */
@@ -144,9 +162,13 @@ export abstract class Module {
    * ```
    */
   call(...args: Parameters<this["forward"]>): Tensor {
-    let output = (this.forward as (...a: unknown[]) => Tensor)(...args);
+    let output = forwardScope(
+      () => (this.forward as (...a: unknown[]) => Tensor)(...args),
+      releaseIntermediates,
+    );
     const hooks = forwardHooks.get(this);
     if (hooks) {
+      markObserved(output);
       for (const hook of [...hooks.values()]) output = hook(this, args[0], output) ?? output;
     }
     return output;

@@ -63,7 +63,7 @@ export async function evaluate(
     for (const batch of loader.batches()) {
       tidy(() =>
         noGrad(() => {
-          const logits = model.forward(batch.images);
+          const logits = model.call(batch.images);
           const loss = crossEntropy(logits, batch.labels, { reduction: "sum" });
           lossSum.accumulate(loss);
           correct.accumulate(correctCount(logits, batch.labels));

@@ -73,7 +73,7 @@ export function trainStep(
     ((output: Tensor, labels: Int32Array) => crossEntropy(output, labels));
   const result = tidy(() => {
     optimizer.zeroGrad();
-    const output = model.forward(batch.images);
+    const output = model.call(batch.images);
     const loss = lossOf(output, batch.labels);
     loss.backward();
     if (options.clipGradNorm !== undefined) clipGradNorm(model.parameters(), options.clipGradNorm);

@@ -4,6 +4,8 @@ import { BottleneckResidualBlock, fuseConvBn, resnet, ResNetBase } from "../../s
 import { mulScalar } from "../../src/ops/elementwise.ts";
 import { noGrad } from "../../src/autograd.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
+import { inUseBytesSince, poolMark, sizeClass } from "../../src/gpu/buffer_pool.ts";
+import { sum } from "../../src/ops/reduce.ts";
 import { tidy } from "../../src/scope.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { assertClose, gpuTest } from "../_gpu.ts";
@@ -309,3 +311,52 @@ function countDispatches(fn: () => unknown): number {
   tidy(() => void fn());
   return gpuCounters().dispatches - start;
 }
+
+gpuTest(
+  "call() frees a forward's intermediates: at once without gradients, at backward with",
+  async () => {
+    const model = resnet(8, { numClasses: 4, seed: 21 });
+    const x = Tensor.randn([2, 3, 8, 8], { seed: 22 });
+    const outputBytes = sizeClass(2 * 4 * 4);
+    // A first pass with a backward fills the caches that live with the weights (packed filters).
+    sum(model.call(x)).backward();
+    model.zeroGrad();
+    // Without gradients, only the output is left.
+    let mark = poolMark();
+    const y = noGrad(() => model.call(x));
+    assert.equal(inUseBytesSince(mark), outputBytes);
+    y.dispose();
+    // With gradients, the activations wait for the backward, which frees them.
+    mark = poolMark();
+    const out = model.call(x);
+    const held = inUseBytesSince(mark);
+    assert.ok(held > 10 * outputBytes, `${held} bytes before backward`);
+    const loss = sum(out);
+    loss.backward(undefined, { retainGraph: true });
+    // retainGraph keeps them for another backward, which gives the same gradients again.
+    const first = await model.parameters()[0].grad!.toArray();
+    model.zeroGrad();
+    loss.backward();
+    assert.deepEqual(await model.parameters()[0].grad!.toArray(), first);
+    model.zeroGrad();
+    assert.equal(inUseBytesSince(mark), outputBytes + sizeClass(4), "output and loss only");
+    loss.dispose();
+    out.dispose();
+    model.dispose();
+    x.dispose();
+  },
+);
+
+gpuTest("call() leaves what a forward hook was given to the hook, after backward too", async () => {
+  const model = resnet(8, { numClasses: 4, seed: 23 });
+  const seen: Tensor[] = [];
+  model.getSubmodule("0.blocks.0").registerForwardHook((_m, _x, y) => {
+    seen.push(y);
+  });
+  const x = Tensor.randn([2, 3, 8, 8], { seed: 24 });
+  sum(model.call(x)).backward();
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0].disposed, false);
+  assert.equal((await seen[0].toArray()).length, seen[0].size);
+  model.dispose();
+});

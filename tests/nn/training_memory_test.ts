@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { inUseBytesSince, memoryStats, poolMark } from "../../src/gpu/buffer_pool.ts";
+import { inUseBytesSince, memoryStats, poolMark, sizeClass } from "../../src/gpu/buffer_pool.ts";
 import { gpuCounters, MAX_PENDING_COMMANDS } from "../../src/gpu/dispatch.ts";
 import { noGrad } from "../../src/autograd.ts";
 import { Linear } from "../../src/nn/linear.ts";
@@ -116,6 +116,43 @@ gpuTest(
     const loss = noGrad(() => crossEntropy(model.forward(x), labels));
     assert.ok(Number.isFinite(await loss.item()));
     loss.dispose();
+    optimizer.dispose();
+    model.dispose();
+    x.dispose();
+  },
+);
+
+gpuTest(
+  "2000 steps without tidy(): model.call() frees the activations, only the loop's outputs wait",
+  async () => {
+    const model = resnet(8, { numClasses: 4, seed: 11 });
+    const optimizer = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9 });
+    const x = Tensor.randn([2, 3, 8, 8], { seed: 12 });
+    const labels = new Int32Array([1, 3]);
+    const mark = poolMark();
+    let inUseAt100 = 0;
+    // A plain loop: no tidy(), no dispose(), no readback, so no garbage collector's finalizer
+    // runs (they need the event loop). Only the logits [2, 4] and the loss [] of each step are
+    // left for it; the forward's intermediates are freed by the backward that used them.
+    for (let step = 1; step <= 2000; step++) {
+      optimizer.zeroGrad();
+      const loss = crossEntropy(model.call(x), labels);
+      loss.backward();
+      optimizer.step();
+      if (step === 100) inUseAt100 = inUseBytesSince(mark);
+    }
+    const perStep = (inUseBytesSince(mark) - inUseAt100) / 1900;
+    assert.equal(perStep, sizeClass(2 * 4 * 4) + sizeClass(4), `${perStep} bytes held per step`);
+    // The same loop through forward() instead of call() holds every activation until the
+    // garbage collector finalizes it: far more per step.
+    const forwardMark = poolMark();
+    for (let step = 1; step <= 20; step++) {
+      optimizer.zeroGrad();
+      const loss = crossEntropy(model.forward(x), labels);
+      loss.backward();
+      optimizer.step();
+    }
+    assert.ok(inUseBytesSince(forwardMark) / 20 > 10 * perStep);
     optimizer.dispose();
     model.dispose();
     x.dispose();
