@@ -11,15 +11,19 @@
  */
 import { setAdapterPreparation } from "./device.ts";
 
+/** Where `XDG_RUNTIME_DIR` points when no private folder can be made: an absolute path, never created. */
+export const UNUSED_RUNTIME_DIR = "/nonexistent/resnet-webgpu-runtime";
+
 /**
  * On Linux, when `XDG_RUNTIME_DIR` is unset or not an absolute path, creates a private folder
  * (mode 0700) in the system's temporary folder, points `XDG_RUNTIME_DIR` of this process at it,
- * and removes it when the process exits. Does nothing on other systems, when the variable is
- * already an absolute path, or without the permissions to read and set the variable and to
- * create the folder (it asks for none: no permission prompt). Call it before
- * `navigator.gpu.requestAdapter()`.
+ * and removes it when the process exits. Without the permission to create it, points the variable
+ * at {@link UNUSED_RUNTIME_DIR} instead, a path that is never created: the drivers only check that
+ * the variable is absolute, and compute work opens no socket there. Does nothing on other systems,
+ * when the variable is already an absolute path, or without the permission to read and set it (it
+ * asks for none: no permission prompt). Call it before `navigator.gpu.requestAdapter()`.
  *
- * @returns the folder it created, or `undefined` when it left the environment as it was.
+ * @returns the folder it created, or `undefined` when it created none.
  */
 export function ensureRuntimeDir(): string | undefined {
   if (Deno.build.os !== "linux") return undefined;
@@ -27,12 +31,13 @@ export function ensureRuntimeDir(): string | undefined {
     Deno.permissions.querySync(descriptor).state === "granted";
   if (!granted({ name: "env", variable: "XDG_RUNTIME_DIR" })) return undefined;
   if (Deno.env.get("XDG_RUNTIME_DIR")?.startsWith("/")) return undefined;
-  if (!granted({ name: "write" })) return undefined;
   let dir: string;
   try {
+    if (!granted({ name: "write" })) throw new Error("no write permission");
     dir = Deno.makeTempDirSync({ prefix: "resnet-webgpu-runtime-" });
     Deno.chmodSync(dir, 0o700);
   } catch {
+    Deno.env.set("XDG_RUNTIME_DIR", UNUSED_RUNTIME_DIR);
     return undefined;
   }
   Deno.env.set("XDG_RUNTIME_DIR", dir);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { UNUSED_RUNTIME_DIR } from "../../src/gpu/_runtime_dir.ts";
 
 const MESSAGE = "XDG_RUNTIME_DIR is invalid or not set";
 
@@ -57,16 +58,28 @@ ${requestAdapter}`,
 
 Deno.test({
   name:
-    "ensureRuntimeDir: does nothing without write permission or when XDG_RUNTIME_DIR is already absolute",
+    "ensureRuntimeDir: without write permission an absolute unused path, no folder and no message; a preset path is kept",
   ignore: Deno.build.os !== "linux",
   fn: async () => {
     const withoutWrite = await runWithoutRuntimeDir(
       `import { ensureRuntimeDir } from "${moduleUrl}";
-console.log(JSON.stringify({ made: ensureRuntimeDir() ?? null }));`,
+const made = ensureRuntimeDir() ?? null;
+console.log(JSON.stringify({ made, dir: Deno.env.get("XDG_RUNTIME_DIR") }));
+${requestAdapter}`,
       ["--allow-env"],
     );
     assert.ok(withoutWrite.success, withoutWrite.stderr);
-    assert.equal(JSON.parse(withoutWrite.stdout).made, null);
+    const lines = withoutWrite.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    assert.deepEqual(lines[0], { made: null, dir: UNUSED_RUNTIME_DIR });
+    assert.ok(lines[1].adapter, "the adapter was found");
+    assert.ok(!withoutWrite.stderr.includes(MESSAGE), `stderr: ${withoutWrite.stderr}`);
+    let exists = true;
+    try {
+      await Deno.stat(UNUSED_RUNTIME_DIR);
+    } catch {
+      exists = false;
+    }
+    assert.equal(exists, false, `${UNUSED_RUNTIME_DIR} was created`);
     const preset = await runWithoutRuntimeDir(
       `import { ensureRuntimeDir } from "${moduleUrl}";
 Deno.env.set("XDG_RUNTIME_DIR", "/somewhere/absolute");
