@@ -124,7 +124,7 @@ gpuTest(
 
 gpuTest(
   "2000 steps without tidy(): model.call() frees the activations, only the loop's outputs wait",
-  async () => {
+  () => {
     const model = resnet(8, { numClasses: 4, seed: 11 });
     const optimizer = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9 });
     const x = Tensor.randn([2, 3, 8, 8], { seed: 12 });
