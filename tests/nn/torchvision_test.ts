@@ -22,6 +22,15 @@ interface Fixture {
   model: string;
   num_classes: number;
   input_shape: number[];
+  /** The input's hash key: the first whose float64 forwards keep clear of ReLU and max-pool
+   * decisions by `input_margin.required` times PyTorch's float32 error (see the script). */
+  input_key: string;
+  input_margin: {
+    required: number;
+    screened: string[];
+    train: { ratio: number; relu: number; pool: number };
+    eval: { ratio: number; relu: number; pool: number };
+  };
   target: number[];
   output: number[];
   loss: number;
@@ -97,7 +106,7 @@ for (const name of ["resnet18", "resnet50"]) {
         model.loadStateDict(loaded);
         for (const t of generated.values()) t.dispose();
         const size = fx.input_shape.reduce((a, b) => a * b, 1);
-        const x = Tensor.from(hashValues("input", size, -2, 2), fx.input_shape);
+        const x = Tensor.from(hashValues(fx.input_key, size, -2, 2), fx.input_shape);
         model.train();
         const output = model.forward(x);
         const loss = crossEntropy(output, Int32Array.from(fx.target));
@@ -158,10 +167,17 @@ for (const name of ["resnet18", "resnet50"]) {
         const noGradErr = relativeL2(await noGradOut.toArray(), fx.eval_output);
         assert.ok(noGradErr <= 1e-4, `eval output under noGrad: relative L2 error ${noGradErr}`);
         const e = (v: number) => v.toExponential(1);
+        const m = fx.input_margin;
         console.log(
           `${name} (${format}): output ${e(outErr)}, loss ${e(lossErr)}, grads ${e(worstGrad)} ` +
             `(${e(worstRatio)} x PyTorch f32), buffers ${e(worstBuffer)}, eval output ` +
-            `${e(evalErr)}, eval grads ${e(worstEvalGrad)}, noGrad output ${e(noGradErr)}`,
+            `${e(evalErr)}, eval grads ${e(worstEvalGrad)}, noGrad output ${e(noGradErr)}; ` +
+            `input ${fx.input_key}: min |ReLU input| ${e(m.train.relu)} train, ` +
+            `${e(m.eval.relu)} eval (${m.train.ratio.toFixed(2)}, ${m.eval.ratio.toFixed(2)} ` +
+            `x PyTorch f32 error; ` +
+            (m.screened.length
+              ? `screened ${m.screened.join("+")} at ${m.required})`
+              : "unscreened)"),
         );
         model.dispose();
       },
