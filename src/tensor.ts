@@ -8,7 +8,15 @@ import addInplaceSource from "../kernels/add_inplace.wgsl" with { type: "text" }
 import { type BackwardOptions, type GradNode, isGradEnabled, runBackward } from "./autograd.ts";
 import { acquireBuffer, releaseBuffer } from "./gpu/buffer_pool.ts";
 import { currentDevice } from "./gpu/device.ts";
-import { copyBuffer, dispatch, grid1d, kernel, readBuffer, writeBuffer } from "./gpu/dispatch.ts";
+import {
+  clearBuffer,
+  copyBuffer,
+  dispatch,
+  grid1d,
+  kernel,
+  readBuffer,
+  writeBuffer,
+} from "./gpu/dispatch.ts";
 import { defaultGenerator, Generator } from "./random.ts";
 import { keep, track } from "./scope.ts";
 
@@ -30,6 +38,13 @@ const ADD_INPLACE = kernel("add_inplace", addInplaceSource, ["count"]);
 class Storage {
   refs = 1;
   version = 0;
+  /**
+   * The values of each channel sum to exactly 0 in exact arithmetic (over N, H, W of an
+   * `[N, C, H, W]` tensor): a training-mode batch norm's input gradient. Cleared by any in-place
+   * write but a sum of two such gradients. The N and C it was marked with: a view that groups the
+   * values into other channels (another N or C) does not count.
+   */
+  zeroChannelSums: readonly [number, number] | null = null;
   /** Cached tensors computed from this buffer's values, by key, with the stamp they were made at. */
   derived: Map<string, { stamp: string; tensor: Tensor }> | null = null;
   /** The device the buffer belongs to: a tensor outlives a re-initialised device, its buffer not. */
@@ -44,6 +59,7 @@ class Storage {
   }
   modified(): void {
     this.version++;
+    this.zeroChannelSums = null;
     this.dropDerived();
   }
   dropDerived(): void {
@@ -80,6 +96,24 @@ export function derivedTensor(
   const tensor = keep(make());
   (storage.derived ??= new Map()).set(key, { stamp, tensor });
   return tensor;
+}
+
+/**
+ * Marks `t` as a gradient whose per-channel sums are exactly 0 (a training-mode batch norm's input
+ * gradient), so that a convolution's bias gradient from it is known to be 0 without a pass over
+ * it. Internal: not exported by mod.ts.
+ */
+export function markZeroChannelSums(t: Tensor): void {
+  storageOf(t).zeroChannelSums = [t.shape[0], t.shape[1]];
+}
+
+/**
+ * Whether {@link markZeroChannelSums} holds for `t` `[N, C, …]`: marked with the same N and C
+ * (the same channels). Internal: not exported by mod.ts.
+ */
+export function hasZeroChannelSums(t: Tensor): boolean {
+  const marked = storageOf(t).zeroChannelSums;
+  return marked !== null && t.ndim >= 2 && marked[0] === t.shape[0] && marked[1] === t.shape[1];
 }
 
 let storageOf: (t: Tensor) => Storage;
@@ -472,6 +506,10 @@ export class Tensor {
   fill(value: number): this {
     this.#live().modified();
     if (this.size === 0) return this;
+    if (value === 0 && !Object.is(value, -0)) {
+      clearBuffer(this.buffer, 0, this.size * 4);
+      return this;
+    }
     dispatch(FILL, {
       buffers: [this.buffer],
       params: { count: this.size, value },
@@ -499,7 +537,13 @@ export class Tensor {
         `accumulate(): sizes differ (${formatShape(source.shape)} into ${formatShape(this.shape)})`,
       );
     }
+    // A sum of gradients whose channels sum to 0 still does.
+    const mine = this.#live().zeroChannelSums;
+    const theirs = source.#live().zeroChannelSums;
     this.#live().modified();
+    if (mine && theirs && mine[0] === theirs[0] && mine[1] === theirs[1]) {
+      this.#live().zeroChannelSums = mine;
+    }
     if (this.size === 0) return this;
     dispatch(ADD_INPLACE, {
       buffers: [this.buffer, source.buffer],

@@ -657,6 +657,13 @@ export function copyBuffer(
   commandEncoded();
 }
 
+/** Encodes zeroing `byteLength` bytes of `buffer` from `byteOffset` (a copy command, no kernel). */
+export function clearBuffer(buffer: GPUBuffer, byteOffset: number, byteLength: number): void {
+  const device = deviceForCaches();
+  outsidePass(device).clearBuffer(buffer, byteOffset, byteLength);
+  commandEncoded();
+}
+
 /**
  * Submits everything encoded so far as one command buffer, without waiting for it. Readbacks
  * flush on their own, and the encoder is also flushed every {@link MAX_PENDING_COMMANDS}

@@ -20,7 +20,14 @@ import reduceCombineSource from "../../kernels/batch_norm_backward_reduce_combin
 };
 import { kernelFamily } from "../gpu/device.ts";
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
-import { formatShape, markModified, record, shouldRecord, Tensor } from "../tensor.ts";
+import {
+  formatShape,
+  markModified,
+  markZeroChannelSums,
+  record,
+  shouldRecord,
+  Tensor,
+} from "../tensor.ts";
 import { checkFinite, checkTensorNd, describe, optionalTensor } from "./_check.ts";
 
 const STATS = kernel("batch_norm_stats", statsSource, [
@@ -284,6 +291,9 @@ function batchNorm2dBackward(
     if (!x.requiresGrad) {
       gx.dispose();
       gx = null;
+    } else if (bn.training) {
+      // dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)) sums to 0 over each channel.
+      markZeroChannelSums(gx);
     }
   }
   coef.dispose();

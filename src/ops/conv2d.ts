@@ -41,7 +41,14 @@ import backwardWeightTiledSource from "../../kernels/conv2d_backward_weight_tile
 };
 import { kernelFamily } from "../gpu/device.ts";
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
-import { derivedTensor, formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import {
+  derivedTensor,
+  formatShape,
+  hasZeroChannelSums,
+  record,
+  shouldRecord,
+  Tensor,
+} from "../tensor.ts";
 import { checkOptions, checkTensor, optionalTensor, pair } from "./_check.ts";
 
 // ---- kernels ---------------------------------------------------------------------------------
@@ -314,7 +321,17 @@ function conv2dBackward(
     input.requiresGrad ? inputGradient(g, weight, gy) : null,
     weight.requiresGrad ? weightGradient(g, input, gy) : null,
   ];
-  if (bias) grads.push(bias.requiresGrad ? biasGradient(g, gy) : null);
+  if (bias) {
+    // Behind a training-mode batch norm the bias gradient, the per-channel sum of gy, is exactly
+    // 0: no pass over gy for it.
+    grads.push(
+      !bias.requiresGrad
+        ? null
+        : hasZeroChannelSums(gy)
+        ? Tensor.zeros(bias.shape)
+        : biasGradient(g, gy),
+    );
+  }
   return grads;
 }
 

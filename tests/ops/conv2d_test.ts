@@ -2,7 +2,10 @@ import assert from "node:assert/strict";
 import { conv2d, type Conv2dOptions } from "../../src/ops/conv2d.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { noGrad } from "../../src/autograd.ts";
-import { gpuCounters } from "../../src/gpu/dispatch.ts";
+import { gpuCounters, profileKernels } from "../../src/gpu/dispatch.ts";
+import { batchNorm2d } from "../../src/ops/batch_norm.ts";
+import { add, mul } from "../../src/ops/elementwise.ts";
+import { sum } from "../../src/ops/reduce.ts";
 import { kernelFamily } from "../../src/gpu/device.ts";
 import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { assertClose, dot, f32, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
@@ -423,3 +426,41 @@ gpuTest("conv2d() rejects wrong ranks, shapes and options with named errors", ()
   // A kernel that fits only thanks to the padding is fine.
   assert.deepEqual(conv2d(x, Tensor.zeros([4, 3, 9, 9]), b, { padding: 1 }).shape, [2, 4, 2, 2]);
 });
+
+gpuTest(
+  "a bias gradient behind a training batch norm is exactly 0 and takes no pass over gy",
+  async () => {
+    // [N, C, H, W] = [3, 5, 6, 6] -> [3, 7, 6, 6]: odd sizes.
+    const x = Tensor.from(f32(randomValues(3 * 5 * 36, 61)), [3, 5, 6, 6]);
+    const w = Tensor.from(f32(randomValues(7 * 5 * 9, 62, 0.3)), [7, 5, 3, 3], {
+      requiresGrad: true,
+    });
+    const b = Tensor.from(f32(randomValues(7, 63)), [7], { requiresGrad: true });
+    const r = randomValues(3 * 7 * 36, 64);
+    const upstream = Tensor.from(f32(r), [3, 7, 6, 6]);
+    const bn = { runningMean: Tensor.zeros([7]), runningVar: Tensor.ones([7]), training: true };
+    // Behind the batch norm alone: the bias gradient is the per-channel sum of the batch norm's
+    // input gradient, which is exactly 0 (dy - mean(dy) - xhat * mean(dy * xhat) sums to 0).
+    const z = conv2d(x, w, b, { padding: 1 });
+    const before = gpuCounters().dispatches;
+    const biasKernels = await profileKernels(() =>
+      sum(mul(batchNorm2d(z, bn), upstream)).backward()
+    );
+    assert.ok(gpuCounters().dispatches > before);
+    assert.ok(
+      !biasKernels.kernels.some((k) => k.kernel.startsWith("conv2d_backward_bias")),
+      biasKernels.kernels.map((k) => k.kernel).join(", "),
+    );
+    assert.deepEqual(Array.from(await b.grad!.toArray()), new Array(7).fill(0));
+    // The weight gradient still flows.
+    assert.ok((await w.grad!.toArray()).some((v) => v !== 0));
+    // With a second consumer of z (a skip connection), the sum is the skip's: computed.
+    b.grad = null;
+    w.grad = null;
+    const z2 = conv2d(x, w, b, { padding: 1 });
+    sum(mul(add(batchNorm2d(z2, bn), z2), upstream)).backward();
+    const expected = new Float64Array(7);
+    for (let i = 0; i < r.length; i++) expected[Math.floor(i / 36) % 7] += r[i];
+    assertClose(await b.grad!.toArray(), expected, { rtol: 1e-4, atol: 1e-4, what: "bias grad" });
+  },
+);
