@@ -183,8 +183,8 @@ export interface Geometry {
   h: number;
   w: number;
   o: number;
-  kh: number;
-  kw: number;
+  kernelH: number;
+  kernelW: number;
   oh: number;
   ow: number;
   strideH: number;
@@ -239,7 +239,7 @@ export function geometry(
         `[${strideH}, ${strideW}]: output would be ${oh}x${ow}`,
     );
   }
-  return { n, c, h, w, o, kh, kw, oh, ow, strideH, strideW, padH, padW };
+  return { n, c, h, w, o, kernelH: kh, kernelW: kw, oh, ow, strideH, strideW, padH, padW };
 }
 
 /**
@@ -276,7 +276,7 @@ export function conv2d(
   const out = Tensor.empty([g.n, g.o, g.oh, g.ow]);
   if (kernelFamily() === "gpu") {
     forwardTiled(input, weight, out, g, { kind: "bias", bias: bias ?? null });
-  } else if (rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kw, g.padW)) {
+  } else if (rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kernelW, g.padW)) {
     const packed = packedWeight(weight, false);
     forwardRows(input, packed, out, rowsGeometry(g), { kind: "bias", bias: bias ?? null });
   } else {
@@ -340,9 +340,11 @@ function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
   const gx = Tensor.empty([g.n, g.c, g.h, g.w]);
   // At stride 1 the input gradient is the convolution of gy with the flipped filters (O and C
   // swapped) and padding K - 1 - pad, which keeps the size: OH + 2 (KH - 1 - padH) - KH + 1 = H.
-  const padH = g.kh - 1 - g.padH;
-  const padW = g.kw - 1 - g.padW;
-  if (g.strideH === 1 && padH >= 0 && padW >= 0 && rowsFit(1, g.strideW, g.ow, g.w, g.kw, padW)) {
+  const padH = g.kernelH - 1 - g.padH;
+  const padW = g.kernelW - 1 - g.padW;
+  if (
+    g.strideH === 1 && padH >= 0 && padW >= 0 && rowsFit(1, g.strideW, g.ow, g.w, g.kernelW, padW)
+  ) {
     const packed = packedWeight(weight, true);
     forwardRows(gy, packed, gx, { ...rowsGeometry(g), padH, padW }, { kind: "bias", bias: null });
     return gx;
@@ -361,12 +363,12 @@ function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
 
 function weightGradient(g: Geometry, input: Tensor, gy: Tensor): Tensor {
   if (kernelFamily() === "gpu") return weightGradientTiled(g, input, gy);
-  const shape = [g.o, g.c, g.kh, g.kw];
-  if (rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kw, g.padW)) {
+  const shape = [g.o, g.c, g.kernelH, g.kernelW];
+  if (rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kernelW, g.padW)) {
     const { partial, chunks } = weightGradientRows(input, gy, rowsGeometry(g));
     return chunks > 1 ? reduceChunks(partial, chunks, shape) : partial;
   }
-  const lanes = Math.ceil(g.c / 8) * g.kh * g.kw;
+  const lanes = Math.ceil(g.c / 8) * g.kernelH * g.kernelW;
   const blocksO = Math.ceil(g.o / 8);
   const rows = g.n * g.oh;
   const { chunks, rowsPerChunk } = splitRows(blocksO * lanes, rows, g.ow);
@@ -408,8 +410,8 @@ function common(g: Geometry) {
     o: g.o,
     oh: g.oh,
     ow: g.ow,
-    kh: g.kh,
-    kw: g.kw,
+    kh: g.kernelH,
+    kw: g.kernelW,
     stride_h: g.strideH,
     stride_w: g.strideW,
     pad_h: g.padH,
@@ -467,8 +469,8 @@ export function rowsFit(
 
 /** The sizes the vec4-row kernels take besides their tensors' shapes. */
 export interface RowsGeometry {
-  kh: number;
-  kw: number;
+  kernelH: number;
+  kernelW: number;
   /** The stride, equal in both directions. */
   stride: number;
   padH: number;
@@ -477,7 +479,7 @@ export interface RowsGeometry {
 
 /** A convolution's {@link RowsGeometry}. */
 function rowsGeometry(g: Geometry): RowsGeometry {
-  return { kh: g.kh, kw: g.kw, stride: g.strideH, padH: g.padH, padW: g.padW };
+  return { kernelH: g.kernelH, kernelW: g.kernelW, stride: g.strideH, padH: g.padH, padW: g.padW };
 }
 
 /**
@@ -487,7 +489,7 @@ function rowsGeometry(g: Geometry): RowsGeometry {
 function rowsCommon(x: Tensor, y: Tensor, geo: RowsGeometry) {
   const [n, c, h, w] = x.shape;
   const [, o, oh, ow] = y.shape;
-  return { n, c, h, w, o, oh, ow, kh: geo.kh, pad_h: geo.padH };
+  return { n, c, h, w, o, oh, ow, kh: geo.kernelH, pad_h: geo.padH };
 }
 
 /** Output channels per conv2d_forward_rows invocation, in vec4s (its QV). */
@@ -600,7 +602,7 @@ export function forwardRows(
     constants: {
       WG: FORWARD_ROWS_WG,
       STRIDE: geo.stride,
-      KW: geo.kw,
+      KW: geo.kernelW,
       PAD_W: geo.padW,
       PV: pv,
       PY: py,
@@ -623,7 +625,7 @@ function weightGradientRows(
   const [, o, oh] = gy.shape;
   const qo = o > 4 ? 2 : 1;
   const qc = c > 4 ? 2 : 1;
-  const blocksC = Math.ceil(c / (4 * qc)) * geo.kh;
+  const blocksC = Math.ceil(c / (4 * qc)) * geo.kernelH;
   const blocksO = Math.ceil(o / (4 * qo));
   const rows = n * oh;
   // Chunks in whole workgroups, so that no lane idles.
@@ -631,7 +633,7 @@ function weightGradientRows(
     WEIGHT_ROWS_WG;
   const rowsPerChunk = Math.max(1, Math.ceil(rows / Math.max(1, Math.min(rows, wanted))));
   const chunks = Math.max(1, Math.ceil(rows / rowsPerChunk));
-  const shape = [o, c, geo.kh, geo.kw];
+  const shape = [o, c, geo.kernelH, geo.kernelW];
   const partial = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
   dispatch(BACKWARD_WEIGHT_ROWS, {
     buffers: [x.buffer, gy.buffer, partial.buffer],
@@ -640,7 +642,7 @@ function weightGradientRows(
     constants: {
       WG: WEIGHT_ROWS_WG,
       STRIDE: geo.stride,
-      KW: geo.kw,
+      KW: geo.kernelW,
       PAD_W: geo.padW,
       QO: qo,
       QC: qc,
@@ -715,7 +717,7 @@ export function forwardTiled(
     params: {
       ...common(g),
       m,
-      k: g.c * g.kh * g.kw,
+      k: g.c * g.kernelH * g.kernelW,
       epilogue: mode,
       has_residual: residual === x ? 0 : 1,
       relu: relu ? 1 : 0,
@@ -733,7 +735,7 @@ function inputGradientTiled(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
   const [x, z] = grid1d(Math.ceil(m / tm), 1);
   dispatch(BACKWARD_INPUT_TILED, {
     buffers: [gy.buffer, weight.buffer, gx.buffer],
-    params: { ...common(g), m, k: g.o * g.kh * g.kw },
+    params: { ...common(g), m, k: g.o * g.kernelH * g.kernelW },
     workgroups: [x, Math.ceil(g.c / tn), z],
     constants: { TM: tm, TN: tn, WG: wg },
   });
@@ -745,7 +747,7 @@ function inputGradientTiled(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
  * output pixels (a split-K GEMM), then conv2d_reduce_chunks when there are several.
  */
 function weightGradientTiled(g: Geometry, input: Tensor, gy: Tensor): Tensor {
-  const k = g.c * g.kh * g.kw;
+  const k = g.c * g.kernelH * g.kernelW;
   const q = g.n * g.oh * g.ow;
   const tm = g.o <= 16 ? 16 : g.o <= 32 ? 32 : 64;
   const tn = Math.max(k <= 16 ? 16 : k <= 32 ? 32 : 64, 1024 / tm);
@@ -756,7 +758,7 @@ function weightGradientTiled(g: Geometry, input: Tensor, gy: Tensor): Tensor {
   );
   const perChunk = Math.max(16, Math.ceil(q / wanted / 16) * 16);
   const chunks = Math.max(1, Math.ceil(q / perChunk));
-  const shape = [g.o, g.c, g.kh, g.kw];
+  const shape = [g.o, g.c, g.kernelH, g.kernelW];
   const partial = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
   dispatch(BACKWARD_WEIGHT_TILED, {
     buffers: [input.buffer, gy.buffer, partial.buffer],

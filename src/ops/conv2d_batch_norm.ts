@@ -103,7 +103,7 @@ export function conv2dBatchNormEval(
   const tiled = kernelFamily() === "gpu";
   if (
     shouldRecord(input, weight, bias, bn.weight, bn.bias, bn.residual) ||
-    (!tiled && !rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kw, g.padW))
+    (!tiled && !rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kernelW, g.padW))
   ) {
     // Gradients need the tape, and convolutions of other shapes their own kernels.
     const z = conv2d(input, weight, bias, conv);
@@ -149,7 +149,7 @@ export function conv2dBatchNormEval(
     input,
     packedWeight(weight, false),
     out,
-    { kh: g.kh, kw: g.kw, stride: g.strideH, padH: g.padH, padW: g.padW },
+    { kernelH: g.kernelH, kernelW: g.kernelW, stride: g.strideH, padH: g.padH, padW: g.padW },
     epilogue,
   );
   return out;
