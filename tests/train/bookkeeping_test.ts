@@ -5,48 +5,17 @@ import { Linear } from "../../src/nn/linear.ts";
 import { buildModel } from "../../src/train/models.ts";
 import { type EpochMetrics, renderCurves, type StepPoint } from "../../src/train/curves.ts";
 import { endEpoch } from "../../src/train/epoch_end.ts";
-import { ProgressReporter, type ProgressState } from "../../src/train/progress.ts";
+import { ProgressReporter } from "../../src/train/progress.ts";
 import { train, type TrainConfig } from "../../src/train/trainer.ts";
 import { main, UsageError } from "../../examples/train_cifar10.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { cifarFiles, writeFolder } from "../data/_fixtures.ts";
 import { gpuTest } from "../_gpu.ts";
+import { config as tinyConfig, Recorder } from "./_run.ts";
 
-class Recorder extends ProgressReporter {
-  lines: string[] = [];
-  states: ProgressState[] = [];
-  onUpdate?: (state: ProgressState) => void;
-  constructor() {
-    super({ write: () => {}, live: false });
-  }
-  override update(state: ProgressState): void {
-    this.states.push(state);
-    this.onUpdate?.(state);
-  }
-  override log(line: string): void {
-    this.lines.push(line);
-  }
-}
-
+/** The tiny run with 32 synthetic training images. */
 function config(logDir: string, overrides: Partial<TrainConfig> = {}): TrainConfig {
-  return {
-    model: "resnet8",
-    epochs: 2,
-    batchSize: 16,
-    lr: 0.05,
-    momentum: 0.9,
-    weightDecay: 1e-4,
-    optimizer: "sgd",
-    schedule: "multistep",
-    warmupEpochs: 0,
-    augment: { crop: true, flip: true },
-    dataset: "synthetic",
-    dataDir: logDir,
-    seed: 7,
-    logDir,
-    syntheticSizes: { train: 32, test: 16 },
-    ...overrides,
-  };
+  return tinyConfig(logDir, { syntheticSizes: { train: 32, test: 16 }, ...overrides });
 }
 
 function metrics(epoch: number, testAcc: number, lr = 0.1): EpochMetrics {

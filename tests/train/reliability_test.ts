@@ -10,41 +10,9 @@ import {
 } from "../../src/io/safetensors.ts";
 import { Linear } from "../../src/nn/linear.ts";
 import { loadCheckpoint } from "../../src/train/checkpoint.ts";
-import { ProgressReporter, type ProgressState } from "../../src/train/progress.ts";
-import { train, type TrainConfig } from "../../src/train/trainer.ts";
+import { train } from "../../src/train/trainer.ts";
 import { gpuTest } from "../_gpu.ts";
-
-class Quiet extends ProgressReporter {
-  lines: string[] = [];
-  constructor() {
-    super({ write: () => {}, live: false });
-  }
-  override update(_state: ProgressState): void {}
-  override log(line: string): void {
-    this.lines.push(line);
-  }
-}
-
-function config(logDir: string, overrides: Partial<TrainConfig> = {}): TrainConfig {
-  return {
-    model: "resnet8",
-    epochs: 2,
-    batchSize: 16,
-    lr: 0.05,
-    momentum: 0.9,
-    weightDecay: 1e-4,
-    optimizer: "sgd",
-    schedule: "multistep",
-    warmupEpochs: 0,
-    augment: { crop: true, flip: true },
-    dataset: "synthetic",
-    dataDir: logDir,
-    seed: 7,
-    logDir,
-    syntheticSizes: { train: 64, test: 16 },
-    ...overrides,
-  };
-}
+import { config, Recorder } from "./_run.ts";
 
 async function lines(path: string): Promise<Record<string, number>[]> {
   return (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l));
@@ -67,11 +35,11 @@ gpuTest(
   async () => {
     const root = await Deno.makeTempDir();
     try {
-      await train(config(root, { epochs: 1 }), { progress: new Quiet() });
+      await train(config(root, { epochs: 1 }), { progress: new Recorder() });
       const best = await Deno.readFile(`${root}/best.safetensors`);
       const metrics = await Deno.readTextFile(`${root}/metrics.jsonl`);
       await assert.rejects(
-        () => train(config(root, { epochs: 1, seed: 8 }), { progress: new Quiet() }),
+        () => train(config(root, { epochs: 1, seed: 8 }), { progress: new Recorder() }),
         /The log dir ".*" holds another run \(metrics.jsonl, last.safetensors, best.safetensors, summary.json, curves.svg\); pass --resume .*last.safetensors to continue it, --overwrite to replace it, or another --log-dir/,
       );
       assert.deepEqual(await Deno.readFile(`${root}/best.safetensors`), best);
@@ -83,7 +51,7 @@ gpuTest(
       await lock.write(new TextEncoder().encode('{"pid": 4242}\n'));
       try {
         await assert.rejects(
-          () => train(config(root, { epochs: 1 }), { progress: new Quiet(), overwrite: true }),
+          () => train(config(root, { epochs: 1 }), { progress: new Recorder(), overwrite: true }),
           /The log dir ".*" is in use by a live run \(pid 4242, see .*run.lock\)/,
         );
       } finally {
@@ -91,7 +59,7 @@ gpuTest(
         lock.close();
       }
 
-      const quiet = new Quiet();
+      const quiet = new Recorder();
       await train(config(root, { epochs: 1, seed: 8 }), { progress: quiet, overwrite: true });
       assert.ok(quiet.lines.some((l) => l.startsWith("--overwrite: removed the earlier run's")));
       assert.equal((await lines(`${root}/metrics.jsonl`)).length, 1);
@@ -115,7 +83,7 @@ gpuTest(
       for (const name of [...ours, "notes.txt.tmp-0123abcd"]) {
         await Deno.writeTextFile(`${root}/${name}`, "half");
       }
-      const quiet = new Quiet();
+      const quiet = new Recorder();
       await train(config(root, { epochs: 1 }), { progress: quiet });
       const left = (await Array.fromAsync(Deno.readDir(root))).map((e) => e.name);
       for (const name of ours) assert.ok(!left.includes(name), `${name} is still there`);
@@ -134,15 +102,15 @@ gpuTest(
   async () => {
     const root = await Deno.makeTempDir();
     try {
-      await train(config(`${root}/a`), { progress: new Quiet() });
+      await train(config(`${root}/a`), { progress: new Recorder() });
       const straight = await lines(`${root}/a/metrics.jsonl`);
 
       // Killed after epoch 1's checkpoint, a metrics file that says more than the checkpoint.
-      await train(config(`${root}/b`), { progress: new Quiet(), onEpochEnd: () => "stop" });
+      await train(config(`${root}/b`), { progress: new Recorder(), onEpochEnd: () => "stop" });
       const path = `${root}/b/metrics.jsonl`;
       const first = (await Deno.readTextFile(path)).trim();
       await Deno.writeTextFile(path, `${first}\n${first}\n{"epoch":2,"step":8,"lr":0.0`);
-      const quiet = new Quiet();
+      const quiet = new Recorder();
       await train(config(`${root}/b`), {
         progress: quiet,
         resumeFrom: `${root}/b/last.safetensors`,
@@ -154,10 +122,10 @@ gpuTest(
       assert.equal(resumed[1].train_loss, straight[1].train_loss);
 
       // A checkpoint ahead of metrics.jsonl (killed between the two writes) restores the line.
-      await train(config(`${root}/c`), { progress: new Quiet(), onEpochEnd: () => "stop" });
+      await train(config(`${root}/c`), { progress: new Recorder(), onEpochEnd: () => "stop" });
       await Deno.remove(`${root}/c/metrics.jsonl`);
       await train(config(`${root}/c`), {
-        progress: new Quiet(),
+        progress: new Recorder(),
         resumeFrom: `${root}/c/last.safetensors`,
       });
       assert.deepEqual((await lines(`${root}/c/metrics.jsonl`)).map((m) => m.epoch), [1, 2]);
@@ -172,13 +140,13 @@ gpuTest(
   async () => {
     const root = await Deno.makeTempDir();
     try {
-      await train(config(`${root}/a`), { progress: new Quiet() });
+      await train(config(`${root}/a`), { progress: new Recorder() });
       const straight = await lines(`${root}/a/metrics.jsonl`);
 
       // Stopped at epoch 1's last batch (trained, not evaluated), and at a mid-epoch batch.
       for (const stopAt of [4, 2]) {
         const dir = `${root}/stop${stopAt}`;
-        const stopped = new Quiet();
+        const stopped = new Recorder();
         await train(config(dir), {
           progress: stopped,
           onStepEnd: ({ step }) => step === stopAt ? "stop" : undefined,
@@ -188,7 +156,7 @@ gpuTest(
           where,
           new RegExp(`at step ${stopAt}, epoch 1/2 in progress \\(batch ${stopAt}/4\\)`),
         );
-        const resumed = new Quiet();
+        const resumed = new Recorder();
         await train(config(dir), { progress: resumed, resumeFrom: `${dir}/last.safetensors` });
         assert.ok(
           resumed.lines.some((l) => l.includes(`at step ${stopAt}, epoch 1/2 in progress`)),
@@ -210,7 +178,7 @@ gpuTest(
 gpuTest("best.safetensors and the best score survive a resume (from the checkpoint)", async () => {
   const root = await Deno.makeTempDir();
   try {
-    await train(config(root), { progress: new Quiet(), onEpochEnd: () => "stop" });
+    await train(config(root), { progress: new Recorder(), onEpochEnd: () => "stop" });
     // Epoch 1 scored 100%: nothing after can beat it, even when metrics.jsonl is lost.
     await editMetadata(`${root}/last.safetensors`, (m) => {
       const extra = JSON.parse(m.extra);
@@ -221,7 +189,7 @@ gpuTest("best.safetensors and the best score survive a resume (from the checkpoi
     const best = await Deno.readFile(`${root}/best.safetensors`);
     await Deno.remove(`${root}/metrics.jsonl`);
     const summary = await train(config(root), {
-      progress: new Quiet(),
+      progress: new Recorder(),
       resumeFrom: `${root}/last.safetensors`,
     });
     assert.equal(summary.best_test_accuracy, 1);
@@ -235,12 +203,12 @@ gpuTest("best.safetensors and the best score survive a resume (from the checkpoi
 gpuTest("a diverging run stops with a clear error and keeps the last good checkpoint", async () => {
   const root = await Deno.makeTempDir();
   try {
-    await train(config(root), { progress: new Quiet(), onEpochEnd: () => "stop" });
+    await train(config(root), { progress: new Recorder(), onEpochEnd: () => "stop" });
     const good = await Deno.readFile(`${root}/last.safetensors`);
     await assert.rejects(
       () =>
         train(config(root), {
-          progress: new Quiet(),
+          progress: new Recorder(),
           resumeFrom: `${root}/last.safetensors`,
           // As --lr 1e30 does from the first step.
           onStepEnd: ({ optimizer }) => {
@@ -254,7 +222,7 @@ gpuTest("a diverging run stops with a clear error and keeps the last good checkp
 
     // From scratch: no checkpoint before.
     await assert.rejects(
-      () => train(config(`${root}/x`, { lr: 1e30 }), { progress: new Quiet() }),
+      () => train(config(`${root}/x`, { lr: 1e30 }), { progress: new Recorder() }),
       /the run diverged, so it stops without saving\. No checkpoint was saved before/,
     );
     await assert.rejects(Deno.stat(`${root}/x/last.safetensors`), Deno.errors.NotFound);
@@ -266,10 +234,11 @@ gpuTest("a diverging run stops with a clear error and keeps the last good checkp
 gpuTest("a checkpoint of another model or with damaged metadata is refused by name", async () => {
   const root = await Deno.makeTempDir();
   try {
-    await train(config(root), { progress: new Quiet(), onEpochEnd: () => "stop" });
+    await train(config(root), { progress: new Recorder(), onEpochEnd: () => "stop" });
     const last = `${root}/last.safetensors`;
     await assert.rejects(
-      () => train(config(root, { model: "resnet14" }), { progress: new Quiet(), resumeFrom: last }),
+      () =>
+        train(config(root, { model: "resnet14" }), { progress: new Recorder(), resumeFrom: last }),
       /holds a resnet8 model, but this run trains resnet14; resume with --model resnet8/,
     );
     const good = await Deno.readFile(last);
@@ -293,7 +262,7 @@ gpuTest("a checkpoint of another model or with damaged metadata is refused by na
         m.extra = JSON.stringify(extra);
       });
       await assert.rejects(
-        () => train(config(root), { progress: new Quiet(), resumeFrom: last }),
+        () => train(config(root), { progress: new Recorder(), resumeFrom: last }),
         (error: Error) => error.constructor === Error && message.test(error.message),
         String(message),
       );

@@ -2,45 +2,10 @@ import assert from "node:assert/strict";
 import { CIFAR10_MEAN, CIFAR10_STD } from "../../src/data/cifar10.ts";
 import { SYNTHETIC_CLASSES } from "../../src/data/synthetic.ts";
 import { loadSafetensors } from "../../src/io/safetensors.ts";
-import { ProgressReporter, type ProgressState } from "../../src/train/progress.ts";
-import { type StepEndContext, train, type TrainConfig } from "../../src/train/trainer.ts";
+import { type StepEndContext, train } from "../../src/train/trainer.ts";
 import { main, UsageError } from "../../examples/train_cifar10.ts";
 import { gpuTest } from "../_gpu.ts";
-
-class Quiet extends ProgressReporter {
-  lines: string[] = [];
-  onUpdate?: (state: ProgressState) => void;
-  constructor() {
-    super({ write: () => {}, live: false });
-  }
-  override update(state: ProgressState): void {
-    this.onUpdate?.(state);
-  }
-  override log(line: string): void {
-    this.lines.push(line);
-  }
-}
-
-function config(logDir: string, overrides: Partial<TrainConfig> = {}): TrainConfig {
-  return {
-    model: "resnet8",
-    epochs: 2,
-    batchSize: 16,
-    lr: 0.05,
-    momentum: 0.9,
-    weightDecay: 1e-4,
-    optimizer: "sgd",
-    schedule: "multistep",
-    warmupEpochs: 0,
-    augment: { crop: true, flip: true },
-    dataset: "synthetic",
-    dataDir: logDir,
-    seed: 7,
-    logDir,
-    syntheticSizes: { train: 64, test: 16 },
-    ...overrides,
-  };
-}
+import { config, Recorder } from "./_run.ts";
 
 async function weights(path: string): Promise<Map<string, Float32Array>> {
   const tensors = await loadSafetensors(path);
@@ -55,21 +20,21 @@ async function weights(path: string): Promise<Map<string, Float32Array>> {
 gpuTest("2 epochs equal 1 epoch + resume + 1 epoch, bit for bit, and mid-epoch too", async () => {
   const root = await Deno.makeTempDir();
   try {
-    const straight = await train(config(`${root}/a`), { progress: new Quiet() });
+    const straight = await train(config(`${root}/a`), { progress: new Recorder() });
     assert.equal(straight.epochs, 2);
     assert.equal(straight.steps, 8);
 
     // Stop after the first epoch (max-steps), then resume with the same flags.
-    await train(config(`${root}/b`, { maxSteps: 4 }), { progress: new Quiet() });
+    await train(config(`${root}/b`, { maxSteps: 4 }), { progress: new Recorder() });
     const resumed = await train(config(`${root}/b`), {
-      progress: new Quiet(),
+      progress: new Recorder(),
       resumeFrom: `${root}/b/last.safetensors`,
     });
     assert.equal(resumed.steps, 8);
 
     // Interrupt mid-epoch (Ctrl-C), then resume.
     const controller = new AbortController();
-    const quiet = new Quiet();
+    const quiet = new Recorder();
     quiet.onUpdate = (s) => {
       if (s.epoch === 1 && s.batch === 2) controller.abort();
     };
@@ -80,7 +45,7 @@ gpuTest("2 epochs equal 1 epoch + resume + 1 epoch, bit for bit, and mid-epoch t
     assert.ok(stopped.interrupted);
     assert.equal(stopped.steps, 2);
     await train(config(`${root}/c`), {
-      progress: new Quiet(),
+      progress: new Recorder(),
       resumeFrom: `${root}/c/last.safetensors`,
     });
 
@@ -114,7 +79,7 @@ gpuTest("a short synthetic run learns well above chance and writes every output"
         lr: 0.1,
         syntheticSizes: { train: 480, test: 200 },
       }),
-      { progress: new Quiet() },
+      { progress: new Recorder() },
     );
     assert.ok(summary.best_test_accuracy > 0.3, `test accuracy ${summary.best_test_accuracy}`);
     const lines = (await Deno.readTextFile(`${root}/metrics.jsonl`)).trim().split("\n");
@@ -169,7 +134,7 @@ gpuTest(
       const seen: Omit<StepEndContext, "loss" | "model" | "optimizer">[] = [];
       const losses: number[] = [];
       const stopped = await train(config(`${root}/a`), {
-        progress: new Quiet(),
+        progress: new Recorder(),
         onStepEnd: async ({ loss, model: _model, optimizer: _optimizer, ...where }) => {
           seen.push(where);
           losses.push(await loss.item());
@@ -192,12 +157,12 @@ gpuTest(
       await assert.rejects(Deno.stat(`${root}/a/metrics.jsonl`), Deno.errors.NotFound);
 
       const resumed = await train(config(`${root}/a`), {
-        progress: new Quiet(),
+        progress: new Recorder(),
         resumeFrom: `${root}/a/last.safetensors`,
       });
       assert.equal(resumed.steps, 8);
       assert.equal(resumed.interrupted, false);
-      const straight = await train(config(`${root}/b`), { progress: new Quiet() });
+      const straight = await train(config(`${root}/b`), { progress: new Recorder() });
       assert.equal(straight.final_test_accuracy, resumed.final_test_accuracy);
       const a = await weights(`${root}/a/last.safetensors`);
       const b = await weights(`${root}/b/last.safetensors`);
@@ -214,7 +179,7 @@ gpuTest('onEpochEnd returning "stop" ends the run after that epoch\'s files', as
     const small = { epochs: 3, syntheticSizes: { train: 32, test: 16 } };
     const ends: [number, number, boolean][] = [];
     const summary = await train(config(root, small), {
-      progress: new Quiet(),
+      progress: new Recorder(),
       onEpochEnd: ({ metrics, history, isBest }) => {
         ends.push([metrics.epoch, history.length, isBest]);
         return metrics.epoch === 2 ? "stop" : undefined;
@@ -232,7 +197,7 @@ gpuTest('onEpochEnd returning "stop" ends the run after that epoch\'s files', as
 
     // A stop at the run's last epoch is no interruption: the run was over anyway.
     const last = await train(config(`${root}/last`, { ...small, epochs: 1 }), {
-      progress: new Quiet(),
+      progress: new Recorder(),
       onEpochEnd: () => "stop",
     });
     assert.equal(last.epochs, 1);
