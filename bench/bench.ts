@@ -52,7 +52,8 @@ run, and end-to-end training and inference images/s (batch 32 and 128) with a pe
 of one step each (timestamp queries, where the adapter offers them); then torchvision's ResNet-18
 and ResNet-50 at 224x224 (inference at batch 1 and 32, training at batch 32). The tables come last.
 
-  --quick          fewer shapes and repeats (about a minute on llvmpipe)
+  --quick          fewer shapes and repeats, no torchvision rows unless --only torchvision
+                   (about a minute on llvmpipe)
   --only WHAT      kernels, e2e (all end-to-end rows), torchvision (ResNet-18/50 rows only) or
                    host (the host cost of encoding a step)
   --kernels FAMILY the kernel family: auto (default: from the adapter), gpu or software
@@ -1128,7 +1129,11 @@ async function main(): Promise<void> {
       }
     }
   }
-  if (flags.only === "all" || flags.only === "e2e" || flags.only === "torchvision") {
+  // Minutes per row on a software adapter: not part of --quick unless asked for by name.
+  if (
+    flags.only === "torchvision" ||
+    (!flags.quick && (flags.only === "all" || flags.only === "e2e"))
+  ) {
     log("end to end, torchvision's models at 224x224");
     for (const name of Object.keys(TORCHVISION)) {
       for (const [batch, mode] of [[1, "infer"], [32, "infer"], [32, "train"]] as const) {
