@@ -1,50 +1,8 @@
 import assert from "node:assert/strict";
-import { CIFAR10_MEAN, CIFAR10_STD, type ImageDataset } from "../../src/data/cifar10.ts";
 import { DataLoader, GpuImageStore } from "../../src/data/loader.ts";
 import { Generator } from "../../src/random.ts";
 import { assertClose, gpuTest } from "../_gpu.ts";
-
-/** `count` images of random bytes with labels `i % 10`. */
-function randomDataset(count: number, seed: number): ImageDataset {
-  const g = new Generator(seed);
-  const images = new Uint8Array(count * 3072);
-  for (let i = 0; i < images.length; i++) images[i] = g.nextUint32() & 255;
-  const labels = Uint8Array.from({ length: count }, (_, i) => i % 10);
-  return { images, labels, count, classes: "abcdefghij".split(""), name: "random" };
-}
-
-/**
- * float64 reference: RandomCrop(32, padding=4) at (dx, dy), flip, ToTensor, Normalize, then
- * DeVries & Taylor's Cutout of side `size` centred at (cx, cy): rows and columns
- * [c - floor(size / 2), c - floor(size / 2) + size) clipped to the image, set to 0. Draws are
- * [B, 5]: dx, dy, flip, cx, cy.
- */
-function reference(
-  dataset: ImageDataset,
-  indices: ArrayLike<number>,
-  draws: ArrayLike<number>,
-  size: number,
-): Float64Array {
-  const [mean, std] = [CIFAR10_MEAN, CIFAR10_STD];
-  const out = new Float64Array(indices.length * 3072);
-  for (let n = 0; n < indices.length; n++) {
-    const [dx, dy, flip, cx, cy] = Array.from({ length: 5 }, (_, k) => draws[5 * n + k]);
-    const [x0, y0] = [cx - Math.floor(size / 2), cy - Math.floor(size / 2)];
-    for (let c = 0; c < 3; c++) {
-      for (let y = 0; y < 32; y++) {
-        for (let x = 0; x < 32; x++) {
-          const sx = (flip ? 31 - x : x) + dx - 4;
-          const sy = y + dy - 4;
-          const inside = sy >= 0 && sy < 32 && sx >= 0 && sx < 32;
-          const v = inside ? dataset.images[indices[n] * 3072 + c * 1024 + sy * 32 + sx] : 0;
-          const cut = size > 0 && x >= x0 && x < x0 + size && y >= y0 && y < y0 + size;
-          out[n * 3072 + c * 1024 + y * 32 + x] = cut ? 0 : (v / 255 - mean[c]) / std[c];
-        }
-      }
-    }
-  }
-  return out;
-}
+import { augmentReference, randomDataset } from "./_augment_reference.ts";
 
 const EXACT = { rtol: 0, atol: 1e-6, maxRelL2: 1e-6 };
 
@@ -69,7 +27,7 @@ gpuTest(
         draws[5 * n + 4] = cy;
       }
       const x = store.gather(indices, draws, undefined, undefined, size);
-      assertClose(await x.toArray(), reference(dataset, indices, draws, size), {
+      assertClose(await x.toArray(), augmentReference(dataset, indices, draws, { cutout: size }), {
         ...EXACT,
         what: `cutout ${size}`,
       });
@@ -110,7 +68,7 @@ gpuTest(
     assert.equal(first.draws.length, 5 * 5);
     assertClose(
       await first.images.toArray(),
-      reference(dataset, first.indices, first.draws, 9),
+      augmentReference(dataset, first.indices, first.draws, { cutout: 9 }),
       EXACT,
     );
     first.images.dispose();
@@ -119,7 +77,11 @@ gpuTest(
     const centres = new Set<number>();
     for (const batch of loader.batches()) {
       const values = await batch.images.toArray();
-      assertClose(values, reference(dataset, batch.indices, batch.draws, 9), EXACT);
+      assertClose(
+        values,
+        augmentReference(dataset, batch.indices, batch.draws, { cutout: 9 }),
+        EXACT,
+      );
       rest.push({ draws: Array.from(batch.draws), values });
       for (let i = 0; i < batch.indices.length; i++) centres.add(batch.draws[5 * i + 3]);
       batch.images.dispose();

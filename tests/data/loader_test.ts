@@ -1,49 +1,9 @@
 import assert from "node:assert/strict";
-import { CIFAR10_MEAN, CIFAR10_STD, type ImageDataset } from "../../src/data/cifar10.ts";
+import { CIFAR10_MEAN, CIFAR10_STD } from "../../src/data/cifar10.ts";
 import { type Batch, DataLoader, GpuImageStore } from "../../src/data/loader.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
-import { Generator } from "../../src/random.ts";
 import { assertClose, gpuTest } from "../_gpu.ts";
-
-/** `count` images of random bytes with labels `i % 10`. */
-function randomDataset(count: number, seed: number): ImageDataset {
-  const g = new Generator(seed);
-  const images = new Uint8Array(count * 3072);
-  for (let i = 0; i < images.length; i++) images[i] = g.nextUint32() & 255;
-  const labels = Uint8Array.from({ length: count }, (_, i) => i % 10);
-  return { images, labels, count, classes: "abcdefghij".split(""), name: "random" };
-}
-
-/**
- * float64 reference of torchvision's RandomCrop(32, padding=4) (corner dx, dy in the padded image),
- * RandomHorizontalFlip, ToTensor, Normalize, with the given draws.
- */
-function reference(
-  dataset: ImageDataset,
-  indices: ArrayLike<number>,
-  draws: ArrayLike<number>,
-  mean: readonly number[] = CIFAR10_MEAN,
-  std: readonly number[] = CIFAR10_STD,
-): Float64Array {
-  const out = new Float64Array(indices.length * 3072);
-  for (let n = 0; n < indices.length; n++) {
-    const [dx, dy, flip] = [draws[3 * n], draws[3 * n + 1], draws[3 * n + 2]];
-    for (let c = 0; c < 3; c++) {
-      for (let y = 0; y < 32; y++) {
-        for (let x = 0; x < 32; x++) {
-          // Crop from the padded image first, then flip the crop.
-          const cx = flip ? 31 - x : x;
-          const py = y + dy - 4;
-          const px = cx + dx - 4;
-          const inside = py >= 0 && py < 32 && px >= 0 && px < 32;
-          const v = inside ? dataset.images[indices[n] * 3072 + c * 1024 + py * 32 + px] : 0;
-          out[n * 3072 + c * 1024 + y * 32 + x] = (v / 255 - mean[c]) / std[c];
-        }
-      }
-    }
-  }
-  return out;
-}
+import { augmentReference, randomDataset } from "./_augment_reference.ts";
 
 const EXACT = { rtol: 0, atol: 1e-6, maxRelL2: 1e-6 };
 
@@ -94,7 +54,7 @@ gpuTest(
     ]);
     const x = store.gather(indices, draws);
     assert.deepEqual(x.shape, [12, 3, 32, 32]);
-    const expected = reference(dataset, indices, draws);
+    const expected = augmentReference(dataset, indices, draws);
     assertClose(await x.toArray(), expected, { ...EXACT, what: "augment" });
     // Padded pixels are (0 - mean) / std: row 0 of the first image (dy = 0) is all padding.
     const values = await x.toArray();
@@ -107,7 +67,7 @@ gpuTest(
     const y = store.gather(indices.subarray(0, 3), draws.subarray(0, 9), mean, std);
     assertClose(
       await y.toArray(),
-      reference(dataset, indices.subarray(0, 3), draws.subarray(0, 9), mean, std),
+      augmentReference(dataset, indices.subarray(0, 3), draws.subarray(0, 9), { mean, std }),
       EXACT,
     );
     assert.throws(() => store.gather(new Uint32Array([11]), new Uint8Array([4, 4, 0])), RangeError);
@@ -149,7 +109,7 @@ gpuTest(
     const all = new Set<number>();
     const seen = { dx: new Set<number>(), flip: new Set<number>() };
     for (const b of batches) {
-      assertClose(b.values!, reference(dataset, b.indices, b.draws), EXACT);
+      assertClose(b.values!, augmentReference(dataset, b.indices, b.draws), EXACT);
       assert.deepEqual(Array.from(b.labels), Array.from(b.indices, (i) => dataset.labels[i]));
       b.indices.forEach((i) => all.add(i));
       for (let i = 0; i < b.indices.length; i++) {
@@ -168,7 +128,7 @@ gpuTest(
     const [only] = await epoch(plain, true);
     assert.deepEqual(Array.from(only.indices), Array.from({ length: 21 }, (_, i) => i));
     assert.ok(only.draws.every((v, i) => v === (i % 3 === 2 ? 0 : 4)));
-    assertClose(only.values!, reference(dataset, only.indices, only.draws), EXACT);
+    assertClose(only.values!, augmentReference(dataset, only.indices, only.draws), EXACT);
 
     // A batch is encoded with the pending work: no submit of its own.
     const pending = new DataLoader(dataset, { batchSize: 4, augment: { crop: true, flip: true } });
