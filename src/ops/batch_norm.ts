@@ -522,6 +522,12 @@ export function checkBatchNorm(
  * the in-place update of the running statistics and counter that are given.
  */
 function encodeBatchStatistics(input: Tensor, stats: Tensor, bn: CheckedBatchNorm): void {
+  // Both families update the running statistics and counter in place.
+  if (bn.runningMean && bn.runningVar) {
+    markModified(bn.runningMean);
+    markModified(bn.runningVar);
+    if (bn.counter) markModified(bn.counter);
+  }
   if (kernelFamily() === "gpu") return encodeBatchStatisticsChunked(input, stats, bn);
   const [N, C, H, W] = input.shape;
   const hw = H * W;
@@ -530,13 +536,8 @@ function encodeBatchStatistics(input: Tensor, stats: Tensor, bn: CheckedBatchNor
   const buffers = [input.buffer, stats.buffer];
   if (bn.runningMean && bn.runningVar) {
     buffers.push(bn.runningMean.buffer, bn.runningVar.buffer);
-    markModified(bn.runningMean);
-    markModified(bn.runningVar);
   }
-  if (bn.runningMean && bn.counter) {
-    buffers.push(bn.counter.buffer);
-    markModified(bn.counter);
-  }
+  if (bn.runningMean && bn.counter) buffers.push(bn.counter.buffer);
   const lanes = reductionLanes(N, vec4 ? hw / 4 : hw, REDUCE_WG);
   dispatch(kernel, {
     buffers,

@@ -360,3 +360,32 @@ gpuTest("call() leaves what a forward hook was given to the hook, after backward
   assert.equal((await seen[0].toArray()).length, seen[0].size);
   model.dispose();
 });
+
+gpuTest(
+  "eval after training steps uses the new weights and running statistics, not stale caches",
+  async () => {
+    const model = resnet(8, { numClasses: 4, seed: 25 });
+    const x = Tensor.randn([2, 3, 8, 8], { seed: 26 });
+    const evalOutput = async () => {
+      model.eval();
+      const y = await noGrad(() => model.call(x)).toArray();
+      // Recording gradients, the layers run unfolded and unpacked from the current tensors.
+      const reference = await tidy(() => model.call(x).detach()).toArray();
+      model.train();
+      return { y, reference };
+    };
+    const first = await evalOutput(); // fills the packed-filter and folded-batch-norm caches
+    assertClose(first.y, first.reference, { what: "first eval" });
+    // A training forward moves only the running statistics.
+    tidy(() => void model.call(Tensor.randn([4, 3, 8, 8], { seed: 27 })));
+    const second = await evalOutput();
+    assertClose(second.y, second.reference, { what: "eval after a training forward" });
+    assert.ok(second.y.some((v, i) => Math.abs(v - first.y[i]) > 1e-4), "it did not move");
+    // An in-place update moves only the weights.
+    for (const p of model.parameters()) p.accumulate(mulScalar(p, 0.05));
+    const third = await evalOutput();
+    assertClose(third.y, third.reference, { what: "eval after a weight update" });
+    assert.ok(third.y.some((v, i) => Math.abs(v - second.y[i]) > 1e-4), "it did not move");
+    model.dispose();
+  },
+);
