@@ -290,7 +290,7 @@ function constantsKey(constants?: Record<string, number>): string {
 
 interface CachedPipeline {
   pipeline: GPUComputePipeline;
-  /** Number of the pipeline, the start of its bind groups' keys. */
+  /** The pipeline's cache key (kernel, entry point, constants): the start of its bind groups' keys. */
   key: string;
 }
 
