@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { adoptPinned, isPinnedFree } from "./gpu/buffer_pool.ts";
+import { invalidateRecording, isRecording, recordEffect } from "./gpu/dispatch.ts";
 import type { Tensor } from "./tensor.ts";
 
 /** One recorded op: how to turn the gradient of its output into gradients of its inputs. */
@@ -171,12 +173,39 @@ export function runBackward(root: Tensor, seed: Tensor, options: BackwardOptions
       continue;
     }
     if (tensor.grad) {
+      invalidateRecording(
+        "backward() accumulated into existing gradients (call zeroGrad() inside the recorded step)",
+      );
       tensor.grad.accumulate(grad);
       grad.dispose();
     } else {
       tensor.grad = grad.keep();
+      if (isRecording()) recordEffect(regrantGradient(tensor, grad));
     }
   }
+}
+
+/**
+ * The effect that gives `leaf` its recorded gradient again after a replay, whose commands wrote
+ * the gradient's buffer: nothing while `leaf.grad` is still that tensor; after it was dropped
+ * (`zeroGrad()`), a new tensor on the same (pinned) buffer.
+ */
+function regrantGradient(leaf: Tensor, grad: Tensor): () => void {
+  const { shape, buffer } = grad;
+  let current = grad;
+  return () => {
+    if (leaf.grad === current && !current.disposed) return;
+    leaf.grad?.dispose();
+    if (!isPinnedFree(buffer)) {
+      throw new Error(
+        "a replayed step's gradient buffer is held by another tensor; was the recording " +
+          "released while still replayed?",
+      );
+    }
+    // Tensor's own class (imported as a type only: tensor.ts imports this module).
+    const TensorClass = leaf.constructor as typeof Tensor;
+    leaf.grad = current = new TensorClass(shape, adoptPinned(buffer)).keep();
+  };
 }
 
 function accumulate(grads: Map<Tensor, Tensor>, input: Tensor, grad: Tensor): void {

@@ -6,15 +6,17 @@
 import fillSource from "../kernels/fill.wgsl" with { type: "text" };
 import addInplaceSource from "../kernels/add_inplace.wgsl" with { type: "text" };
 import { type BackwardOptions, type GradNode, isGradEnabled, runBackward } from "./autograd.ts";
-import { acquireBuffer, releaseBuffer } from "./gpu/buffer_pool.ts";
+import { acquireBuffer, adoptPinned, releaseBuffer } from "./gpu/buffer_pool.ts";
 import { currentDevice } from "./gpu/device.ts";
 import {
   clearBuffer,
   copyBuffer,
   dispatch,
   grid1d,
+  isRecording,
   kernel,
   readBuffer,
+  recordEffect,
   writeBuffer,
 } from "./gpu/dispatch.ts";
 import { defaultGenerator, Generator } from "./random.ts";
@@ -58,6 +60,8 @@ class Storage {
     }
   }
   modified(): void {
+    // A replayed step redoes the bump, so that caches see the values it changes.
+    recordEffect(() => this.modified());
     this.version++;
     this.zeroChannelSums = null;
     this.dropDerived();
@@ -91,7 +95,9 @@ export function derivedTensor(
 ): Tensor {
   const storage = storageOf(source);
   const cached = storage.derived?.get(key);
-  if (cached && cached.stamp === stamp) return cached.tensor;
+  // While a step is recorded the derivative is made again, so that the recording holds the work
+  // that makes it: a replay must not count on a cache that held it at recording time.
+  if (cached && cached.stamp === stamp && !isRecording()) return cached.tensor;
   cached?.tensor.dispose();
   const tensor = keep(make());
   (storage.derived ??= new Map()).set(key, { stamp, tensor });
@@ -114,6 +120,15 @@ export function markZeroChannelSums(t: Tensor): void {
 export function hasZeroChannelSums(t: Tensor): boolean {
   const marked = storageOf(t).zeroChannelSums;
   return marked !== null && t.ndim >= 2 && marked[0] === t.shape[0] && marked[1] === t.shape[1];
+}
+
+/**
+ * A new tensor on a pinned buffer that no tensor holds (see `pinBuffers`), outside every tidy()
+ * scope: a replayed step hands out its recorded outputs and gradients again this way after the
+ * tensors it first returned were disposed. Internal: not exported by mod.ts.
+ */
+export function adoptPinnedTensor(shape: Shape, buffer: GPUBuffer): Tensor {
+  return new Tensor(shape, adoptPinned(buffer)).keep();
 }
 
 let storageOf: (t: Tensor) => Storage;

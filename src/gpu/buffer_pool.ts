@@ -43,6 +43,7 @@ export function acquireBuffer(byteLength: number): GPUBuffer {
     free.clear();
     spares.clear();
     checkedOut.clear();
+    pins.clear();
     owned = new WeakSet();
     allocatedBytes = inUseBytes = peakInUseBytes = 0;
     poolDevice = device;
@@ -82,6 +83,12 @@ export function acquireBuffer(byteLength: number): GPUBuffer {
 export function releaseBuffer(buffer: GPUBuffer, collected = false): void {
   if (!owned.has(buffer)) return;
   checkedOut.delete(buffer);
+  const pin = pins.get(buffer);
+  if (pin) {
+    // Kept out of the free lists while pinned: a replay writes it. Still counted in use.
+    pin.held = false;
+    return;
+  }
   const size = buffer.size;
   inUseBytes -= size;
   if (collected) {
@@ -98,6 +105,82 @@ export function releaseBuffer(buffer: GPUBuffer, collected = false): void {
   let i = list.length;
   while (i > 0 && serials.get(list[i - 1])! < serial) i--;
   list.splice(i, 0, buffer);
+}
+
+/** A pinned buffer: how many holders pinned it, and whether a tensor holds it too. */
+interface Pin {
+  count: number;
+  held: boolean;
+}
+
+// Buffers that recorded commands use (see pinBuffers), never handed out while pinned.
+const pins = new Map<GPUBuffer, Pin>();
+
+/**
+ * Keeps the pool from handing out `buffers` (those it owns) until {@link unpinBuffers}: a
+ * recorded step replays commands that write them, so nothing else may get them, even after the
+ * tensors that held them are disposed. Free ones leave the free lists; all count as in use while
+ * pinned. Pins nest: a buffer pinned twice needs two unpins. Internal.
+ */
+export function pinBuffers(buffers: Iterable<GPUBuffer>): void {
+  for (const buffer of buffers) {
+    if (!owned.has(buffer)) continue;
+    const pin = pins.get(buffer);
+    if (pin) {
+      pin.count++;
+      continue;
+    }
+    const held = checkedOut.has(buffer);
+    if (!held) {
+      for (const lists of [free, spares]) {
+        const list = lists.get(buffer.size);
+        const i = list?.indexOf(buffer) ?? -1;
+        if (i >= 0) list!.splice(i, 1);
+      }
+      inUseBytes += buffer.size;
+      peakInUseBytes = Math.max(peakInUseBytes, inUseBytes);
+    }
+    pins.set(buffer, { count: 1, held });
+  }
+}
+
+/**
+ * Undoes one {@link pinBuffers} of each buffer; a buffer no longer pinned and held by no tensor
+ * goes back to the free lists. Internal.
+ */
+export function unpinBuffers(buffers: Iterable<GPUBuffer>): void {
+  for (const buffer of buffers) {
+    const pin = pins.get(buffer);
+    if (!pin || --pin.count > 0) continue;
+    pins.delete(buffer);
+    if (!pin.held && owned.has(buffer)) {
+      checkedOut.set(buffer, ++checkouts);
+      releaseBuffer(buffer);
+    }
+  }
+}
+
+/**
+ * Whether `buffer` is pinned and held by no tensor, so that {@link adoptPinned} may give it to a
+ * new one. Internal.
+ */
+export function isPinnedFree(buffer: GPUBuffer): boolean {
+  const pin = pins.get(buffer);
+  return pin !== undefined && !pin.held;
+}
+
+/**
+ * Marks a pinned buffer that no tensor holds as held again, for a tensor that wraps it (a
+ * replayed step's output or gradient, whose earlier tensor was disposed). Internal.
+ *
+ * @throws {Error} when the buffer is not pinned or a tensor already holds it.
+ */
+export function adoptPinned(buffer: GPUBuffer): GPUBuffer {
+  const pin = pins.get(buffer);
+  if (!pin || pin.held) throw new Error("adoptPinned(): the buffer is not a free pinned buffer");
+  pin.held = true;
+  checkedOut.set(buffer, ++checkouts);
+  return buffer;
 }
 
 /**

@@ -228,6 +228,179 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 const perStepUniforms = new DynamicUniforms();
+
+/** One command of a {@link Recording}. */
+type RecordedCommand =
+  | {
+    kind: "dispatch";
+    kernel: Kernel;
+    pipeline: GPUComputePipeline;
+    group: GPUBindGroup;
+    x: number;
+    y: number;
+    z: number;
+  }
+  | {
+    kind: "copy";
+    source: GPUBuffer;
+    sourceOffset: number;
+    destination: GPUBuffer;
+    destinationOffset: number;
+    size: number;
+  }
+  | { kind: "clear"; buffer: GPUBuffer; offset: number; size: number };
+
+/**
+ * The commands encoded between {@link startRecording} and {@link stopRecording}, with the
+ * pipelines and bind groups they used, so that {@link replayRecording} can encode the same work
+ * again without the JavaScript that produced it (the idea of CUDA graphs). Replaying is only
+ * right while every buffer the commands use holds what the recorded work expects: the caller
+ * pins them (buffer_pool.ts) and feeds new inputs by writing into the recorded input buffers.
+ * Internal: not exported by mod.ts.
+ */
+export interface Recording {
+  /** The commands, in encoding order. */
+  readonly commands: readonly RecordedCommand[];
+  /** Every buffer the commands bind, copy or clear. */
+  readonly buffers: ReadonlySet<GPUBuffer>;
+  /**
+   * What the recorded JavaScript did besides encoding (a version bump, a gradient assigned to a
+   * parameter), to be redone after each replay, in order.
+   */
+  readonly effects: readonly (() => void)[];
+  /** Dispatches among the commands. */
+  readonly dispatches: number;
+  /**
+   * Why the recording cannot be replayed (an upload, a readback or per-step uniforms happened
+   * while recording, or a buffer it uses was destroyed), or null when it can.
+   */
+  readonly invalid: string | null;
+  /** The device it was recorded on. */
+  readonly device: GPUDevice;
+}
+
+interface MutableRecording {
+  commands: RecordedCommand[];
+  buffers: Set<GPUBuffer>;
+  effects: (() => void)[];
+  dispatches: number;
+  invalid: string | null;
+  device: GPUDevice;
+}
+
+let recording: MutableRecording | null = null;
+// Recordings a caller may still replay: destroying a buffer one of them uses invalidates it.
+const liveRecordings = new Set<MutableRecording>();
+
+/**
+ * Starts recording the commands encoded from now on (they are still encoded and run as usual).
+ * Work encoded before is submitted first, so that the recording starts a submit. Internal.
+ *
+ * @throws {Error} when a recording or a kernel profile is already running.
+ */
+export function startRecording(): void {
+  if (recording) throw new Error("startRecording(): a recording is already running");
+  if (profiler) throw new Error("startRecording(): cannot record while profiling kernels");
+  const device = deviceForCaches();
+  flush();
+  recording = {
+    commands: [],
+    buffers: new Set(),
+    effects: [],
+    dispatches: 0,
+    invalid: null,
+    device,
+  };
+}
+
+/** Ends the recording {@link startRecording} began and returns it. Internal. */
+export function stopRecording(): Recording {
+  const done = recording;
+  if (!done) throw new Error("stopRecording(): no recording is running");
+  recording = null;
+  if (!done.invalid) liveRecordings.add(done);
+  return done;
+}
+
+/** Whether commands are being recorded now. Internal. */
+export function isRecording(): boolean {
+  return recording !== null;
+}
+
+/**
+ * Adds `effect` to the recording, to run after each replay; nothing when not recording.
+ * Internal.
+ */
+export function recordEffect(effect: () => void): void {
+  recording?.effects.push(effect);
+}
+
+/**
+ * Marks the running recording as one that cannot be replayed, saying why; the work itself goes
+ * on as usual. Nothing when not recording. Internal.
+ */
+export function invalidateRecording(reason: string): void {
+  if (recording && !recording.invalid) recording.invalid = reason;
+}
+
+/** Forgets `rec`: destroyed buffers no longer concern it. Internal. */
+export function releaseRecording(rec: Recording): void {
+  liveRecordings.delete(rec as MutableRecording);
+}
+
+/**
+ * Encodes the recorded commands again, after the work encoded so far, then runs the recorded
+ * effects. Internal.
+ *
+ * @throws {Error} when the recording cannot be replayed (see {@link Recording.invalid}) or the
+ *   device it was recorded on is gone.
+ */
+export function replayRecording(rec: Recording): void {
+  if (rec.invalid) {
+    throw new Error(`replayRecording(): this recording cannot be replayed: ${rec.invalid}`);
+  }
+  if (recording) throw new Error("replayRecording(): cannot replay while recording");
+  const device = deviceForCaches();
+  if (rec.device !== device) {
+    throw new Error("replayRecording(): the recording was made on a GPU device that is gone");
+  }
+  let last: GPUComputePipeline | null = null;
+  for (const c of rec.commands) {
+    if (c.kind === "dispatch") {
+      if (profiler) {
+        const p = profiledPass(device, profiler, c.kernel);
+        p.setPipeline(c.pipeline);
+        p.setBindGroup(0, c.group);
+        p.dispatchWorkgroups(c.x, c.y, c.z);
+        if (p !== pass) p.end();
+        last = null;
+      } else {
+        if (!pass) last = null;
+        const p = computePass(device);
+        // A pipeline set in this pass stays set: only a change needs setPipeline.
+        if (c.pipeline !== last) p.setPipeline(last = c.pipeline);
+        p.setBindGroup(0, c.group);
+        p.dispatchWorkgroups(c.x, c.y, c.z);
+      }
+      counters.dispatches++;
+    } else if (c.kind === "copy") {
+      outsidePass(device).copyBufferToBuffer(
+        c.source,
+        c.sourceOffset,
+        c.destination,
+        c.destinationOffset,
+        c.size,
+      );
+    } else {
+      outsidePass(device).clearBuffer(c.buffer, c.offset, c.size);
+    }
+    if (++pendingCommands >= MAX_PENDING_COMMANDS) {
+      flush();
+      last = null;
+    }
+  }
+  for (const effect of rec.effects) effect();
+}
 const readbackBuffers = new Map<number, GPUBuffer[]>();
 
 function bufferId(buffer: GPUBuffer): number {
@@ -427,6 +600,9 @@ export function dispatch<P extends string>(
     const bytes = new Uint8Array(paramScratch, 0, layout.size);
     uniformSize = layout.size;
     if (args.dynamicUniforms) {
+      invalidateRecording(
+        `${kernel.name} takes per-step uniforms, whose values a replay would not update`,
+      );
       if (perStepUniforms.full) {
         // A step with more of these than slots: submit what is encoded, and double the slots.
         flush();
@@ -476,6 +652,12 @@ export function dispatch<P extends string>(
   p.dispatchWorkgroups(x, y, z);
   if (p !== pass) p.end();
   counters.dispatches++;
+  if (recording) {
+    recording.commands.push({ kind: "dispatch", kernel, pipeline, group, x, y, z });
+    recording.dispatches++;
+    for (const b of args.buffers) recording.buffers.add(b);
+    if (uniform) recording.buffers.add(uniform);
+  }
   commandEncoded();
 }
 
@@ -578,6 +760,7 @@ export async function profileKernels<T>(fn: () => T | Promise<T>): Promise<Kerne
   if (profiler) {
     throw new Error("profileKernels(): a profile is already running; profiles do not nest.");
   }
+  if (recording) throw new Error("profileKernels(): cannot profile while a step is recorded");
   flush();
   const querySet = device.createQuerySet({ type: "timestamp", count: 2 * PROFILE_CAPACITY });
   const prof: Profiler = { querySet, labels: [], untimed: 0 };
@@ -634,6 +817,15 @@ function forgetBindGroups(buffer: GPUBuffer): void {
  */
 export function destroyBuffer(buffer: GPUBuffer): void {
   if (cachedFor) forgetBindGroups(buffer);
+  for (const rec of liveRecordings) {
+    if (rec.buffers.has(buffer)) {
+      rec.invalid = "a buffer its commands use was destroyed";
+      liveRecordings.delete(rec);
+    }
+  }
+  if (recording?.buffers.has(buffer)) {
+    invalidateRecording("a buffer its commands use was destroyed");
+  }
   if (pendingCommands > 0) destroyAfterSubmit.push(buffer);
   else buffer.destroy();
 }
@@ -654,6 +846,17 @@ export function copyBuffer(
     destinationOffset,
     byteLength,
   );
+  if (recording) {
+    recording.commands.push({
+      kind: "copy",
+      source,
+      sourceOffset,
+      destination,
+      destinationOffset,
+      size: byteLength,
+    });
+    recording.buffers.add(source).add(destination);
+  }
   commandEncoded();
 }
 
@@ -661,6 +864,10 @@ export function copyBuffer(
 export function clearBuffer(buffer: GPUBuffer, byteOffset: number, byteLength: number): void {
   const device = deviceForCaches();
   outsidePass(device).clearBuffer(buffer, byteOffset, byteLength);
+  if (recording) {
+    recording.commands.push({ kind: "clear", buffer, offset: byteOffset, size: byteLength });
+    recording.buffers.add(buffer);
+  }
   commandEncoded();
 }
 
@@ -707,6 +914,10 @@ export function writeBuffer(buffer: GPUBuffer, data: ArrayBufferView, byteOffset
   const device = deviceForCaches();
   const bytes = padTo4(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   counters.uploads++;
+  invalidateRecording(
+    "it uploads data from the CPU (a replay would not upload the new values); write inputs " +
+      "into tensors before the recorded work",
+  );
   if (pendingCommands === 0) {
     device.queue.writeBuffer(buffer, byteOffset, bytes as Uint8Array<ArrayBuffer>, 0, bytes.length);
     return;
@@ -737,6 +948,7 @@ export async function readBuffer(
     });
     counters.bufferCreations++;
   }
+  invalidateRecording("it reads a tensor back to the CPU");
   copyBuffer(buffer, byteOffset, staging, 0, size);
   flush();
   counters.readbacks++;

@@ -31,6 +31,17 @@ export interface RemovableHandle {
 // Each module's forward hooks in registration order; read by hasForwardHooks.
 const forwardHooks = new WeakMap<Module, Map<number, ForwardHook>>();
 let nextHookId = 1;
+// Bumped by every change of what a module tree runs: a hook added or removed, a submodule set.
+let treeChanges = 0;
+
+/**
+ * A counter that every `setSubmodule`, `registerForwardHook` and hook `remove()` (on any
+ * module) increases: a recorded step compares it to know the tree it recorded still runs.
+ * Internal: not exported by mod.ts.
+ */
+export function moduleTreeVersion(): number {
+  return treeChanges;
+}
 
 /**
  * Whether `module` has forward hooks: then its output must be computed (and passed to them)
@@ -202,7 +213,12 @@ export abstract class Module {
     if (!hooks) forwardHooks.set(this, hooks = new Map());
     const id = nextHookId++;
     hooks.set(id, hook);
-    return { remove: () => void hooks.delete(id) };
+    treeChanges++;
+    return {
+      remove: () => {
+        if (hooks.delete(id)) treeChanges++;
+      },
+    };
   }
 
   /**
@@ -267,6 +283,7 @@ export abstract class Module {
       );
     }
     parent.#children.set(name, module);
+    treeChanges++;
   }
 
   /** The direct children with their names, in registration order. */

@@ -122,7 +122,6 @@ export function clipGradNorm(
       buffers: [partials.buffer, norm.buffer, coef.buffer],
       params: { count: partials.size, mode, p, max_norm: maxNorm },
       workgroups: [1, 1, 1],
-      dynamicUniforms: true,
     });
     // Each gradient buffer is scaled once, even if two parameters were to share one.
     const unique = [...new Map(grads.map((g) => [g.buffer, g])).values()];

@@ -41,6 +41,11 @@ export {
 export { type EpochMetrics, renderCurves, type StepPoint } from "./curves.ts";
 export { ProgressReporter, type ProgressState } from "./progress.ts";
 export { trainStep, type TrainStepOptions, type TrainStepResult } from "./step.ts";
+export {
+  type CompiledStepMode,
+  CompiledTrainStep,
+  type CompiledTrainStepOptions,
+} from "./compiled_step.ts";
 export { evaluate, type EvaluateOptions, type EvaluateResult } from "./evaluate.ts";
 export { ThroughputMeter, type ThroughputMeterOptions } from "./throughput.ts";
 export { endEpoch, type EpochEndOptions, type EpochEndResult } from "./epoch_end.ts";

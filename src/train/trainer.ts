@@ -1,6 +1,7 @@
 /**
  * The training loop behind `deno task train`: builds the model, optimizer, schedule and data from
- * a {@link TrainConfig}, then repeats {@link trainStep} with readbacks every few seconds, times it
+ * a {@link TrainConfig}, then repeats a {@link CompiledTrainStep} (which records the step once and
+ * replays it) with readbacks every few seconds, times it
  * with a {@link ThroughputMeter}, and at each epoch's end runs {@link evaluate} and
  * {@link endEpoch} (`metrics.jsonl`, `curves.svg`, checkpoints); it writes `summary.json` at the
  * end and resumes exactly from a checkpoint. `onStepEnd` and `onEpochEnd` hooks can watch the run
@@ -33,7 +34,7 @@ import { endEpoch } from "./epoch_end.ts";
 import { evaluate } from "./evaluate.ts";
 import { buildModel, MAX_DEPTH } from "./models.ts";
 import { ProgressReporter } from "./progress.ts";
-import { trainStep } from "./step.ts";
+import { CompiledTrainStep } from "./compiled_step.ts";
 import { ThroughputMeter } from "./throughput.ts";
 import { resolveDataset } from "./_dataset.ts";
 import { formatDuration } from "./_duration.ts";
@@ -531,13 +532,15 @@ async function trainInFolder(
   // Seconds of the last evaluation, for the run's ETA; unknown before the first.
   let evalSeconds = NaN;
   const runEpochs = Math.ceil(totalSteps / trainLoader.length);
-  const stepOptions = {
+  // Each step after the first three replays the commands the third recorded (see
+  // CompiledTrainStep): the host's cost per step is then little more than WebGPU's own.
+  const compiledStep = new CompiledTrainStep(model, optimizer, {
     loss: config.labelSmoothing
-      ? (output: Tensor, labels: Int32Array) =>
+      ? (output: Tensor, labels: Tensor) =>
         crossEntropy(output, labels, { labelSmoothing: config.labelSmoothing })
       : undefined,
     clipGradNorm: config.clipGradNorm,
-  };
+  });
   // A resumed epoch in progress is finished and evaluated first, even one whose every batch was
   // trained before the interruption.
   let pending = trainLoader.position > 0;
@@ -565,7 +568,7 @@ async function trainInFolder(
         : [];
       for (const batch of epochBatches) {
         const size = batch.labels.length;
-        const result = trainStep(model, optimizer, batch, stepOptions);
+        const result = compiledStep.run(batch);
         tidy(() =>
           noGrad(() => {
             lossSum.accumulate(mulScalar(result.loss, size));
@@ -710,6 +713,7 @@ async function trainInFolder(
       }
     }
   } finally {
+    compiledStep.dispose();
     lossSum.dispose();
     correct.dispose();
     trainLoader.dispose();

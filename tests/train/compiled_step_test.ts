@@ -1,0 +1,296 @@
+// CompiledTrainStep: a recorded and replayed step computes what ordinary steps compute, bit for
+// bit, keeps its buffers from other work, and falls back to ordinary steps when it must.
+import assert from "node:assert/strict";
+import { memoryStats } from "../../src/gpu/buffer_pool.ts";
+import {
+  gpuCounters,
+  releaseRecording,
+  replayRecording,
+  startRecording,
+  stopRecording,
+} from "../../src/gpu/dispatch.ts";
+import { Identity } from "../../src/nn/activation.ts";
+import type { Module } from "../../src/nn/module.ts";
+import { resnet } from "../../src/nn/resnet.ts";
+import { add } from "../../src/ops/elementwise.ts";
+import { crossEntropy } from "../../src/ops/loss.ts";
+import { Adam } from "../../src/optim/adam.ts";
+import type { Optimizer } from "../../src/optim/optimizer.ts";
+import { SGD } from "../../src/optim/sgd.ts";
+import { noGrad } from "../../src/autograd.ts";
+import { Tensor } from "../../src/tensor.ts";
+import { CompiledTrainStep } from "../../src/train/compiled_step.ts";
+import { trainStep } from "../../src/train/step.ts";
+import { gpuTest } from "../_gpu.ts";
+
+function batch(seed: number, n = 8) {
+  return {
+    images: Tensor.randn([n, 3, 8, 8], { seed }),
+    labels: Int32Array.from({ length: n }, (_, i) => (i * 3 + seed) % 4),
+  };
+}
+
+/** Every parameter and buffer (running statistics) of `model`, read back. */
+async function weights(model: Module): Promise<Float32Array[]> {
+  return await Promise.all(model.stateDict().values().map((t) => t.toArray()));
+}
+
+async function assertSameModels(a: Module, b: Module, what: string): Promise<void> {
+  const [wa, wb] = [await weights(a), await weights(b)];
+  const keys = [...a.stateDict().keys()];
+  wa.forEach((values, i) => assert.deepEqual(values, wb[i], `${what}: ${keys[i]} differs`));
+}
+
+/** Disposes what a test made, so that no tensor is left for the garbage collector to return. */
+function disposeAll(...things: ({ dispose(): void } | Module)[]): void {
+  for (const thing of things) {
+    if ("zeroGrad" in thing) thing.zeroGrad();
+    thing.dispose();
+  }
+}
+
+function pair(makeOptimizer: (m: Module) => Optimizer) {
+  const eager = resnet(8, { numClasses: 4, seed: 5 });
+  const compiled = resnet(8, { numClasses: 4, seed: 5 });
+  return {
+    eager,
+    compiled,
+    eagerOpt: makeOptimizer(eager),
+    compiledOpt: makeOptimizer(compiled),
+  };
+}
+
+for (
+  const [name, make] of [
+    [
+      "SGD with momentum and weight decay",
+      (m: Module) => new SGD(m.parameters(), { lr: 0.05, momentum: 0.9, weightDecay: 5e-4 }),
+    ],
+    ["Adam", (m: Module) => new Adam(m.parameters(), { lr: 1e-3 })],
+  ] as const
+) {
+  gpuTest(
+    `replayed steps (${name}) give bit-identical losses, weights and running statistics to trainStep`,
+    async () => {
+      const { eager, compiled, eagerOpt, compiledOpt } = pair(make);
+      const step = new CompiledTrainStep(compiled, compiledOpt);
+      const modes: string[] = [];
+      for (let s = 0; s < 6; s++) {
+        const b = batch(s + 1);
+        const want = trainStep(eager, eagerOpt, b);
+        const got = step.run(b);
+        modes.push(step.mode);
+        assert.equal(await got.loss.item(), await want.loss.item(), `loss of step ${s}`);
+        assert.equal(await got.correct.item(), await want.correct.item(), `correct of step ${s}`);
+        disposeAll(got.loss, got.correct, want.loss, want.correct);
+        // A learning rate that changes per step, as a schedule sets it.
+        eagerOpt.lr *= 0.9;
+        compiledOpt.lr *= 0.9;
+        b.images.dispose();
+      }
+      assert.deepEqual(modes, ["eager", "eager", "recorded", "replayed", "replayed", "replayed"]);
+      await assertSameModels(compiled, eager, "after 6 steps");
+      // The parameters' gradients are the last step's, as after trainStep.
+      const [gc, ge] = [compiled.parameters()[0].grad!, eager.parameters()[0].grad!];
+      assert.deepEqual(await gc.toArray(), await ge.toArray());
+      // Optimizer state (momentum, Adam's moments and step counts) agrees too.
+      const [sc, se] = [compiledOpt.stateDict(), eagerOpt.stateDict()];
+      assert.deepEqual(sc.hyper, se.hyper);
+      for (const [key, t] of se.state) {
+        assert.deepEqual(await sc.state.get(key)!.toArray(), await t.toArray(), key);
+      }
+      disposeAll(step, eagerOpt, compiledOpt, eager, compiled);
+    },
+  );
+}
+
+gpuTest("a replayed step encodes what the recorded one did and creates nothing", async () => {
+  const model = resnet(8, { numClasses: 4, seed: 1 });
+  const opt = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9 });
+  const step = new CompiledTrainStep(model, opt);
+  const b = batch(1);
+  const dispatches: number[] = [];
+  let before = gpuCounters();
+  const memory: number[] = [];
+  for (let s = 0; s < 8; s++) {
+    const { loss, correct } = step.run(b);
+    const after = gpuCounters();
+    dispatches.push(after.dispatches - before.dispatches);
+    if (s >= 4) {
+      assert.equal(after.bindGroupCreations - before.bindGroupCreations, 0, "bind groups");
+      assert.equal(after.bufferCreations - before.bufferCreations, 0, "buffers");
+      assert.equal(after.uniformWrites - before.uniformWrites, 0, "uniform writes");
+      // The labels are the only upload.
+      assert.equal(after.uploads - before.uploads, 1, "uploads");
+    }
+    before = after;
+    await loss.item();
+    loss.dispose();
+    correct.dispose();
+    memory.push(memoryStats().inUseBytes);
+  }
+  assert.equal(step.mode, "replayed");
+  // Recorded and replayed steps encode the same dispatches as the ordinary ones.
+  assert.ok(dispatches.every((d) => d === dispatches[0]), `dispatches per step: ${dispatches}`);
+  assert.ok(memory.slice(3).every((m) => m === memory[3]), `memory in use: ${memory}`);
+  disposeAll(step, opt, model, b.images);
+});
+
+gpuTest(
+  "work between replays cannot take the replayed step's buffers, and zeroGrad between them " +
+    "does not stop the update",
+  async () => {
+    const { eager, compiled, eagerOpt, compiledOpt } = pair((m) =>
+      new SGD(m.parameters(), { lr: 0.05, momentum: 0.9 })
+    );
+    const step = new CompiledTrainStep(compiled, compiledOpt);
+    for (let s = 0; s < 6; s++) {
+      const b = batch(s + 10);
+      const want = trainStep(eager, eagerOpt, b);
+      const got = step.run(b);
+      disposeAll(want.loss, want.correct, got.loss, got.correct);
+      // Other work in between: evaluation-mode forwards and scratch tensors, which allocate
+      // from the pool while the step's intermediates sit unused; and a zeroGrad.
+      for (const model of [eager, compiled]) {
+        model.eval();
+        const scratch = noGrad(() => model.forward(b.images));
+        const junk = add(scratch, scratch);
+        junk.fill(123);
+        scratch.dispose();
+        junk.dispose();
+        model.train();
+      }
+      compiledOpt.zeroGrad();
+      eagerOpt.zeroGrad();
+      b.images.dispose();
+    }
+    assert.equal(step.mode, "replayed");
+    await assertSameModels(compiled, eager, "with work between steps");
+    disposeAll(step, eagerOpt, compiledOpt, eager, compiled);
+  },
+);
+
+gpuTest(
+  "a batch of another shape or a changed model runs ordinarily, then records anew",
+  async () => {
+    const { eager, compiled, eagerOpt, compiledOpt } = pair((m) =>
+      new SGD(m.parameters(), { lr: 0.05 })
+    );
+    const step = new CompiledTrainStep(compiled, compiledOpt, { warmupSteps: 1 });
+    const modes: string[] = [];
+    const run = (b: ReturnType<typeof batch>) => {
+      const want = trainStep(eager, eagerOpt, b);
+      const got = step.run(b);
+      disposeAll(want.loss, want.correct, got.loss, got.correct);
+      modes.push(step.mode);
+      b.images.dispose();
+    };
+    run(batch(1));
+    run(batch(2));
+    run(batch(3));
+    run(batch(4, 5)); // a smaller last batch
+    run(batch(5));
+    for (const model of [eager, compiled]) model.setSubmodule("0.blocks.0.act1", new Identity());
+    run(batch(6));
+    run(batch(7));
+    run(batch(8));
+    assert.deepEqual(modes, [
+      "eager",
+      "recorded",
+      "replayed",
+      "eager",
+      "replayed",
+      "eager",
+      "recorded",
+      "replayed",
+    ]);
+    await assertSameModels(compiled, eager, "after shape and model changes");
+    disposeAll(step, eagerOpt, compiledOpt, eager, compiled);
+  },
+);
+
+gpuTest("a model with forward hooks is never replayed, and the reason says so", () => {
+  const model = resnet(8, { numClasses: 4, seed: 1 });
+  const handle = model.getSubmodule("0.blocks.0").registerForwardHook(() => {});
+  const opt = new SGD(model.parameters(), { lr: 0.1 });
+  const step = new CompiledTrainStep(model, opt, { warmupSteps: 1 });
+  const b = batch(1);
+  for (let s = 0; s < 3; s++) {
+    const { loss, correct } = step.run(b);
+    disposeAll(loss, correct);
+  }
+  assert.equal(step.mode, "eager");
+  assert.match(step.reason!, /forward hooks \(on 0\.blocks\.0\)/);
+  handle.remove();
+  disposeAll(step, opt, model, b.images);
+});
+
+gpuTest(
+  "a loss that uploads makes the step unreplayable, with the reason, and still trains",
+  async () => {
+    const model = resnet(8, { numClasses: 4, seed: 1 });
+    const opt = new SGD(model.parameters(), { lr: 0.1 });
+    const step = new CompiledTrainStep(model, opt, {
+      warmupSteps: 1,
+      loss: (output, labels) => {
+        const weights = Tensor.from([1, 1, 1, 1]); // an upload inside the step
+        weights.dispose();
+        return crossEntropy(output, labels);
+      },
+    });
+    const b = batch(1);
+    const losses: number[] = [];
+    for (let s = 0; s < 4; s++) {
+      const { loss, correct } = step.run(b);
+      losses.push(await loss.item());
+      disposeAll(loss, correct);
+    }
+    assert.equal(step.mode, "eager");
+    assert.match(step.reason!, /uploads data from the CPU/);
+    assert.ok(losses[3] < losses[0], `losses ${losses}`);
+    disposeAll(step, opt, model, b.images);
+  },
+);
+
+gpuTest("labels outside the model's classes are refused before any replayed work", () => {
+  const model = resnet(8, { numClasses: 4, seed: 1 });
+  const opt = new SGD(model.parameters(), { lr: 0.1 });
+  const step = new CompiledTrainStep(model, opt);
+  const b = batch(1);
+  for (let s = 0; s < 4; s++) {
+    const { loss, correct } = step.run(b);
+    disposeAll(loss, correct);
+  }
+  const before = gpuCounters().dispatches;
+  assert.throws(
+    () => step.run({ images: b.images, labels: new Int32Array([0, 1, 2, 3, 4, 0, 1, 2]) }),
+    /labels\[4\] is 4, outside the classes \[0, 3\]/,
+  );
+  assert.equal(gpuCounters().dispatches, before);
+  assert.throws(
+    () => step.run({ images: b.images, labels: new Int32Array(3) }),
+    /3 labels for a batch of images \[8, 3, 8, 8\]/,
+  );
+  step.dispose();
+  assert.throws(() => step.run(b), /disposed/);
+  disposeAll(opt, model, b.images);
+});
+
+gpuTest("a recording replays copies, clears and dispatches in their order", async () => {
+  const a = Tensor.from([1, 2, 3, 4]);
+  const out = Tensor.empty([4]);
+  startRecording();
+  const sum = add(a, a); // a dispatch
+  out.copyFrom(sum); // a copy
+  sum.dispose();
+  const rec = stopRecording();
+  assert.equal(rec.invalid, null);
+  assert.equal(rec.dispatches, 1);
+  assert.deepEqual(rec.commands.map((c) => c.kind), ["dispatch", "copy"]);
+  out.fill(0);
+  replayRecording(rec);
+  releaseRecording(rec);
+  assert.deepEqual(await out.toArray(), new Float32Array([2, 4, 6, 8]));
+  a.dispose();
+  out.dispose();
+});
