@@ -193,6 +193,16 @@ class DynamicUniforms {
     this.#writtenBytes = 0;
   }
 
+  /** Slots taken since the last commit. */
+  get used(): number {
+    return this.#used;
+  }
+
+  /** The uniform buffer the slots are in (null before the first take). */
+  get buffer(): GPUBuffer | null {
+    return this.#buffer;
+  }
+
   /** Whether the next take() needs a flush first (the buffer is full). */
   get full(): boolean {
     return this.#used > 0 && this.#used === this.#slots;
@@ -239,6 +249,10 @@ type RecordedCommand =
     x: number;
     y: number;
     z: number;
+    /** The per-step uniform slot's byte offset it binds, or -1 (see markRestagePoint). */
+    slot: number;
+    /** The storage buffers it binds, in binding order. */
+    buffers: readonly GPUBuffer[];
   }
   | {
     kind: "copy";
@@ -277,6 +291,11 @@ export interface Recording {
   readonly invalid: string | null;
   /** The device it was recorded on. */
   readonly device: GPUDevice;
+  /**
+   * The index of the first command of the part whose per-step uniforms a replay takes from its
+   * `restage` function (see {@link markRestagePoint}), or -1 when there is none.
+   */
+  readonly restageFrom: number;
 }
 
 interface MutableRecording {
@@ -286,6 +305,9 @@ interface MutableRecording {
   dispatches: number;
   invalid: string | null;
   device: GPUDevice;
+  restageFrom: number;
+  /** The per-step uniform buffer its slots are in, or null when it binds none. */
+  uniforms: GPUBuffer | null;
 }
 
 let recording: MutableRecording | null = null;
@@ -310,7 +332,23 @@ export function startRecording(): void {
     dispatches: 0,
     invalid: null,
     device,
+    restageFrom: -1,
+    uniforms: null,
   };
+}
+
+/**
+ * Marks where the part of the recording begins whose per-step uniforms (a learning rate, a step
+ * count) change between replays: from here on, dispatches with `dynamicUniforms` are recorded
+ * with their uniform slot, and {@link replayRecording} refreshes those slots by running its
+ * `restage` function, which must repeat the JavaScript recorded from here (an optimizer's
+ * `step()`). Before the mark, per-step uniforms make the recording unreplayable. Internal.
+ *
+ * @throws {Error} when no recording is running.
+ */
+export function markRestagePoint(): void {
+  if (!recording) throw new Error("markRestagePoint(): no recording is running");
+  recording.restageFrom = recording.commands.length;
 }
 
 /** Ends the recording {@link startRecording} began and returns it. Internal. */
@@ -355,7 +393,7 @@ export function releaseRecording(rec: Recording): void {
  * @throws {Error} when the recording cannot be replayed (see {@link Recording.invalid}) or the
  *   device it was recorded on is gone.
  */
-export function replayRecording(rec: Recording): void {
+export function replayRecording(rec: Recording, restageFn?: () => void): void {
   if (rec.invalid) {
     throw new Error(`replayRecording(): this recording cannot be replayed: ${rec.invalid}`);
   }
@@ -363,6 +401,28 @@ export function replayRecording(rec: Recording): void {
   const device = deviceForCaches();
   if (rec.device !== device) {
     throw new Error("replayRecording(): the recording was made on a GPU device that is gone");
+  }
+  for (const effect of rec.effects) effect();
+  const own = rec as MutableRecording;
+  if (own.uniforms) {
+    if (!restageFn) {
+      throw new Error("replayRecording(): the recording has per-step uniforms: pass restage");
+    }
+    // The recorded slots count from the start of a submit, in the recorded uniform buffer.
+    if (perStepUniforms.used > 0) flush();
+    if (perStepUniforms.buffer !== own.uniforms) {
+      own.invalid = "the per-step uniform buffer it binds was replaced";
+      liveRecordings.delete(own);
+      throw new Error(`replayRecording(): this recording cannot be replayed: ${own.invalid}`);
+    }
+    restaging = { commands: rec.commands, next: rec.restageFrom };
+    try {
+      restageFn();
+      const left = rec.commands.slice(restaging.next).find((c) => c.kind === "dispatch");
+      if (left) throw restageMismatch(`${left.kernel.name} was not dispatched again`);
+    } finally {
+      restaging = null;
+    }
   }
   let last: GPUComputePipeline | null = null;
   for (const c of rec.commands) {
@@ -399,7 +459,54 @@ export function replayRecording(rec: Recording): void {
       last = null;
     }
   }
-  for (const effect of rec.effects) effect();
+}
+
+/** Where a replay's restage function is in the recorded commands. */
+interface Restaging {
+  commands: readonly RecordedCommand[];
+  /** The next recorded command its dispatches must match. */
+  next: number;
+}
+
+let restaging: Restaging | null = null;
+
+/**
+ * A dispatch made by a replay's restage function: checks it is the next recorded one and, for
+ * per-step uniforms, stages its values in the slot the recorded command binds. Encodes nothing.
+ */
+function restage(
+  state: Restaging,
+  kernel: Kernel,
+  pipeline: GPUComputePipeline,
+  args: DispatchArgs,
+  bytes: Uint8Array | null,
+): void {
+  const c = state.commands[state.next++];
+  if (
+    !c || c.kind !== "dispatch" || c.pipeline !== pipeline || c.x !== args.workgroups[0] ||
+    c.y !== (args.workgroups[1] ?? 1) || c.z !== (args.workgroups[2] ?? 1)
+  ) {
+    const found = !c ? "no more commands" : c.kind === "dispatch" ? c.kernel.name : `a ${c.kind}`;
+    throw restageMismatch(`${kernel.name} came where the recording has ${found}`);
+  }
+  if (
+    c.buffers.length !== args.buffers.length || c.buffers.some((b, i) => b !== args.buffers[i])
+  ) {
+    throw restageMismatch(`${kernel.name} binds other buffers than the recording's`);
+  }
+  if ((bytes === null) !== (c.slot < 0)) {
+    throw restageMismatch(`${kernel.name}'s per-step uniforms differ from the recording's`);
+  }
+  if (bytes) {
+    const { offset } = perStepUniforms.take(deviceForCaches(), bytes);
+    if (offset !== c.slot) throw restageMismatch(`${kernel.name}'s uniform slot moved`);
+  }
+}
+
+function restageMismatch(detail: string): Error {
+  return new Error(
+    `replayRecording(): the restage function did not repeat the recorded dispatches: ${detail}`,
+  );
 }
 const readbackBuffers = new Map<number, GPUBuffer[]>();
 
@@ -600,9 +707,12 @@ export function dispatch<P extends string>(
     const bytes = new Uint8Array(paramScratch, 0, layout.size);
     uniformSize = layout.size;
     if (args.dynamicUniforms) {
-      invalidateRecording(
-        `${kernel.name} takes per-step uniforms, whose values a replay would not update`,
-      );
+      if (restaging) return restage(restaging, kernel, pipeline, args, bytes);
+      if (recording && recording.restageFrom < 0) {
+        invalidateRecording(
+          `${kernel.name} takes per-step uniforms, whose values a replay would not update`,
+        );
+      }
       if (perStepUniforms.full) {
         // A step with more of these than slots: submit what is encoded, and double the slots.
         flush();
@@ -617,6 +727,7 @@ export function dispatch<P extends string>(
       `kernel ${kernel.name}: its params (${kernel.params.join(", ")}) were not given`,
     );
   }
+  if (restaging) return restage(restaging, kernel, pipeline, args, null);
   const first = uniform ? 1 : 0;
   let groupKey = key;
   if (uniform) groupKey += `|u${bufferId(uniform)}@${uniformOffset}`;
@@ -653,7 +764,24 @@ export function dispatch<P extends string>(
   if (p !== pass) p.end();
   counters.dispatches++;
   if (recording) {
-    recording.commands.push({ kind: "dispatch", kernel, pipeline, group, x, y, z });
+    const slot = args.dynamicUniforms ? uniformOffset : -1;
+    if (slot >= 0) {
+      if (recording.uniforms && recording.uniforms !== uniform) {
+        invalidateRecording("its per-step uniforms span two submits");
+      }
+      recording.uniforms = uniform;
+    }
+    recording.commands.push({
+      kind: "dispatch",
+      kernel,
+      pipeline,
+      group,
+      x,
+      y,
+      z,
+      slot,
+      buffers: args.buffers,
+    });
     recording.dispatches++;
     for (const b of args.buffers) recording.buffers.add(b);
     if (uniform) recording.buffers.add(uniform);
@@ -839,6 +967,7 @@ export function copyBuffer(
   byteLength: number,
 ): void {
   const device = deviceForCaches();
+  if (restaging) throw restageMismatch("a copy came where the recording has none");
   outsidePass(device).copyBufferToBuffer(
     source,
     sourceOffset,
@@ -863,6 +992,7 @@ export function copyBuffer(
 /** Encodes zeroing `byteLength` bytes of `buffer` from `byteOffset` (a copy command, no kernel). */
 export function clearBuffer(buffer: GPUBuffer, byteOffset: number, byteLength: number): void {
   const device = deviceForCaches();
+  if (restaging) throw restageMismatch("a clear came where the recording has none");
   outsidePass(device).clearBuffer(buffer, byteOffset, byteLength);
   if (recording) {
     recording.commands.push({ kind: "clear", buffer, offset: byteOffset, size: byteLength });
@@ -913,6 +1043,7 @@ export function flush(): void {
 export function writeBuffer(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
   const device = deviceForCaches();
   const bytes = padTo4(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  if (restaging) throw restageMismatch("an upload came where the recording has none");
   counters.uploads++;
   invalidateRecording(
     "it uploads data from the CPU (a replay would not upload the new values); write inputs " +

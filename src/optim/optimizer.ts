@@ -52,6 +52,17 @@ function describe(value: unknown): string {
   return typeof value;
 }
 
+let stateOf: (optimizer: Optimizer) => readonly (readonly Tensor[] | null)[];
+
+/**
+ * The optimizer's per-parameter state tensors (null before a parameter's first update), the
+ * optimizer's own array: a recorded step compares them with what it recorded. Internal: not
+ * exported by mod.ts.
+ */
+export function optimizerState(optimizer: Optimizer): readonly (readonly Tensor[] | null)[] {
+  return stateOf(optimizer);
+}
+
 /**
  * The base of every optimizer: one parameter group (all parameters share the hyperparameters),
  * like a PyTorch optimizer built from `model.parameters()`. Subclasses encode their update in
@@ -78,6 +89,10 @@ export abstract class Optimizer {
   protected readonly owner: string;
   #lr = 0;
   #dummies: Tensor[] = [];
+
+  static {
+    stateOf = (optimizer) => optimizer.state;
+  }
 
   /**
    * Takes the parameters (any iterable, e.g. `model.parameters()`) and the learning rate.

@@ -7,6 +7,7 @@ import { noGrad } from "../autograd.ts";
 import { pinBuffers, unpinBuffers } from "../gpu/buffer_pool.ts";
 import {
   flush,
+  markRestagePoint,
   type Recording,
   releaseRecording,
   replayRecording,
@@ -17,7 +18,7 @@ import {
 import { hasForwardHooks, type Module, moduleTreeVersion } from "../nn/module.ts";
 import { correctCount, crossEntropy } from "../ops/loss.ts";
 import { clipGradNorm } from "../optim/clip_grad.ts";
-import type { Optimizer } from "../optim/optimizer.ts";
+import { type Optimizer, optimizerState } from "../optim/optimizer.ts";
 import { tidy } from "../scope.ts";
 import { adoptPinnedTensor, formatShape, Tensor } from "../tensor.ts";
 import type { TrainStepResult } from "./step.ts";
@@ -44,20 +45,24 @@ export type CompiledStepMode = "eager" | "recorded" | "replayed";
 
 /**
  * A training step that runs as {@link trainStep} does for its first steps, records the GPU
- * commands of the next one (the forward pass, the loss, the backward pass, the gradient clipping
- * and the accuracy count), and from then on replays those commands without the JavaScript that
- * produced them, the idea of CUDA graphs: a replayed step costs the host little more than
- * WebGPU's own cost per dispatch, where running the ops costs several times that. The optimizer's
- * update runs as usual after the replay (its learning rate and step counts change per step).
- * Replayed and ordinary steps compute the same values, bit for bit.
+ * commands of the next one (the forward pass, the loss, the backward pass, the gradient clipping,
+ * the accuracy count and the optimizer's update), and from then on replays those commands without
+ * the JavaScript that produced them, the idea of CUDA graphs: a replayed step costs the host
+ * little more than WebGPU's own cost per dispatch, where running the ops costs several times
+ * that. Only the optimizer's `step()` runs again on a replay, encoding nothing: it refreshes the
+ * values that change per step (the learning rate a schedule sets, Adam's step counts) in the
+ * uniform slots the recorded update reads. Replayed and ordinary steps compute the same values,
+ * bit for bit.
  *
  * What replaying needs, and what the step does when it is not so:
  * - A batch of the recorded shape: its images are copied into the step's own input tensor and
  *   its labels uploaded into the step's label tensor. A batch of another shape (an epoch's last,
  *   smaller one) runs as an ordinary step.
- * - The model as recorded: the same training mode in every module, no submodule replaced, no
- *   forward hook added or removed, the same parameters requiring gradients. After a change the
- *   step runs ordinarily again and records anew.
+ * - The model and optimizer as recorded: the same training mode in every module, no submodule
+ *   replaced, no forward hook added or removed, the same parameters requiring gradients, the
+ *   same optimizer state tensors (an optimizer `loadStateDict` that drops a parameter's state, or
+ *   its `dispose()`, replaces them). After a change the step runs ordinarily again and records
+ *   anew.
  * - No forward hooks (their JavaScript would not run on a replay) and a loss that only runs GPU
  *   ops. Otherwise every step runs ordinarily; {@link CompiledTrainStep.reason} says why.
  *
@@ -148,7 +153,9 @@ export class CompiledTrainStep {
    * @throws {TypeError} when `batch.images` is not a Tensor or `batch.labels` not an Int32Array.
    * @throws {RangeError} when the label count differs from the batch size, or a label is outside
    *   the model's classes.
-   * @throws {Error} after {@link CompiledTrainStep.dispose}.
+   * @throws {Error} after {@link CompiledTrainStep.dispose}, or when the optimizer's `step()`
+   *   no longer repeats the recorded update for a reason the step could not see beforehand (the
+   *   next run records anew).
    */
   run(batch: { images: Tensor; labels: Int32Array }): TrainStepResult {
     if (this.#disposed) throw new Error("CompiledTrainStep.run(): the step was disposed");
@@ -238,6 +245,10 @@ export class CompiledTrainStep {
       startRecording();
       try {
         result = tidy(() => this.#forwardBackward(input, target, labels));
+        // The update is recorded too; a replay runs optimizer.step() again only to restage its
+        // per-step uniforms (learning rate, step counts) into the slots the recording binds.
+        markRestagePoint();
+        this.#optimizer.step();
       } finally {
         recording = stopRecording();
       }
@@ -268,10 +279,10 @@ export class CompiledTrainStep {
         },
         training: this.#trainingFlags(),
         requiresGrad: this.#optimizer.params.map((p) => p.requiresGrad),
+        optimizerState: optimizerState(this.#optimizer).map((tensors) => tensors && [...tensors]),
         treeVersion: moduleTreeVersion(),
       };
     }
-    this.#optimizer.step();
     flush();
     return result;
   }
@@ -285,8 +296,17 @@ export class CompiledTrainStep {
     this.#labelScratch.set(labels);
     writeBuffer(graph.target.buffer, this.#labelScratch);
     if (images !== graph.input) graph.input.copyFrom(images);
-    replayRecording(graph.recording);
-    this.#optimizer.step();
+    try {
+      replayRecording(graph.recording, () => this.#optimizer.step());
+    } catch (error) {
+      this.#release();
+      this.#eagerRuns = this.#warmup - 1;
+      throw new Error(
+        `CompiledTrainStep.run(): ${(error as Error).message}. The optimizer no longer does what ` +
+          "it did when the step was recorded; the step records anew from the next run.",
+        { cause: error },
+      );
+    }
     flush();
     return { loss: output(graph.loss), correct: output(graph.correct) };
   }
@@ -301,6 +321,16 @@ export class CompiledTrainStep {
     const params = this.#optimizer.params;
     for (let i = 0; i < params.length; i++) {
       if (params[i].requiresGrad !== graph.requiresGrad[i]) return false;
+    }
+    const state = optimizerState(this.#optimizer);
+    for (let i = 0; i < state.length; i++) {
+      const now = state[i];
+      const then = graph.optimizerState[i];
+      if (now === null || then === null) {
+        if (now !== then) return false;
+        continue;
+      }
+      for (let k = 0; k < now.length; k++) if (now[k] !== then[k] || now[k].disposed) return false;
     }
     return !graph.recording.invalid;
   }
@@ -344,6 +374,8 @@ interface RecordedGraph {
   /** What the recording assumed of the model (see CompiledTrainStep's notes). */
   training: boolean[];
   requiresGrad: boolean[];
+  /** The optimizer's state tensors the recorded update binds. */
+  optimizerState: (Tensor[] | null)[];
   treeVersion: number;
 }
 
