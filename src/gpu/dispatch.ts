@@ -308,6 +308,8 @@ interface MutableRecording {
   restageFrom: number;
   /** The per-step uniform buffer its slots are in, or null when it binds none. */
   uniforms: GPUBuffer | null;
+  /** The last per-step uniform slot it bound. */
+  lastSlot: number;
 }
 
 let recording: MutableRecording | null = null;
@@ -334,6 +336,7 @@ export function startRecording(): void {
     device,
     restageFrom: -1,
     uniforms: null,
+    lastSlot: -1,
   };
 }
 
@@ -766,10 +769,13 @@ export function dispatch<P extends string>(
   if (recording) {
     const slot = args.dynamicUniforms ? uniformOffset : -1;
     if (slot >= 0) {
-      if (recording.uniforms && recording.uniforms !== uniform) {
+      // A replay stages the slots in order from the start of one submit: a recording whose
+      // per-step uniforms went into two submits (an automatic flush between them) cannot.
+      if (recording.uniforms && (recording.uniforms !== uniform || slot <= recording.lastSlot)) {
         invalidateRecording("its per-step uniforms span two submits");
       }
       recording.uniforms = uniform;
+      recording.lastSlot = slot;
     }
     recording.commands.push({
       kind: "dispatch",
