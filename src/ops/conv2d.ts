@@ -284,7 +284,7 @@ export function conv2d(
     const pixelBlocks = g.n * g.oh * blocksW;
     dispatch(FORWARD, {
       // Without a bias the weight buffer fills the binding; has_bias = 0 keeps it from being read.
-      buffers: [input.buffer, weight.buffer, (bias ?? weight).buffer, out.buffer],
+      buffers: [input.binding, weight.binding, (bias ?? weight).binding, out.binding],
       params: {
         ...common(g),
         has_bias: bias ? 1 : 0,
@@ -353,7 +353,7 @@ function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
   const blocksW = Math.ceil(Math.ceil(g.w / g.strideW) / 8);
   const pixelBlocks = g.n * rows * blocksW;
   dispatch(BACKWARD_INPUT, {
-    buffers: [gy.buffer, weight.buffer, gx.buffer],
+    buffers: [gy.binding, weight.binding, gx.binding],
     params: { ...common(g), rows, blocks_w: blocksW, pixel_blocks: pixelBlocks },
     workgroups: gridXZ(pixelBlocks, Math.ceil(g.c / 8) * g.strideH * g.strideW),
     constants: { WG },
@@ -376,7 +376,7 @@ function weightGradient(g: Geometry, input: Tensor, gy: Tensor): Tensor {
   const wg = Math.min(WG, Math.ceil(lanes / 8) * 8);
   const out = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
   dispatch(BACKWARD_WEIGHT, {
-    buffers: [input.buffer, gy.buffer, out.buffer],
+    buffers: [input.binding, gy.binding, out.binding],
     params: { ...common(g), lanes, rows_per_chunk: rowsPerChunk, rows },
     workgroups: [Math.ceil(lanes / wg), blocksO, chunks],
     constants: { WG: wg },
@@ -390,7 +390,7 @@ function biasGradient(g: Geometry, gy: Tensor): Tensor {
   const count = g.o * chunks;
   const out = Tensor.empty(chunks > 1 ? [chunks, g.o] : [g.o]);
   dispatch(BACKWARD_BIAS, {
-    buffers: [gy.buffer, out.buffer],
+    buffers: [gy.binding, out.binding],
     params: { o: g.o, oh: g.oh, ow: g.ow, rows_per_chunk: rowsPerChunk, rows, count },
     workgroups: grid1d(count, 64),
     constants: { VEC4: g.ow % 4 === 0 ? 1 : 0 },
@@ -441,7 +441,7 @@ function splitRows(parallel: number, rows: number, rowLength: number) {
 function reduceChunks(partial: Tensor, chunks: number, shape: number[]): Tensor {
   const out = Tensor.empty(shape);
   dispatch(REDUCE_CHUNKS, {
-    buffers: [partial.buffer, out.buffer],
+    buffers: [partial.binding, out.binding],
     params: { count: out.size, chunks },
     workgroups: grid1d(out.size, 64),
   });
@@ -510,7 +510,7 @@ export function packWeight(weight: Tensor, flip: boolean): Tensor {
   const rows = (flip ? o : c) * kh * kw;
   const packed = Tensor.empty([rows, cols]);
   dispatch(PACK_WEIGHT, {
-    buffers: [weight.buffer, packed.buffer],
+    buffers: [weight.binding, packed.binding],
     params: { o, c, kh, kw, cols, count: rows * cols },
     workgroups: grid1d(rows * cols, 64),
     constants: { FLIP: flip ? 1 : 0 },
@@ -588,7 +588,7 @@ export function forwardRows(
   const [gx, gz] = grid1d(pixelBlocks, FORWARD_ROWS_WG);
   dispatch(FORWARD_ROWS, {
     // Unused per-channel and residual bindings alias other read-only buffers, never read.
-    buffers: [x.buffer, packed.buffer, chan.buffer, residual.buffer, out.buffer],
+    buffers: [x.binding, packed.binding, chan.binding, residual.binding, out.binding],
     params: {
       ...rowsCommon(x, out, geo),
       op,
@@ -636,7 +636,7 @@ function weightGradientRows(
   const shape = [o, c, geo.kernelH, geo.kernelW];
   const partial = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
   dispatch(BACKWARD_WEIGHT_ROWS, {
-    buffers: [x.buffer, gy.buffer, partial.buffer],
+    buffers: [x.binding, gy.binding, partial.binding],
     params: { ...rowsCommon(x, gy, geo), rows, rows_per_chunk: rowsPerChunk, chunks },
     workgroups: [Math.ceil(chunks / WEIGHT_ROWS_WG), blocksC, blocksO],
     constants: {
@@ -713,7 +713,7 @@ export function forwardTiled(
   const [gx, gz] = grid1d(Math.ceil(m / tm), 1);
   dispatch(FORWARD_TILED, {
     // Unused per-channel and residual bindings alias other read-only buffers, never read.
-    buffers: [x.buffer, weight.buffer, chan.buffer, residual.buffer, out.buffer],
+    buffers: [x.binding, weight.binding, chan.binding, residual.binding, out.binding],
     params: {
       ...common(g),
       m,
@@ -734,7 +734,7 @@ function inputGradientTiled(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
   const { tm, tn, wg } = gemmTiles(m, g.c);
   const [x, z] = grid1d(Math.ceil(m / tm), 1);
   dispatch(BACKWARD_INPUT_TILED, {
-    buffers: [gy.buffer, weight.buffer, gx.buffer],
+    buffers: [gy.binding, weight.binding, gx.binding],
     params: { ...common(g), m, k: g.o * g.kernelH * g.kernelW },
     workgroups: [x, Math.ceil(g.c / tn), z],
     constants: { TM: tm, TN: tn, WG: wg },
@@ -761,7 +761,7 @@ function weightGradientTiled(g: Geometry, input: Tensor, gy: Tensor): Tensor {
   const shape = [g.o, g.c, g.kernelH, g.kernelW];
   const partial = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
   dispatch(BACKWARD_WEIGHT_TILED, {
-    buffers: [input.buffer, gy.buffer, partial.buffer],
+    buffers: [input.binding, gy.binding, partial.binding],
     params: { ...common(g), q, k, per_chunk: perChunk },
     workgroups: [Math.ceil(k / tn), Math.ceil(g.o / tm), chunks],
     constants: { TM: tm, TN: tn, WG: (tm * tn) / 16 },

@@ -30,7 +30,7 @@ function encodeMatmul(
   const c = Tensor.empty([m, n]);
   dispatch(MATMUL, {
     // Without a bias the binding still needs a buffer: a read-only one already bound is fine.
-    buffers: [a.buffer, b.buffer, (bias ?? a).buffer, c.buffer],
+    buffers: [a.binding, b.binding, (bias ?? a).binding, c.binding],
     params: { M: m, N: n, K: k, has_bias: bias ? 1 : 0 },
     workgroups: grid1d(Math.ceil(m / 4) * Math.ceil(n / 4), 64),
     constants: { TRANS_A: transA ? 1 : 0, TRANS_B: transB ? 1 : 0 },

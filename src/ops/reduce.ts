@@ -112,7 +112,7 @@ function encodeSum(x: Tensor, reduced: readonly boolean[], out: Tensor, scale: n
     const redSizes = red.length > 0 ? red.map((g) => g.size) : [1];
     const redStrides = red.length > 0 ? red.map((g) => g.stride) : [0];
     dispatch(SUM_DIMS, {
-      buffers: [source.buffer, target.buffer],
+      buffers: [source.binding, target.binding],
       params: {
         count,
         splits,
@@ -148,7 +148,7 @@ function encodeBroadcast(g: Tensor, reduced: readonly boolean[], out: Tensor, sc
     if (!group.reduced) stride *= group.size;
   }
   dispatch(BROADCAST_DIMS, {
-    buffers: [g.buffer, out.buffer],
+    buffers: [g.binding, out.binding],
     params: {
       count: out.size,
       ndim: groups.length,

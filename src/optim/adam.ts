@@ -137,7 +137,7 @@ export class Adam extends Optimizer {
       const counts = [0, 0];
       const stepSizes = [0, 0];
       const bc2Sqrts = [1, 1];
-      const buffers: GPUBuffer[] = [];
+      const buffers: (GPUBuffer | GPUBufferBinding)[] = [];
       pair.forEach((i, slot) => {
         const p = this.params[i];
         const state = this.state[i] ??= [
@@ -148,7 +148,7 @@ export class Adam extends Optimizer {
         counts[slot] = p.size;
         stepSizes[slot] = lr / (1 - beta1 ** t);
         bc2Sqrts[slot] = Math.sqrt(1 - beta2 ** t);
-        buffers.push(p.buffer, p.grad!.buffer, state[0].buffer, state[1].buffer);
+        buffers.push(p.binding, p.grad!.binding, state[0].binding, state[1].binding);
         markModified(p);
       });
       if (pair.length === 1) buffers.push(...this.dummies(4));

@@ -119,11 +119,11 @@ export class SGD extends Optimizer {
       const pair = active.slice(a, a + 2);
       const counts = [0, 0];
       const init = [0, 0];
-      const buffers: GPUBuffer[] = [];
+      const buffers: (GPUBuffer | GPUBufferBinding)[] = [];
       pair.forEach((i, slot) => {
         const p = this.params[i];
         counts[slot] = p.size;
-        let buf: GPUBuffer;
+        let buf: GPUBuffer | GPUBufferBinding;
         if (useMomentum) {
           let state = this.state[i];
           if (!state) {
@@ -131,12 +131,12 @@ export class SGD extends Optimizer {
             state = this.state[i] = [Tensor.empty(p.shape).keep()];
             init[slot] = 1;
           }
-          buf = state[0].buffer;
+          buf = state[0].binding;
         } else {
           // Unused by the kernel, but bound: one distinct dummy per slot (writable, no aliasing).
           buf = this.dummies(slot + 1)[slot];
         }
-        buffers.push(p.buffer, p.grad!.buffer, buf);
+        buffers.push(p.binding, p.grad!.binding, buf);
         markModified(p);
       });
       if (pair.length === 1) {
