@@ -6,7 +6,7 @@
 import fillSource from "../kernels/fill.wgsl" with { type: "text" };
 import addInplaceSource from "../kernels/add_inplace.wgsl" with { type: "text" };
 import { type BackwardOptions, type GradNode, isGradEnabled, runBackward } from "./autograd.ts";
-import { acquireBuffer, releaseBuffer } from "./gpu/buffer_pool.ts";
+import { acquireBuffer, releaseBuffer, sizeClass } from "./gpu/buffer_pool.ts";
 import { currentDevice } from "./gpu/device.ts";
 import {
   clearBuffer,
@@ -220,11 +220,16 @@ const gradSlots = new WeakMap<Tensor, GradSlot>();
 
 /**
  * Gives `param` a gradient slot: {@link gradDestination} hands out a view of `arena` at
- * `byteOffset` as its next gradient (null removes the slot). Internal: not exported by mod.ts.
+ * `byteOffset` as its next gradient. It replaces an earlier slot (another optimizer's).
+ * Internal: not exported by mod.ts.
  */
-export function setGradSlot(param: Tensor, arena: Arena | null, byteOffset = 0): void {
-  if (arena) gradSlots.set(param, { arena, byteOffset, occupant: null });
-  else gradSlots.delete(param);
+export function setGradSlot(param: Tensor, arena: Arena, byteOffset: number): void {
+  gradSlots.set(param, { arena, byteOffset, occupant: null });
+}
+
+/** Removes `param`'s gradient slot if it lies in `arena`. Internal: not exported by mod.ts. */
+export function clearGradSlot(param: Tensor, arena: Arena): void {
+  if (gradSlots.get(param)?.arena === arena) gradSlots.delete(param);
 }
 
 /**
@@ -508,7 +513,9 @@ export class Tensor {
 
   /**
    * The values as a buffer binding for a kernel dispatch: the whole buffer for a tensor that owns
-   * one, `{ buffer, offset, size }` for a slice of a shared buffer.
+   * one, `{ buffer, offset, size }` for a slice of a shared buffer, its size rounded up to the
+   * pool's 16-byte size classes as a buffer of its own would be (a slice's room in its arena is
+   * at least that).
    *
    * @example
    * ```ts
@@ -521,7 +528,7 @@ export class Tensor {
   get binding(): GPUBufferBinding {
     const storage = this.#live();
     return storage.binding ??= storage.arena
-      ? { buffer: storage.buffer, offset: storage.offset, size: Math.max(4, this.size * 4) }
+      ? { buffer: storage.buffer, offset: storage.offset, size: sizeClass(this.size * 4) }
       : { buffer: storage.buffer };
   }
 

@@ -22,6 +22,7 @@ import { kernelFamily } from "../gpu/device.ts";
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import {
   formatShape,
+  gradDestination,
   markModified,
   markZeroChannelSums,
   record,
@@ -263,8 +264,9 @@ function batchNorm2dBackward(
   const wantWeight = !!weight?.requiresGrad;
   const wantBias = !!bias?.requiresGrad;
   const wantResidual = !!residual?.requiresGrad;
-  const sumDy = Tensor.empty([C]);
-  const sumDyXhat = Tensor.empty([C]);
+  // The per-channel sums are the bias and weight gradients: written where backward wants them.
+  const sumDy = wantBias ? gradDestination(bias!) : Tensor.empty([C]);
+  const sumDyXhat = wantWeight ? gradDestination(weight!) : Tensor.empty([C]);
   const coef = Tensor.empty([4, C]);
   // Without a ReLU the mask is never read: dy fills its binding.
   const mask = bn.relu ? y : gy;

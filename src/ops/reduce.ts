@@ -207,6 +207,16 @@ function keepDimOption(op: string, options: unknown): boolean {
   return checkBoolean(op, "options.keepDim", options.keepDim ?? false);
 }
 
+/**
+ * Encodes `out` = the sum of `x` over the dimensions marked in `reduced`, without recording it
+ * (a backward's sum into the tensor its gradient goes to); returns `out`. Internal: not exported
+ * by mod.ts.
+ */
+export function sumInto(x: Tensor, reduced: readonly boolean[], out: Tensor): Tensor {
+  encodeSum(x, reduced, out, 1);
+  return out;
+}
+
 function reduce(
   op: "sum" | "mean",
   x: Tensor,
