@@ -1,23 +1,25 @@
 // adam_multi_step: PyTorch 1.13's Adam and AdamW updates (torch/optim/adam.py and adamw.py,
 // _single_tensor_*, amsgrad off) of many parameters in one dispatch, like PyTorch's foreach
 // optimizers: the parameters, their gradients, exp_avg and exp_avg_sq lie in four flat buffers of
-// one layout, and a chunk table lists the pieces to update. Every parameter in the dispatch has
-// the same step count. The same operations in the same order as adam_step, so the results are
-// equal.
+// one layout, and a chunk table lists the pieces to update. The parameters of one dispatch share
+// their step count: a step with several counts dispatches once per count, each over its own run
+// of the table. The same operations in the same order as adam_step, so the results are equal.
 // Bindings: 0 uniform Params (below);
 //   1 p: array<f32> flat parameters (read-write), 2 g: array<f32> flat gradients (read),
 //   3 m: array<f32> flat exp_avg (read-write), 4 v: array<f32> flat exp_avg_sq (read-write),
-//   5 table: array<vec4u> [chunks] chunk table: (first element, element count <= 2048, 0, 0).
-//     Parameters without a gradient have no chunks.
-// Uniform Params { chunks: u32; beta1, one_minus_beta1, beta2, one_minus_beta2, eps, l2, decay,
+//   5 table: array<vec4u> chunk table: (first element, element count <= 2048, 0, 0); this
+//     dispatch reads chunks first_chunk .. first_chunk + chunks - 1. Parameters without a
+//     gradient have no chunks.
+// Uniform Params { first_chunk, chunks: u32; beta1, one_minus_beta1, beta2, one_minus_beta2, eps, l2, decay,
 //   step_size, bc2_sqrt: f32 }. Adam: l2 = weight decay, decay = 1; AdamW: l2 = 0,
 //   decay = 1 - lr * weight decay. step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t)
 //   for the shared step count t, from the CPU.
 // Workgroup 256; dispatch grid1d(chunks * 256, 256): workgroup c (x + y * groups in x) updates
-// chunk c, invocation l its elements l, l + 256, ... In place, per element:
+// chunk first_chunk + c, invocation l its elements l, l + 256, ... In place, per element:
 //   p = p * decay; g = g + l2 * p; m = beta1 * m + (1 - beta1) * g;
 //   v = beta2 * v + (1 - beta2) * g * g; p = p - step_size * m / (sqrt(v) / bc2_sqrt + eps).
 struct Params {
+  first_chunk: u32,
   chunks: u32,
   beta1: f32,
   one_minus_beta1: f32,
@@ -57,7 +59,7 @@ fn main(
   if (c >= u.chunks) {
     return;
   }
-  let e = table[c];
+  let e = table[u.first_chunk + c];
   for (var k = lid; k < e.y; k += 256u) {
     let i = e.x + k;
     let r = update(p[i], g[i], m[i], v[i]);

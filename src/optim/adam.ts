@@ -27,6 +27,7 @@ const ADAM_STEP = kernel("adam_step", adamStepSource, [
 ]);
 
 const ADAM_MULTI_STEP = kernel("adam_multi_step", adamMultiStepSource, [
+  "first_chunk",
   "chunks",
   "beta1",
   "one_minus_beta1",
@@ -72,8 +73,8 @@ interface AdamHyper {
  * The optimizer moves the parameters into one flat buffer (each parameter tensor keeps its
  * identity and becomes a slice of it) and gives them flat gradient, `exp_avg` and `exp_avg_sq`
  * buffers of the same layout; backward writes the gradients straight into their slices, and one
- * kernel dispatch updates every parameter whose gradient is there when they share their step
- * count (the usual case), like PyTorch's foreach optimizers. Other parameters take one dispatch
+ * kernel dispatch per step count among them (one in the usual case) updates every parameter
+ * whose gradient is there, like PyTorch's foreach optimizers. Other parameters take one dispatch
  * per two.
  *
  * @throws {RangeError} when `lr`, `eps` or `weightDecay` is negative or not finite, a beta is
@@ -143,54 +144,56 @@ export class Adam extends Optimizer {
   }
 
   /**
-   * Encodes the update of every parameter that has a gradient: one dispatch for those whose
-   * gradients lie in the flat gradient buffer (when they share their step count), one per two
-   * others; no readback, no submit. The first update of a parameter creates its zero-filled `exp_avg` and
+   * Encodes the update of every parameter that has a gradient: one dispatch per step count for
+   * those whose gradients lie in the flat gradient buffer, one per two others; no readback, no
+   * submit. The first update of a parameter creates its zero-filled `exp_avg` and
    * `exp_avg_sq`.
    */
   step(): void {
-    const active = this.withGradients();
-    const { multi, single } = this.splitMulti(active);
-    const t = multi.length > 0 ? this.#steps[multi[0]] : 0;
-    if (multi.length > 0 && multi.every((i) => this.#steps[i] === t)) {
-      this.#stepMulti(multi);
-      this.#stepSingle(single);
-    } else {
-      this.#stepSingle(active);
-    }
+    const { multi, single } = this.splitMulti(this.withGradients());
+    if (multi.length > 0) this.#stepMulti(multi);
+    this.#stepSingle(single);
   }
 
   /**
-   * One adam_multi_step dispatch over the parameters `active`, all in the flat buffers and with
-   * the same step count.
+   * adam_multi_step dispatches over the parameters `active`, all in the flat buffers: one per
+   * step count among them (one in the usual case, where every parameter took every step).
    */
   #stepMulti(active: number[]): void {
     const { beta1, beta2, eps, weightDecay } = this.#hyper;
     const lr = this.lr;
     const decoupled = this.decoupled();
-    let t = 0;
+    const byStep = new Map<number, number[]>();
     for (const i of active) {
       this.state[i] ??= this.makeState(i, true);
-      t = ++this.#steps[i];
+      const t = ++this.#steps[i];
+      let group = byStep.get(t);
+      if (!group) byStep.set(t, group = []);
+      group.push(i);
       markModified(this.params[i]);
     }
-    const { table, chunks } = this.multiTable(active, () => 0);
-    dispatch(ADAM_MULTI_STEP, {
-      dynamicUniforms: true,
-      buffers: [...this.flatBindings([0, 1]), table],
-      params: {
-        chunks,
-        beta1,
-        one_minus_beta1: 1 - beta1,
-        beta2,
-        one_minus_beta2: 1 - beta2,
-        eps,
-        l2: decoupled ? 0 : weightDecay,
-        decay: decoupled ? 1 - lr * weightDecay : 1,
-        step_size: lr / (1 - beta1 ** t),
-        bc2_sqrt: Math.sqrt(1 - beta2 ** t),
-      },
-      workgroups: grid1d(chunks * 256, 256),
+    const groups = [...byStep.values()];
+    const { table, first, chunks } = this.multiTable(groups, () => 0);
+    groups.forEach((group, k) => {
+      const t = this.#steps[group[0]];
+      dispatch(ADAM_MULTI_STEP, {
+        dynamicUniforms: true,
+        buffers: [...this.flatBindings([0, 1]), table],
+        params: {
+          first_chunk: first[k],
+          chunks: chunks[k],
+          beta1,
+          one_minus_beta1: 1 - beta1,
+          beta2,
+          one_minus_beta2: 1 - beta2,
+          eps,
+          l2: decoupled ? 0 : weightDecay,
+          decay: decoupled ? 1 - lr * weightDecay : 1,
+          step_size: lr / (1 - beta1 ** t),
+          bc2_sqrt: Math.sqrt(1 - beta2 ** t),
+        },
+        workgroups: grid1d(chunks[k] * 256, 256),
+      });
     });
   }
 

@@ -403,21 +403,30 @@ export abstract class Optimizer {
   }
 
   /**
-   * The chunk table of a multi-tensor dispatch over the parameters `indices`: per chunk of at
-   * most {@link MULTI_CHUNK} elements of one parameter, `(first element in the flat buffers,
-   * element count, flags(i), 0)` as u32, written into its buffer only when it differs from what
-   * was last written. Returns its binding and the number of chunks.
+   * The chunk table of multi-tensor dispatches, one per group of parameter indices: per chunk of
+   * at most {@link MULTI_CHUNK} elements of one parameter, `(first element in the flat buffers,
+   * element count, flags(i), 0)` as u32, the groups one after the other. Written into its buffer
+   * only when it differs from what was last written. Returns its binding and each group's first
+   * chunk and chunk count.
    */
   protected multiTable(
-    indices: number[],
+    groups: number[][],
     flags: (i: number) => number,
-  ): { table: GPUBufferBinding; chunks: number } {
+  ): { table: GPUBufferBinding; first: number[]; chunks: number[] } {
     const flat = this.#flat!;
-    let chunks = 0;
-    for (const i of indices) chunks += Math.ceil(this.params[i].size / MULTI_CHUNK);
-    const words = new Uint32Array(4 * chunks);
+    const first: number[] = [];
+    const chunks: number[] = [];
+    let total = 0;
+    for (const group of groups) {
+      let n = 0;
+      for (const i of group) n += Math.ceil(this.params[i].size / MULTI_CHUNK);
+      first.push(total);
+      chunks.push(n);
+      total += n;
+    }
+    const words = new Uint32Array(4 * total);
     let c = 0;
-    for (const i of indices) {
+    for (const i of groups.flat()) {
       const size = this.params[i].size;
       const first = flat.offsets[i] / 4;
       const f = flags(i);
@@ -437,7 +446,7 @@ export abstract class Optimizer {
       writeBuffer(flat.table.buffer, words, flat.table.byteOffset);
       flat.written = words;
     }
-    return { table: flat.table.binding, chunks };
+    return { table: flat.table.binding, first, chunks };
   }
 
   /**

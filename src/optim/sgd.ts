@@ -148,7 +148,7 @@ export class SGD extends Optimizer {
       }
       markModified(this.params[i]);
     }
-    const { table, chunks } = this.multiTable(active, (i) => init.has(i) ? 1 : 0);
+    const { table, chunks: [chunks] } = this.multiTable([active], (i) => init.has(i) ? 1 : 0);
     const buffers: (GPUBuffer | GPUBufferBinding)[] = useMomentum
       ? this.flatBindings([0])
       : [...this.flatBindings([]), ...this.dummies(1)];
