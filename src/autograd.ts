@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { adoptPinned, isPinnedFree } from "./gpu/buffer_pool.ts";
 import { invalidateRecording, isRecording, recordEffect } from "./gpu/dispatch.ts";
 import type { Tensor } from "./tensor.ts";
 
@@ -180,32 +179,20 @@ export function runBackward(root: Tensor, seed: Tensor, options: BackwardOptions
       grad.dispose();
     } else {
       tensor.grad = grad.keep();
-      if (isRecording()) recordEffect(regrantGradient(tensor, grad));
+      if (isRecording()) recordEffect(regrantEffect!(tensor, grad));
     }
   }
 }
 
 /**
- * The effect that gives `leaf` its recorded gradient again after a replay, whose commands wrote
- * the gradient's buffer: nothing while `leaf.grad` is still that tensor; after it was dropped
- * (`zeroGrad()`), a new tensor on the same (pinned) buffer.
+ * Makes the effect a recorded step replays to give `leaf` its recorded gradient `grad` again
+ * (tensor.ts provides it: autograd knows tensors by type only).
  */
-function regrantGradient(leaf: Tensor, grad: Tensor): () => void {
-  const { shape, buffer } = grad;
-  let current = grad;
-  return () => {
-    if (leaf.grad === current && !current.disposed) return;
-    leaf.grad?.dispose();
-    if (!isPinnedFree(buffer)) {
-      throw new Error(
-        "a replayed step's gradient buffer is held by another tensor; was the recording " +
-          "released while still replayed?",
-      );
-    }
-    // Tensor's own class (imported as a type only: tensor.ts imports this module).
-    const TensorClass = leaf.constructor as typeof Tensor;
-    leaf.grad = current = new TensorClass(shape, adoptPinned(buffer)).keep();
-  };
+let regrantEffect: ((leaf: Tensor, grad: Tensor) => () => void) | null = null;
+
+/** Installs {@link regrantEffect}; tensor.ts calls it once. Internal. */
+export function setRegrantEffect(make: (leaf: Tensor, grad: Tensor) => () => void): void {
+  regrantEffect = make;
 }
 
 function accumulate(grads: Map<Tensor, Tensor>, input: Tensor, grad: Tensor): void {

@@ -5,8 +5,20 @@
  */
 import fillSource from "../kernels/fill.wgsl" with { type: "text" };
 import addInplaceSource from "../kernels/add_inplace.wgsl" with { type: "text" };
-import { type BackwardOptions, type GradNode, isGradEnabled, runBackward } from "./autograd.ts";
-import { acquireBuffer, adoptPinned, releaseBuffer } from "./gpu/buffer_pool.ts";
+import {
+  type BackwardOptions,
+  type GradNode,
+  isGradEnabled,
+  runBackward,
+  setRegrantEffect,
+} from "./autograd.ts";
+import {
+  acquireBuffer,
+  adoptPinned,
+  isPinnedFree,
+  releaseBuffer,
+  sizeClass,
+} from "./gpu/buffer_pool.ts";
 import { currentDevice } from "./gpu/device.ts";
 import {
   clearBuffer,
@@ -39,6 +51,8 @@ const ADD_INPLACE = kernel("add_inplace", addInplaceSource, ["count"]);
  */
 class Storage {
   refs = 1;
+  /** The cached {@link Tensor.binding}; rebuilt when the values move (see moveIntoArena). */
+  binding: GPUBufferBinding | null = null;
   version = 0;
   /**
    * The values of each channel sum to exactly 0 in exact arithmetic (over N, H, W of an
@@ -51,13 +65,26 @@ class Storage {
   derived: Map<string, { stamp: string; tensor: Tensor }> | null = null;
   /** The device the buffer belongs to: a tensor outlives a re-initialised device, its buffer not. */
   readonly device: GPUDevice | null = currentDevice();
-  constructor(readonly buffer: GPUBuffer) {}
+  /**
+   * `buffer` holds the values from `offset` bytes on; `arena` is the shared buffer it is a slice
+   * of (null for a pool buffer of its own).
+   */
+  constructor(
+    public buffer: GPUBuffer,
+    public offset = 0,
+    public arena: Arena | null = null,
+  ) {}
   /** `collected`: by the garbage collector, not dispose(). */
   release(collected = false): void {
     if (--this.refs === 0) {
       this.dropDerived();
-      releaseBuffer(this.buffer, collected);
+      this.releaseMemory(collected);
     }
+  }
+  /** Gives the memory back: the pool buffer, or this slice's reference on its arena. */
+  releaseMemory(collected = false): void {
+    if (this.arena) this.arena.release(collected);
+    else releaseBuffer(this.buffer, collected);
   }
   modified(): void {
     // A replayed step redoes the bump, so that caches see the values it changes.
@@ -133,6 +160,154 @@ export function adoptPinnedTensor(shape: Shape, buffer: GPUBuffer): Tensor {
 
 let storageOf: (t: Tensor) => Storage;
 
+/**
+ * One pooled storage buffer that several tensors hold slices of (an optimizer's flat parameter,
+ * gradient and state buffers), returned to the pool when its last holder lets go: the creator
+ * holds one reference, each tensor whose values lie in it another. Internal: not exported by
+ * mod.ts.
+ */
+export class Arena {
+  /** The buffer; slices start at multiples of `device.limits.minStorageBufferOffsetAlignment`. */
+  readonly buffer: GPUBuffer;
+  #refs = 1;
+
+  /** Takes a pool buffer of at least `byteLength` bytes. */
+  constructor(byteLength: number) {
+    this.buffer = acquireBuffer(byteLength);
+    arenas.set(this.buffer, this);
+  }
+
+  /** Whether every reference was released (the buffer went back to the pool). */
+  get released(): boolean {
+    return this.#refs === 0;
+  }
+
+  /** Adds a reference. */
+  retain(): void {
+    if (this.#refs === 0) throw new Error("Arena: retained after its buffer was released");
+    this.#refs++;
+  }
+
+  /** Drops a reference; the last one returns the buffer to the pool. */
+  release(collected = false): void {
+    if (this.#refs === 0) return;
+    if (--this.#refs === 0) {
+      arenas.delete(this.buffer);
+      releaseBuffer(this.buffer, collected);
+    }
+  }
+}
+
+const arenas = new WeakMap<GPUBuffer, Arena>();
+
+/**
+ * Moves `t`'s values (and those of every view sharing its storage) into `arena` at `byteOffset`:
+ * encodes a copy, gives the old memory back and points the storage at the slice. The tensor
+ * keeps its identity, version and derived caches (the values are the same). Internal: not
+ * exported by mod.ts.
+ */
+export function moveIntoArena(t: Tensor, arena: Arena, byteOffset: number): void {
+  const storage = storageOf(t);
+  if (storage.buffer === arena.buffer && storage.offset === byteOffset) return;
+  if (t.size > 0) copyBuffer(storage.buffer, storage.offset, arena.buffer, byteOffset, t.size * 4);
+  arena.retain();
+  storage.releaseMemory();
+  storage.buffer = arena.buffer;
+  storage.offset = byteOffset;
+  storage.arena = arena;
+  storage.binding = null;
+}
+
+/**
+ * Moves `t`'s values out of an arena into a pool buffer of their own (a no-op for a tensor that
+ * has one), e.g. when the optimizer that flattened it is disposed. Internal: not exported by
+ * mod.ts.
+ */
+export function moveOutOfArena(t: Tensor): void {
+  const storage = storageOf(t);
+  if (!storage.arena) return;
+  const buffer = acquireBuffer(t.size * 4);
+  if (t.size > 0) copyBuffer(storage.buffer, storage.offset, buffer, 0, t.size * 4);
+  storage.releaseMemory();
+  storage.buffer = buffer;
+  storage.offset = 0;
+  storage.arena = null;
+  storage.binding = null;
+}
+
+/** Where a parameter's gradient goes when backward computes it: a slice of a gradient arena. */
+interface GradSlot {
+  arena: Arena;
+  byteOffset: number;
+  /** The storage of the gradient tensor last handed out for it, while it may be alive. */
+  occupant: Storage | null;
+}
+
+const gradSlots = new WeakMap<Tensor, GradSlot>();
+
+/**
+ * Gives `param` a gradient slot: {@link gradDestination} hands out a view of `arena` at
+ * `byteOffset` as its next gradient. It replaces an earlier slot (another optimizer's).
+ * Internal: not exported by mod.ts.
+ */
+export function setGradSlot(param: Tensor, arena: Arena, byteOffset: number): void {
+  gradSlots.set(param, { arena, byteOffset, occupant: null });
+}
+
+/** Removes `param`'s gradient slot if it lies in `arena`. Internal: not exported by mod.ts. */
+export function clearGradSlot(param: Tensor, arena: Arena): void {
+  if (gradSlots.get(param)?.arena === arena) gradSlots.delete(param);
+}
+
+/**
+ * The tensor a backward function writes the gradient of its input `input` into (every element):
+ * for a leaf parameter with a gradient slot (see {@link setGradSlot}), no gradient yet and no
+ * live tensor on the slot, a view of the slot, so that the gradient lands in the optimizer's flat
+ * gradient buffer without a copy; otherwise a fresh tensor of `input`'s shape. Internal: not
+ * exported by mod.ts.
+ */
+export function gradDestination(input: Tensor): Tensor {
+  const slot = input.grad === null && input.gradFn === null ? gradSlots.get(input) : undefined;
+  if (!slot || slot.arena.released || (slot.occupant && slot.occupant.refs > 0)) {
+    return Tensor.empty(input.shape);
+  }
+  const view = new Tensor(input.shape, { buffer: slot.arena.buffer, offset: slot.byteOffset });
+  slot.occupant = storageOf(view);
+  return view;
+}
+
+/**
+ * The effect a recorded step replays to give `leaf` its recorded gradient again, after the
+ * replayed commands wrote it: nothing while `leaf.grad` is still that tensor; after it was
+ * dropped (`zeroGrad()`), a new tensor on the same memory: the pinned pool buffer, or the
+ * parameter's gradient slot in its optimizer's flat buffer.
+ */
+function regrantGradient(leaf: Tensor, grad: Tensor): () => void {
+  const { shape, buffer, byteOffset } = grad;
+  let current = grad;
+  return () => {
+    if (leaf.grad === current && !current.disposed) return;
+    leaf.grad?.dispose();
+    leaf.grad = null;
+    let again: Tensor | null = null;
+    if (byteOffset === 0 && isPinnedFree(buffer)) {
+      again = new Tensor(shape, adoptPinned(buffer)).keep();
+    } else {
+      const slot = gradDestination(leaf);
+      if (slot.buffer === buffer && slot.byteOffset === byteOffset) again = slot.keep();
+      else slot.dispose();
+    }
+    if (!again) {
+      throw new Error(
+        "a replayed step's gradient memory is held by another tensor; was the recording " +
+          "released while still replayed?",
+      );
+    }
+    leaf.grad = current = again;
+  };
+}
+setRegrantEffect(regrantGradient);
+
 // A tensor dropped without dispose() still returns its buffer once garbage-collected.
 const collected = new FinalizationRegistry<Storage>((storage) => storage.release(true));
 
@@ -204,8 +379,15 @@ export class Tensor {
     storageOf = (t) => t.#live();
   }
 
-  /** Wraps a pooled buffer; use the static constructors instead. */
-  constructor(shape: Shape, storage: GPUBuffer | Tensor, options: TensorOptions = {}) {
+  /**
+   * Wraps a pooled buffer, shares another tensor's storage (a view), or takes a slice of a shared
+   * buffer (`{ buffer, offset }`, internal); use the static constructors instead.
+   */
+  constructor(
+    shape: Shape,
+    storage: GPUBuffer | Tensor | GPUBufferBinding,
+    options: TensorOptions = {},
+  ) {
     this.size = shapeSize(shape);
     this.shape = Object.freeze([...shape]);
     this.requiresGrad = options.requiresGrad ?? false;
@@ -213,8 +395,13 @@ export class Tensor {
       const shared = storage.#live();
       shared.refs++;
       this.#storage = shared;
-    } else {
+    } else if (storage instanceof GPUBuffer) {
       this.#storage = new Storage(storage);
+    } else {
+      const arena = arenas.get(storage.buffer) ?? null;
+      if (!arena) throw new Error("Tensor: a slice must lie in a live arena buffer");
+      arena.retain();
+      this.#storage = new Storage(storage.buffer, storage.offset ?? 0, arena);
     }
     collected.register(this, this.#storage, this);
     track(this);
@@ -255,7 +442,7 @@ export class Tensor {
     }
     const values = data instanceof Float32Array ? data : Float32Array.from(data);
     const t = Tensor.empty(dims, options);
-    if (size > 0) writeBuffer(t.buffer, values);
+    if (size > 0) writeBuffer(t.buffer, values, t.byteOffset);
     return t;
   }
 
@@ -359,9 +546,49 @@ export class Tensor {
     return storage;
   }
 
-  /** The GPU buffer holding the values (at least `size * 4` bytes). */
+  /**
+   * The GPU buffer holding the values, from {@link Tensor.byteOffset} on (at least `size * 4`
+   * bytes from there). Kernels bind {@link Tensor.binding} instead.
+   */
   get buffer(): GPUBuffer {
     return this.#live().buffer;
+  }
+
+  /**
+   * Where the values start in {@link Tensor.buffer}, in bytes: 0 but for a parameter an
+   * optimizer moved into its flat parameter buffer (and its gradients and state), where it is a
+   * multiple of the device's `minStorageBufferOffsetAlignment`.
+   *
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * console.log(Tensor.zeros([3]).byteOffset); // 0
+   * ```
+   */
+  get byteOffset(): number {
+    return this.#live().offset;
+  }
+
+  /**
+   * The values as a buffer binding for a kernel dispatch: the whole buffer for a tensor that owns
+   * one, `{ buffer, offset, size }` for a slice of a shared buffer, its size rounded up to the
+   * pool's 16-byte size classes as a buffer of its own would be (a slice's room in its arena is
+   * at least that).
+   *
+   * @example
+   * ```ts
+   * import { initGPU, Tensor } from "@resnet/webgpu";
+   * await initGPU();
+   * const t = Tensor.zeros([3]);
+   * console.log(t.binding.buffer === t.buffer); // true
+   * ```
+   */
+  get binding(): GPUBufferBinding {
+    const storage = this.#live();
+    return storage.binding ??= storage.arena
+      ? { buffer: storage.buffer, offset: storage.offset, size: sizeClass(this.size * 4) }
+      : { buffer: storage.buffer };
   }
 
   /** Whether {@link Tensor.dispose} was called. */
@@ -386,7 +613,7 @@ export class Tensor {
    */
   async toArray(): Promise<Float32Array> {
     if (this.size === 0) return new Float32Array(0);
-    return new Float32Array(await readBuffer(this.buffer, 0, this.size * 4));
+    return new Float32Array(await readBuffer(this.buffer, this.byteOffset, this.size * 4));
   }
 
   /**
@@ -478,7 +705,7 @@ export class Tensor {
    */
   clone(): Tensor {
     const t = Tensor.empty(this.shape);
-    if (this.size > 0) copyBuffer(this.buffer, 0, t.buffer, 0, this.size * 4);
+    if (this.size > 0) copyBuffer(this.buffer, this.byteOffset, t.buffer, 0, this.size * 4);
     return t;
   }
 
@@ -522,11 +749,11 @@ export class Tensor {
     this.#live().modified();
     if (this.size === 0) return this;
     if (value === 0 && !Object.is(value, -0)) {
-      clearBuffer(this.buffer, 0, this.size * 4);
+      clearBuffer(this.buffer, this.byteOffset, this.size * 4);
       return this;
     }
     dispatch(FILL, {
-      buffers: [this.buffer],
+      buffers: [this.binding],
       params: { count: this.size, value },
       workgroups: grid1d(this.size, 256),
     });
@@ -541,7 +768,9 @@ export class Tensor {
       );
     }
     this.#live().modified();
-    if (this.size > 0) copyBuffer(source.buffer, 0, this.buffer, 0, this.size * 4);
+    if (this.size > 0) {
+      copyBuffer(source.buffer, source.byteOffset, this.buffer, this.byteOffset, this.size * 4);
+    }
     return this;
   }
 
@@ -561,7 +790,7 @@ export class Tensor {
     }
     if (this.size === 0) return this;
     dispatch(ADD_INPLACE, {
-      buffers: [this.buffer, source.buffer],
+      buffers: [this.binding, source.binding],
       params: { count: this.size },
       workgroups: grid1d(this.size, 256),
     });

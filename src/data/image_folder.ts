@@ -320,7 +320,7 @@ function resizedCrop(
   const out = Tensor.empty([count, 3, size, size]);
   const total = out.size;
   dispatch(RESIZED_CROP, {
-    buffers: [out.buffer, source.buffer, crops.buffer],
+    buffers: [out.binding, source.binding, crops.binding],
     params: {
       count: total,
       size,

@@ -255,7 +255,7 @@ export class GpuImageStore {
     const quads = b * QUADS_PER_IMAGE;
     dispatch(AUGMENT, {
       buffers: [
-        out.buffer,
+        out.binding,
         this.#draws!,
         chunks[0],
         chunks[1] ?? chunks[0],

@@ -2,7 +2,7 @@
  * Encoding kernels: one shared command encoder and compute pass collect every dispatch until a
  * readback or an upload needs the queue, so a training step is one submit. Pipelines are cached
  * by kernel name and override constants, uniform buffers by content, bind groups by the buffers
- * they bind.
+ * they bind (with each binding's offset and size).
  *
  * Binding convention for every kernel: with uniforms, `@binding(0)` is the uniform struct and the
  * storage buffers follow at 1, 2, …; without, the storage buffers start at 0.
@@ -50,8 +50,11 @@ export function kernel<const P extends string = never>(
 
 /** Arguments of one {@link dispatch}. */
 export interface DispatchArgs<P extends string = string> {
-  /** Storage buffers in binding order. */
-  buffers: readonly GPUBuffer[];
+  /**
+   * Storage buffers in binding order: a whole buffer, or a binding of part of one (a tensor's
+   * `binding`, which is a slice when the tensor lies in a shared buffer).
+   */
+  buffers: readonly (GPUBuffer | GPUBufferBinding)[];
   /**
    * Values of the kernel's `struct Params` by field name (every field, nothing else), packed at
    * the offsets parsed from the WGSL and bound at binding 0.
@@ -251,8 +254,8 @@ type RecordedCommand =
     z: number;
     /** The per-step uniform slot's byte offset it binds, or -1 (see markRestagePoint). */
     slot: number;
-    /** The storage buffers it binds, in binding order. */
-    buffers: readonly GPUBuffer[];
+    /** The storage buffers (or parts of them) it binds, in binding order. */
+    buffers: readonly (GPUBuffer | GPUBufferBinding)[];
   }
   | {
     kind: "copy";
@@ -493,7 +496,8 @@ function restage(
     throw restageMismatch(`${kernel.name} came where the recording has ${found}`);
   }
   if (
-    c.buffers.length !== args.buffers.length || c.buffers.some((b, i) => b !== args.buffers[i])
+    c.buffers.length !== args.buffers.length ||
+    c.buffers.some((b, i) => !sameBinding(b, args.buffers[i]))
   ) {
     throw restageMismatch(`${kernel.name} binds other buffers than the recording's`);
   }
@@ -504,6 +508,16 @@ function restage(
     const { offset } = perStepUniforms.take(deviceForCaches(), bytes);
     if (offset !== c.slot) throw restageMismatch(`${kernel.name}'s uniform slot moved`);
   }
+}
+
+/** Whether two bound buffers are the same buffer, or the same part of one. */
+function sameBinding(a: GPUBuffer | GPUBufferBinding, b: GPUBuffer | GPUBufferBinding): boolean {
+  if (a === b) return true;
+  const [x, y] = [a as GPUBufferBinding, b as GPUBufferBinding];
+  // A GPUBuffer has a size of its own: only a binding's offset and size count.
+  const offset = (t: GPUBufferBinding) => t.buffer === undefined ? 0 : t.offset ?? 0;
+  const size = (t: GPUBufferBinding) => t.buffer === undefined ? undefined : t.size;
+  return bufferOf(a) === bufferOf(b) && offset(x) === offset(y) && size(x) === size(y);
 }
 
 function restageMismatch(detail: string): Error {
@@ -517,6 +531,12 @@ function bufferId(buffer: GPUBuffer): number {
   let id = bufferIds.get(buffer);
   if (id === undefined) bufferIds.set(buffer, id = nextBufferId++);
   return id;
+}
+
+/** The buffer a dispatch's storage entry binds. */
+function bufferOf(b: GPUBuffer | GPUBufferBinding): GPUBuffer {
+  const binding = b as GPUBufferBinding;
+  return binding.buffer === undefined ? b as GPUBuffer : binding.buffer;
 }
 
 function deviceForCaches(): GPUDevice {
@@ -734,12 +754,17 @@ export function dispatch<P extends string>(
   const first = uniform ? 1 : 0;
   let groupKey = key;
   if (uniform) groupKey += `|u${bufferId(uniform)}@${uniformOffset}`;
-  for (const b of args.buffers) groupKey += `|${bufferId(b)}`;
+  for (const b of args.buffers) {
+    const binding = b as GPUBufferBinding;
+    if (binding.buffer === undefined) groupKey += `|${bufferId(b as GPUBuffer)}`;
+    else groupKey += `|${bufferId(binding.buffer)}@${binding.offset ?? 0}:${binding.size ?? ""}`;
+  }
   let group = bindGroups.get(groupKey);
   if (!group) {
-    const entries: GPUBindGroupEntry[] = args.buffers.map((buffer, i) => ({
+    const bound = args.buffers.map((b) => bufferOf(b));
+    const entries: GPUBindGroupEntry[] = args.buffers.map((b, i) => ({
       binding: first + i,
-      resource: { buffer },
+      resource: (b as GPUBufferBinding).buffer === undefined ? { buffer: b as GPUBuffer } : b,
     }));
     if (uniform) {
       entries.unshift({
@@ -750,7 +775,7 @@ export function dispatch<P extends string>(
     group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
     counters.bindGroupCreations++;
     bindGroups.set(groupKey, group);
-    for (const b of uniform ? [uniform, ...args.buffers] : args.buffers) {
+    for (const b of uniform ? [uniform, ...bound] : bound) {
       const id = bufferId(b);
       let keys = bindGroupsByBuffer.get(id);
       if (!keys) bindGroupsByBuffer.set(id, keys = new Set());
@@ -789,7 +814,7 @@ export function dispatch<P extends string>(
       buffers: args.buffers,
     });
     recording.dispatches++;
-    for (const b of args.buffers) recording.buffers.add(b);
+    for (const b of args.buffers) recording.buffers.add(bufferOf(b));
     if (uniform) recording.buffers.add(uniform);
   }
   commandEncoded();

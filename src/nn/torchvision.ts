@@ -50,7 +50,7 @@ function tvConv(
   const std = Math.sqrt(2 / (outChannels * kernelSize * kernelSize));
   const values = new Float32Array(conv.weight.size);
   for (let i = 0; i < values.length; i++) values[i] = generator.normal() * std;
-  writeBuffer(conv.weight.buffer, values);
+  writeBuffer(conv.weight.buffer, values, conv.weight.byteOffset);
   return conv;
 }
 
@@ -246,7 +246,9 @@ export class ResNet extends Module {
       for (const [, m] of this.namedModules()) {
         if (m instanceof block) {
           const bn = m.getSubmodule(last) as BatchNorm2d;
-          if (bn.weight) writeBuffer(bn.weight.buffer, new Float32Array(bn.weight.size));
+          if (bn.weight) {
+            writeBuffer(bn.weight.buffer, new Float32Array(bn.weight.size), bn.weight.byteOffset);
+          }
         }
       }
     }

@@ -22,6 +22,7 @@ import { kernelFamily } from "../gpu/device.ts";
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import {
   formatShape,
+  gradDestination,
   markModified,
   markZeroChannelSums,
   record,
@@ -200,7 +201,7 @@ export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor 
     encodeBatchStatistics(input, stats, bn);
   } else {
     dispatch(EVAL_STATS, {
-      buffers: [bn.runningMean!.buffer, bn.runningVar!.buffer, stats.buffer],
+      buffers: [bn.runningMean!.binding, bn.runningVar!.binding, stats.binding],
       params: { channels: C, eps: bn.eps },
       workgroups: grid1d(C, 64),
     });
@@ -212,12 +213,12 @@ export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor 
   dispatch(FORWARD, {
     // Absent tensors are replaced by read-only aliases the kernel never reads.
     buffers: [
-      input.buffer,
-      stats.buffer,
-      (weight ?? stats).buffer,
-      (bias ?? stats).buffer,
-      (residual ?? input).buffer,
-      out.buffer,
+      input.binding,
+      stats.binding,
+      (weight ?? stats).binding,
+      (bias ?? stats).binding,
+      (residual ?? input).binding,
+      out.binding,
     ],
     params: { channels: C, hw, chunks, count },
     workgroups: grid1d(count, 256),
@@ -263,8 +264,9 @@ function batchNorm2dBackward(
   const wantWeight = !!weight?.requiresGrad;
   const wantBias = !!bias?.requiresGrad;
   const wantResidual = !!residual?.requiresGrad;
-  const sumDy = Tensor.empty([C]);
-  const sumDyXhat = Tensor.empty([C]);
+  // The per-channel sums are the bias and weight gradients: written where backward wants them.
+  const sumDy = wantBias ? gradDestination(bias!) : Tensor.empty([C]);
+  const sumDyXhat = wantWeight ? gradDestination(weight!) : Tensor.empty([C]);
   const coef = Tensor.empty([4, C]);
   // Without a ReLU the mask is never read: dy fills its binding.
   const mask = bn.relu ? y : gy;
@@ -275,10 +277,10 @@ function batchNorm2dBackward(
   let gr: Tensor | null = null;
   if (x.requiresGrad || wantResidual) {
     gx = Tensor.empty(x.shape);
-    const buffers = [gy.buffer, mask.buffer, x.buffer, coef.buffer, gx.buffer];
+    const buffers = [gy.binding, mask.binding, x.binding, coef.binding, gx.binding];
     if (wantResidual) {
       gr = Tensor.empty(x.shape);
-      buffers.push(gr.buffer);
+      buffers.push(gr.binding);
     }
     const chunks = Math.ceil(hw / 4);
     const count = N * C * chunks;
@@ -328,14 +330,14 @@ function encodeBackwardReduce(t: ReduceBuffers, bn: CheckedBatchNorm): void {
   const lanes = reductionLanes(N, vec4 ? hw / 4 : hw, REDUCE_WG);
   dispatch(BACKWARD_REDUCE, {
     buffers: [
-      gy.buffer,
-      mask.buffer,
-      x.buffer,
-      stats.buffer,
-      (weight ?? stats).buffer,
-      sumDy.buffer,
-      sumDyXhat.buffer,
-      coef.buffer,
+      gy.binding,
+      mask.binding,
+      x.binding,
+      stats.binding,
+      (weight ?? stats).binding,
+      sumDy.binding,
+      sumDyXhat.binding,
+      coef.binding,
     ],
     params: { batch: N, channels: C, hw, lanes, rows: REDUCE_WG / lanes, n: bn.n },
     workgroups: grid1d(C, 1),
@@ -361,19 +363,19 @@ function encodeBackwardReduceChunked(t: ReduceBuffers, bn: CheckedBatchNorm): vo
   const { perChunk, chunks } = channelChunks(N * units, C);
   const partial = Tensor.empty([C, chunks, 2]);
   dispatch(REDUCE_CHUNKS, {
-    buffers: [gy.buffer, mask.buffer, x.buffer, stats.buffer, partial.buffer],
+    buffers: [gy.binding, mask.binding, x.binding, stats.binding, partial.binding],
     params: { batch: N, channels: C, units, per_chunk: perChunk, chunks },
     workgroups: [chunks, C, 1],
     constants: { RELU: bn.relu ? 1 : 0, VEC4: vec4 ? 1 : 0 },
   });
   dispatch(REDUCE_COMBINE, {
     buffers: [
-      stats.buffer,
-      (weight ?? stats).buffer,
-      partial.buffer,
-      sumDy.buffer,
-      sumDyXhat.buffer,
-      coef.buffer,
+      stats.binding,
+      (weight ?? stats).binding,
+      partial.binding,
+      sumDy.binding,
+      sumDyXhat.binding,
+      coef.binding,
     ],
     params: { channels: C, chunks, n: bn.n },
     workgroups: grid1d(C, 64),
@@ -533,11 +535,11 @@ function encodeBatchStatistics(input: Tensor, stats: Tensor, bn: CheckedBatchNor
   const hw = H * W;
   const vec4 = hw % 4 === 0;
   const kernel = !bn.runningMean ? STATS : bn.counter ? STATS_RUNNING_COUNTER : STATS_RUNNING;
-  const buffers = [input.buffer, stats.buffer];
+  const buffers = [input.binding, stats.binding];
   if (bn.runningMean && bn.runningVar) {
-    buffers.push(bn.runningMean.buffer, bn.runningVar.buffer);
+    buffers.push(bn.runningMean.binding, bn.runningVar.binding);
   }
-  if (bn.runningMean && bn.counter) buffers.push(bn.counter.buffer);
+  if (bn.runningMean && bn.counter) buffers.push(bn.counter.binding);
   const lanes = reductionLanes(N, vec4 ? hw / 4 : hw, REDUCE_WG);
   dispatch(kernel, {
     buffers,
@@ -568,7 +570,7 @@ function encodeBatchStatisticsChunked(input: Tensor, stats: Tensor, bn: CheckedB
   const { perChunk, chunks } = channelChunks(N * units, C);
   const partial = Tensor.empty([C, chunks, 2]);
   dispatch(STATS_CHUNKS, {
-    buffers: [input.buffer, partial.buffer],
+    buffers: [input.binding, partial.binding],
     params: { batch: N, channels: C, hw, units, per_chunk: perChunk, chunks },
     workgroups: [chunks, C, 1],
     constants: { VEC4: vec4 ? 1 : 0 },
@@ -578,11 +580,11 @@ function encodeBatchStatisticsChunked(input: Tensor, stats: Tensor, bn: CheckedB
     : bn.counter
     ? STATS_COMBINE_RUNNING_COUNTER
     : STATS_COMBINE_RUNNING;
-  const buffers = [input.buffer, partial.buffer, stats.buffer];
+  const buffers = [input.binding, partial.binding, stats.binding];
   if (bn.runningMean && bn.runningVar) {
-    buffers.push(bn.runningMean.buffer, bn.runningVar.buffer);
+    buffers.push(bn.runningMean.binding, bn.runningVar.binding);
   }
-  if (bn.runningMean && bn.counter) buffers.push(bn.counter.buffer);
+  if (bn.runningMean && bn.counter) buffers.push(bn.counter.binding);
   dispatch(kernel, {
     buffers,
     params: {

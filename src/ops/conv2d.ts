@@ -44,6 +44,7 @@ import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import {
   derivedTensor,
   formatShape,
+  gradDestination,
   hasZeroChannelSums,
   record,
   shouldRecord,
@@ -284,7 +285,7 @@ export function conv2d(
     const pixelBlocks = g.n * g.oh * blocksW;
     dispatch(FORWARD, {
       // Without a bias the weight buffer fills the binding; has_bias = 0 keeps it from being read.
-      buffers: [input.buffer, weight.buffer, (bias ?? weight).buffer, out.buffer],
+      buffers: [input.binding, weight.binding, (bias ?? weight).binding, out.binding],
       params: {
         ...common(g),
         has_bias: bias ? 1 : 0,
@@ -319,7 +320,7 @@ function conv2dBackward(
 ): (Tensor | null)[] {
   const grads: (Tensor | null)[] = [
     input.requiresGrad ? inputGradient(g, weight, gy) : null,
-    weight.requiresGrad ? weightGradient(g, input, gy) : null,
+    weight.requiresGrad ? weightGradient(g, input, gy, () => gradDestination(weight)) : null,
   ];
   if (bias) {
     // Behind a training-mode batch norm the bias gradient, the per-channel sum of gy, is exactly
@@ -328,8 +329,8 @@ function conv2dBackward(
       !bias.requiresGrad
         ? null
         : hasZeroChannelSums(gy)
-        ? Tensor.zeros(bias.shape)
-        : biasGradient(g, gy),
+        ? gradDestination(bias).fill(0)
+        : biasGradient(g, gy, () => gradDestination(bias)),
     );
   }
   return grads;
@@ -353,7 +354,7 @@ function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
   const blocksW = Math.ceil(Math.ceil(g.w / g.strideW) / 8);
   const pixelBlocks = g.n * rows * blocksW;
   dispatch(BACKWARD_INPUT, {
-    buffers: [gy.buffer, weight.buffer, gx.buffer],
+    buffers: [gy.binding, weight.binding, gx.binding],
     params: { ...common(g), rows, blocks_w: blocksW, pixel_blocks: pixelBlocks },
     workgroups: gridXZ(pixelBlocks, Math.ceil(g.c / 8) * g.strideH * g.strideW),
     constants: { WG },
@@ -361,12 +362,21 @@ function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
   return gx;
 }
 
-function weightGradient(g: Geometry, input: Tensor, gy: Tensor): Tensor {
-  if (kernelFamily() === "gpu") return weightGradientTiled(g, input, gy);
+/**
+ * The weight gradient [O, C, KH, KW], written into `destination()` (the tensor backward hands the
+ * weight's gradient, see gradDestination).
+ */
+function weightGradient(
+  g: Geometry,
+  input: Tensor,
+  gy: Tensor,
+  destination: () => Tensor,
+): Tensor {
+  if (kernelFamily() === "gpu") return weightGradientTiled(g, input, gy, destination);
   const shape = [g.o, g.c, g.kernelH, g.kernelW];
   if (rowsFit(g.strideH, g.strideW, g.w, g.ow, g.kernelW, g.padW)) {
-    const { partial, chunks } = weightGradientRows(input, gy, rowsGeometry(g));
-    return chunks > 1 ? reduceChunks(partial, chunks, shape) : partial;
+    const { partial, chunks } = weightGradientRows(input, gy, rowsGeometry(g), destination);
+    return chunks > 1 ? reduceChunks(partial, chunks, destination()) : partial;
   }
   const lanes = Math.ceil(g.c / 8) * g.kernelH * g.kernelW;
   const blocksO = Math.ceil(g.o / 8);
@@ -374,28 +384,29 @@ function weightGradient(g: Geometry, input: Tensor, gy: Tensor): Tensor {
   const { chunks, rowsPerChunk } = splitRows(blocksO * lanes, rows, g.ow);
   // Small lane counts (e.g. 36 for 16 channels, 3x3) would leave most of a 64-wide group idle.
   const wg = Math.min(WG, Math.ceil(lanes / 8) * 8);
-  const out = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
+  const out = chunks > 1 ? Tensor.empty([chunks, ...shape]) : destination();
   dispatch(BACKWARD_WEIGHT, {
-    buffers: [input.buffer, gy.buffer, out.buffer],
+    buffers: [input.binding, gy.binding, out.binding],
     params: { ...common(g), lanes, rows_per_chunk: rowsPerChunk, rows },
     workgroups: [Math.ceil(lanes / wg), blocksO, chunks],
     constants: { WG: wg },
   });
-  return chunks > 1 ? reduceChunks(out, chunks, shape) : out;
+  return chunks > 1 ? reduceChunks(out, chunks, destination()) : out;
 }
 
-function biasGradient(g: Geometry, gy: Tensor): Tensor {
+/** The bias gradient [O], written into `destination()`. */
+function biasGradient(g: Geometry, gy: Tensor, destination: () => Tensor): Tensor {
   const rows = g.n * g.oh;
   const { chunks, rowsPerChunk } = splitRows(g.o, rows, g.ow);
   const count = g.o * chunks;
-  const out = Tensor.empty(chunks > 1 ? [chunks, g.o] : [g.o]);
+  const out = chunks > 1 ? Tensor.empty([chunks, g.o]) : destination();
   dispatch(BACKWARD_BIAS, {
-    buffers: [gy.buffer, out.buffer],
+    buffers: [gy.binding, out.binding],
     params: { o: g.o, oh: g.oh, ow: g.ow, rows_per_chunk: rowsPerChunk, rows, count },
     workgroups: grid1d(count, 64),
     constants: { VEC4: g.ow % 4 === 0 ? 1 : 0 },
   });
-  return chunks > 1 ? reduceChunks(out, chunks, [g.o]) : out;
+  return chunks > 1 ? reduceChunks(out, chunks, destination()) : out;
 }
 
 // ---- the general kernels' launch sizes -------------------------------------------------------
@@ -437,11 +448,10 @@ function splitRows(parallel: number, rows: number, rowLength: number) {
   return { chunks, rowsPerChunk };
 }
 
-/** Sums `partial` [chunks, count] over its chunks into a fresh [shape] tensor; disposes it. */
-function reduceChunks(partial: Tensor, chunks: number, shape: number[]): Tensor {
-  const out = Tensor.empty(shape);
+/** Sums `partial` [chunks, count] over its chunks into `out` [count]; disposes `partial`. */
+function reduceChunks(partial: Tensor, chunks: number, out: Tensor): Tensor {
   dispatch(REDUCE_CHUNKS, {
-    buffers: [partial.buffer, out.buffer],
+    buffers: [partial.binding, out.binding],
     params: { count: out.size, chunks },
     workgroups: grid1d(out.size, 64),
   });
@@ -510,7 +520,7 @@ export function packWeight(weight: Tensor, flip: boolean): Tensor {
   const rows = (flip ? o : c) * kh * kw;
   const packed = Tensor.empty([rows, cols]);
   dispatch(PACK_WEIGHT, {
-    buffers: [weight.buffer, packed.buffer],
+    buffers: [weight.binding, packed.binding],
     params: { o, c, kh, kw, cols, count: rows * cols },
     workgroups: grid1d(rows * cols, 64),
     constants: { FLIP: flip ? 1 : 0 },
@@ -588,7 +598,7 @@ export function forwardRows(
   const [gx, gz] = grid1d(pixelBlocks, FORWARD_ROWS_WG);
   dispatch(FORWARD_ROWS, {
     // Unused per-channel and residual bindings alias other read-only buffers, never read.
-    buffers: [x.buffer, packed.buffer, chan.buffer, residual.buffer, out.buffer],
+    buffers: [x.binding, packed.binding, chan.binding, residual.binding, out.binding],
     params: {
       ...rowsCommon(x, out, geo),
       op,
@@ -620,6 +630,7 @@ function weightGradientRows(
   x: Tensor,
   gy: Tensor,
   geo: RowsGeometry,
+  destination: () => Tensor,
 ): { partial: Tensor; chunks: number } {
   const [n, c] = x.shape;
   const [, o, oh] = gy.shape;
@@ -634,9 +645,9 @@ function weightGradientRows(
   const rowsPerChunk = Math.max(1, Math.ceil(rows / Math.max(1, Math.min(rows, wanted))));
   const chunks = Math.max(1, Math.ceil(rows / rowsPerChunk));
   const shape = [o, c, geo.kernelH, geo.kernelW];
-  const partial = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
+  const partial = chunks > 1 ? Tensor.empty([chunks, ...shape]) : destination();
   dispatch(BACKWARD_WEIGHT_ROWS, {
-    buffers: [x.buffer, gy.buffer, partial.buffer],
+    buffers: [x.binding, gy.binding, partial.binding],
     params: { ...rowsCommon(x, gy, geo), rows, rows_per_chunk: rowsPerChunk, chunks },
     workgroups: [Math.ceil(chunks / WEIGHT_ROWS_WG), blocksC, blocksO],
     constants: {
@@ -713,7 +724,7 @@ export function forwardTiled(
   const [gx, gz] = grid1d(Math.ceil(m / tm), 1);
   dispatch(FORWARD_TILED, {
     // Unused per-channel and residual bindings alias other read-only buffers, never read.
-    buffers: [x.buffer, weight.buffer, chan.buffer, residual.buffer, out.buffer],
+    buffers: [x.binding, weight.binding, chan.binding, residual.binding, out.binding],
     params: {
       ...common(g),
       m,
@@ -734,7 +745,7 @@ function inputGradientTiled(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
   const { tm, tn, wg } = gemmTiles(m, g.c);
   const [x, z] = grid1d(Math.ceil(m / tm), 1);
   dispatch(BACKWARD_INPUT_TILED, {
-    buffers: [gy.buffer, weight.buffer, gx.buffer],
+    buffers: [gy.binding, weight.binding, gx.binding],
     params: { ...common(g), m, k: g.o * g.kernelH * g.kernelW },
     workgroups: [x, Math.ceil(g.c / tn), z],
     constants: { TM: tm, TN: tn, WG: wg },
@@ -746,7 +757,12 @@ function inputGradientTiled(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
  * The gpu family's weight gradient [O, C, KH, KW]: conv2d_backward_weight_tiled over chunks of the
  * output pixels (a split-K GEMM), then conv2d_reduce_chunks when there are several.
  */
-function weightGradientTiled(g: Geometry, input: Tensor, gy: Tensor): Tensor {
+function weightGradientTiled(
+  g: Geometry,
+  input: Tensor,
+  gy: Tensor,
+  destination: () => Tensor,
+): Tensor {
   const k = g.c * g.kernelH * g.kernelW;
   const q = g.n * g.oh * g.ow;
   const tm = g.o <= 16 ? 16 : g.o <= 32 ? 32 : 64;
@@ -759,12 +775,12 @@ function weightGradientTiled(g: Geometry, input: Tensor, gy: Tensor): Tensor {
   const perChunk = Math.max(16, Math.ceil(q / wanted / 16) * 16);
   const chunks = Math.max(1, Math.ceil(q / perChunk));
   const shape = [g.o, g.c, g.kernelH, g.kernelW];
-  const partial = Tensor.empty(chunks > 1 ? [chunks, ...shape] : shape);
+  const partial = chunks > 1 ? Tensor.empty([chunks, ...shape]) : destination();
   dispatch(BACKWARD_WEIGHT_TILED, {
-    buffers: [input.buffer, gy.buffer, partial.buffer],
+    buffers: [input.binding, gy.binding, partial.binding],
     params: { ...common(g), q, k, per_chunk: perChunk },
     workgroups: [Math.ceil(k / tn), Math.ceil(g.o / tm), chunks],
     constants: { TM: tm, TN: tn, WG: (tm * tn) / 16 },
   });
-  return chunks > 1 ? reduceChunks(partial, chunks, shape) : partial;
+  return chunks > 1 ? reduceChunks(partial, chunks, destination()) : partial;
 }

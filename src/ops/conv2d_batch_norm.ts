@@ -122,12 +122,12 @@ export function conv2dBatchNormEval(
     dispatch(FOLD, {
       // Absent tensors are replaced by a read-only alias the kernel never reads.
       buffers: [
-        runningMean!.buffer,
-        runningVar!.buffer,
-        (bias ?? runningMean!).buffer,
-        (bn.weight ?? runningMean!).buffer,
-        (bn.bias ?? runningMean!).buffer,
-        folded.buffer,
+        runningMean!.binding,
+        runningVar!.binding,
+        (bias ?? runningMean!).binding,
+        (bn.weight ?? runningMean!).binding,
+        (bn.bias ?? runningMean!).binding,
+        folded.binding,
       ],
       params: { channels: g.o, eps: bn.eps },
       workgroups: grid1d(g.o, 64),

@@ -37,7 +37,7 @@ function binary(kernel: typeof ADD, a: Tensor, b: Tensor): Tensor {
   const out = Tensor.empty(a.shape);
   const count4 = Math.ceil(a.size / 4);
   dispatch(kernel, {
-    buffers: [a.buffer, b.buffer, out.buffer],
+    buffers: [a.binding, b.binding, out.binding],
     params: { count4 },
     workgroups: grid1d(count4, WORKGROUP),
   });
@@ -49,7 +49,7 @@ function affine(x: Tensor, s: number, t: number): Tensor {
   const out = Tensor.empty(x.shape);
   const count4 = Math.ceil(x.size / 4);
   dispatch(SCALE, {
-    buffers: [x.buffer, out.buffer],
+    buffers: [x.binding, out.binding],
     params: { count4, s, t },
     workgroups: grid1d(count4, WORKGROUP),
   });
@@ -179,7 +179,7 @@ export function relu(x: Tensor): Tensor {
   const y = Tensor.empty(x.shape);
   const count4 = Math.ceil(x.size / 4);
   dispatch(RELU_FORWARD, {
-    buffers: [x.buffer, y.buffer],
+    buffers: [x.binding, y.binding],
     params: { count4 },
     workgroups: grid1d(count4, WORKGROUP),
   });
@@ -194,7 +194,7 @@ function reluBackward(gy: Tensor, y: Tensor): Tensor {
   const gx = Tensor.empty(y.shape);
   const count4 = Math.ceil(y.size / 4);
   dispatch(RELU_BACKWARD, {
-    buffers: [y.buffer, gy.buffer, gx.buffer],
+    buffers: [y.binding, gy.binding, gx.binding],
     params: { count4 },
     workgroups: grid1d(count4, WORKGROUP),
   });

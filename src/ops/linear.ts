@@ -5,16 +5,15 @@
  * @module
  */
 import matmulSource from "../../kernels/matmul.wgsl" with { type: "text" };
-import { noGrad } from "../autograd.ts";
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
-import { formatShape, record, shouldRecord, Tensor } from "../tensor.ts";
+import { formatShape, gradDestination, record, shouldRecord, Tensor } from "../tensor.ts";
 import { checkTensor, optionalTensor } from "./_check.ts";
-import { sum } from "./reduce.ts";
+import { sumInto } from "./reduce.ts";
 
 const MATMUL = kernel("matmul", matmulSource, ["M", "N", "K", "has_bias"]);
 
 /**
- * Encodes `op(a) op(b) (+ bias)` into a fresh `[m, n]` tensor, where `op(a)` is `[m, k]` (stored
+ * Encodes `op(a) op(b) (+ bias)` into `c` (a fresh `[m, n]` tensor by default), where `op(a)` is `[m, k]` (stored
  * `[k, m]` when `transA`) and `op(b)` is `[k, n]` (stored `[n, k]` when `transB`).
  */
 function encodeMatmul(
@@ -26,11 +25,11 @@ function encodeMatmul(
   k: number,
   transA: boolean,
   transB: boolean,
+  c: Tensor = Tensor.empty([m, n]),
 ): Tensor {
-  const c = Tensor.empty([m, n]);
   dispatch(MATMUL, {
     // Without a bias the binding still needs a buffer: a read-only one already bound is fine.
-    buffers: [a.buffer, b.buffer, (bias ?? a).buffer, c.buffer],
+    buffers: [a.binding, b.binding, (bias ?? a).binding, c.binding],
     params: { M: m, N: n, K: k, has_bias: bias ? 1 : 0 },
     workgroups: grid1d(Math.ceil(m / 4) * Math.ceil(n / 4), 64),
     constants: { TRANS_A: transA ? 1 : 0, TRANS_B: transB ? 1 : 0 },
@@ -127,10 +126,20 @@ export function linear(input: Tensor, weight: Tensor, bias?: Tensor | null): Ten
             ? encodeMatmul(gy, weight, null, n, inFeatures, outFeatures, false, false)
             : null,
           weight.requiresGrad
-            ? encodeMatmul(gy, input, null, outFeatures, inFeatures, n, true, false)
+            ? encodeMatmul(
+              gy,
+              input,
+              null,
+              outFeatures,
+              inFeatures,
+              n,
+              true,
+              false,
+              gradDestination(weight),
+            )
             : null,
         ];
-        if (b) grads.push(b.requiresGrad ? noGrad(() => sum(gy, 0)) : null);
+        if (b) grads.push(b.requiresGrad ? sumInto(gy, [true, false], gradDestination(b)) : null);
         return grads;
       },
     });

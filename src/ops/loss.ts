@@ -165,7 +165,7 @@ export function crossEntropy(
   const losses = Tensor.empty([n]);
   const lse = Tensor.empty([n]);
   dispatch(CE_FORWARD, {
-    buffers: [logits.buffer, t.buffer, losses.buffer, lse.buffer],
+    buffers: [logits.binding, t.binding, losses.binding, lse.binding],
     params: { N: n, C: c, nan_bits: NAN_BITS, smoothing },
     workgroups: grid1d(n, 64),
   });
@@ -184,7 +184,7 @@ export function crossEntropy(
       backward: (gy) => {
         const gx = Tensor.empty([n, c]);
         dispatch(CE_BACKWARD, {
-          buffers: [logits.buffer, t.buffer, lse.buffer, gy.buffer, gx.buffer],
+          buffers: [logits.binding, t.binding, lse.binding, gy.binding, gx.binding],
           params: {
             N: n,
             C: c,
@@ -227,7 +227,7 @@ export function correctCount(logits: Tensor, targets: Int32Array | Tensor): Tens
   const { n, c, t, owned } = prepare("correctCount()", logits, targets);
   const correct = Tensor.empty([n]);
   dispatch(ARGMAX_CORRECT, {
-    buffers: [logits.buffer, t.buffer, correct.buffer],
+    buffers: [logits.binding, t.binding, correct.binding],
     params: { N: n, C: c },
     workgroups: grid1d(n, 64),
   });

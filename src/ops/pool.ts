@@ -129,8 +129,8 @@ export function maxPool2d(input: Tensor, options: Pool2dOptions): Tensor {
   const out = Tensor.empty([g.n, g.c, g.oh, g.ow]);
   const recording = shouldRecord(input);
   const indices = recording ? Tensor.empty(out.shape) : null;
-  const buffers = [input.buffer, out.buffer];
-  if (indices) buffers.push(indices.buffer);
+  const buffers = [input.binding, out.binding];
+  if (indices) buffers.push(indices.binding);
   dispatch(indices ? MAX_FORWARD_INDICES : MAX_FORWARD, {
     buffers,
     ...windowArgs(g, g.n * g.c * g.oh, g.ow),
@@ -149,7 +149,7 @@ export function maxPool2d(input: Tensor, options: Pool2dOptions): Tensor {
 function maxPool2dBackward(gy: Tensor, indices: Tensor, g: Geometry): Tensor {
   const gx = Tensor.empty([g.n, g.c, g.h, g.w]);
   dispatch(MAX_BACKWARD, {
-    buffers: [gy.buffer, indices.buffer, gx.buffer],
+    buffers: [gy.binding, indices.binding, gx.binding],
     ...windowArgs(g, g.n * g.c * g.h, g.w),
   });
   return gx;
@@ -182,7 +182,7 @@ export function avgPool2d(input: Tensor, options: AvgPool2dOptions): Tensor {
   const constants = { COUNT_INCLUDE_PAD: includePad ? 1 : 0 };
   const out = Tensor.empty([g.n, g.c, g.oh, g.ow]);
   dispatch(AVG_FORWARD, {
-    buffers: [input.buffer, out.buffer],
+    buffers: [input.binding, out.binding],
     ...windowArgs(g, g.n * g.c * g.oh, g.ow),
     constants,
   });
@@ -202,7 +202,7 @@ function avgPool2dBackward(
 ): Tensor {
   const gx = Tensor.empty([g.n, g.c, g.h, g.w]);
   dispatch(AVG_BACKWARD, {
-    buffers: [gy.buffer, gx.buffer],
+    buffers: [gy.binding, gx.binding],
     ...windowArgs(g, g.n * g.c * g.h, g.w),
     constants,
   });
@@ -235,7 +235,7 @@ export function globalAvgPool2d(input: Tensor): Tensor {
   }
   const out = Tensor.empty([n, c]);
   dispatch(GLOBAL_FORWARD, {
-    buffers: [input.buffer, out.buffer],
+    buffers: [input.binding, out.binding],
     params: { planes: n * c, hw: h * w },
     workgroups: grid1d(n * c, 64),
   });
@@ -254,7 +254,7 @@ function globalAvgPool2dBackward(gy: Tensor, shape: readonly number[]): Tensor {
   const chunks = Math.ceil(hw / 4);
   const count = shape[0] * shape[1] * chunks;
   dispatch(GLOBAL_BACKWARD, {
-    buffers: [gy.buffer, gx.buffer],
+    buffers: [gy.binding, gx.binding],
     params: { hw, chunks, count },
     workgroups: grid1d(count, 256),
   });

@@ -112,7 +112,7 @@ function encodeSum(x: Tensor, reduced: readonly boolean[], out: Tensor, scale: n
     const redSizes = red.length > 0 ? red.map((g) => g.size) : [1];
     const redStrides = red.length > 0 ? red.map((g) => g.stride) : [0];
     dispatch(SUM_DIMS, {
-      buffers: [source.buffer, target.buffer],
+      buffers: [source.binding, target.binding],
       params: {
         count,
         splits,
@@ -148,7 +148,7 @@ function encodeBroadcast(g: Tensor, reduced: readonly boolean[], out: Tensor, sc
     if (!group.reduced) stride *= group.size;
   }
   dispatch(BROADCAST_DIMS, {
-    buffers: [g.buffer, out.buffer],
+    buffers: [g.binding, out.binding],
     params: {
       count: out.size,
       ndim: groups.length,
@@ -205,6 +205,16 @@ function keepDimOption(op: string, options: unknown): boolean {
   if (options === undefined) return false;
   checkOptions(op, options, "{ keepDim: true }");
   return checkBoolean(op, "options.keepDim", options.keepDim ?? false);
+}
+
+/**
+ * Encodes `out` = the sum of `x` over the dimensions marked in `reduced`, without recording it
+ * (a backward's sum into the tensor its gradient goes to); returns `out`. Internal: not exported
+ * by mod.ts.
+ */
+export function sumInto(x: Tensor, reduced: readonly boolean[], out: Tensor): Tensor {
+  encodeSum(x, reduced, out, 1);
+  return out;
 }
 
 function reduce(

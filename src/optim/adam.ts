@@ -5,8 +5,9 @@
  * @module
  */
 import adamStepSource from "../../kernels/adam_step.wgsl" with { type: "text" };
+import adamMultiStepSource from "../../kernels/adam_multi_step.wgsl" with { type: "text" };
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
-import { markModified, Tensor } from "../tensor.ts";
+import { markModified, type Tensor } from "../tensor.ts";
 import { checkNonNegative, checkUnitInterval, type HyperValue, Optimizer } from "./optimizer.ts";
 
 const ADAM_STEP = kernel("adam_step", adamStepSource, [
@@ -23,6 +24,20 @@ const ADAM_STEP = kernel("adam_step", adamStepSource, [
   "bc2_sqrt0",
   "step_size1",
   "bc2_sqrt1",
+]);
+
+const ADAM_MULTI_STEP = kernel("adam_multi_step", adamMultiStepSource, [
+  "first_chunk",
+  "chunks",
+  "beta1",
+  "one_minus_beta1",
+  "beta2",
+  "one_minus_beta2",
+  "eps",
+  "l2",
+  "decay",
+  "step_size",
+  "bc2_sqrt",
 ]);
 
 /** Options of {@link Adam} and {@link AdamW}. */
@@ -53,8 +68,14 @@ interface AdamHyper {
  * `m = beta1 * m + (1 - beta1) * g`, `v = beta2 * v + (1 - beta2) * g²`, and
  * `p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)`. The bias corrections are
  * computed on the CPU from the step counts, which the state dict keeps in `hyper.step` (one per
- * parameter); `m` and `v` are the state tensors `"<i>.exp_avg"` and `"<i>.exp_avg_sq"`. One
- * kernel dispatch per two parameters.
+ * parameter); `m` and `v` are the state tensors `"<i>.exp_avg"` and `"<i>.exp_avg_sq"`.
+ *
+ * The optimizer moves the parameters into one flat buffer (each parameter tensor keeps its
+ * identity and becomes a slice of it) and gives them flat gradient, `exp_avg` and `exp_avg_sq`
+ * buffers of the same layout; backward writes the gradients straight into their slices, and one
+ * kernel dispatch per step count among them (one in the usual case) updates every parameter
+ * whose gradient is there, like PyTorch's foreach optimizers. Other parameters take one dispatch
+ * per two.
  *
  * @throws {RangeError} when `lr`, `eps` or `weightDecay` is negative or not finite, a beta is
  *   outside `[0, 1)`, or `params` is empty.
@@ -123,32 +144,78 @@ export class Adam extends Optimizer {
   }
 
   /**
-   * Encodes the update of every parameter that has a gradient (two per dispatch); no readback,
-   * no submit. The first update of a parameter creates its zero-filled `exp_avg` and
+   * Encodes the update of every parameter that has a gradient: one dispatch per step count for
+   * those whose gradients lie in the flat gradient buffer, one per two others; no readback, no
+   * submit. The first update of a parameter creates its zero-filled `exp_avg` and
    * `exp_avg_sq`.
    */
   step(): void {
+    const { multi, single } = this.splitMulti(this.withGradients());
+    if (multi.length > 0) this.#stepMulti(multi);
+    this.#stepSingle(single);
+  }
+
+  /**
+   * adam_multi_step dispatches over the parameters `active`, all in the flat buffers: one per
+   * step count among them (one in the usual case, where every parameter took every step).
+   */
+  #stepMulti(active: number[]): void {
     const { beta1, beta2, eps, weightDecay } = this.#hyper;
     const lr = this.lr;
     const decoupled = this.decoupled();
-    const active = this.withGradients();
+    const byStep = new Map<number, number[]>();
+    for (const i of active) {
+      this.state[i] ??= this.makeState(i, true);
+      const t = ++this.#steps[i];
+      let group = byStep.get(t);
+      if (!group) byStep.set(t, group = []);
+      group.push(i);
+      markModified(this.params[i]);
+    }
+    const groups = [...byStep.values()];
+    const { table, first, chunks } = this.multiTable(groups, () => 0);
+    groups.forEach((group, k) => {
+      const t = this.#steps[group[0]];
+      dispatch(ADAM_MULTI_STEP, {
+        dynamicUniforms: true,
+        buffers: [...this.flatBindings([0, 1]), table],
+        params: {
+          first_chunk: first[k],
+          chunks: chunks[k],
+          beta1,
+          one_minus_beta1: 1 - beta1,
+          beta2,
+          one_minus_beta2: 1 - beta2,
+          eps,
+          l2: decoupled ? 0 : weightDecay,
+          decay: decoupled ? 1 - lr * weightDecay : 1,
+          step_size: lr / (1 - beta1 ** t),
+          bc2_sqrt: Math.sqrt(1 - beta2 ** t),
+        },
+        workgroups: grid1d(chunks[k] * 256, 256),
+      });
+    });
+  }
+
+  /** adam_step dispatches over the parameters `active`, two per dispatch. */
+  #stepSingle(active: number[]): void {
+    const { beta1, beta2, eps, weightDecay } = this.#hyper;
+    const lr = this.lr;
+    const decoupled = this.decoupled();
     for (let a = 0; a < active.length; a += 2) {
       const pair = active.slice(a, a + 2);
       const counts = [0, 0];
       const stepSizes = [0, 0];
       const bc2Sqrts = [1, 1];
-      const buffers: GPUBuffer[] = [];
+      const buffers: (GPUBuffer | GPUBufferBinding)[] = [];
       pair.forEach((i, slot) => {
         const p = this.params[i];
-        const state = this.state[i] ??= [
-          Tensor.zeros(p.shape).keep(),
-          Tensor.zeros(p.shape).keep(),
-        ];
+        const state = this.state[i] ??= this.makeState(i, true);
         const t = ++this.#steps[i];
         counts[slot] = p.size;
         stepSizes[slot] = lr / (1 - beta1 ** t);
         bc2Sqrts[slot] = Math.sqrt(1 - beta2 ** t);
-        buffers.push(p.buffer, p.grad!.buffer, state[0].buffer, state[1].buffer);
+        buffers.push(p.binding, p.grad!.binding, state[0].binding, state[1].binding);
         markModified(p);
       });
       if (pair.length === 1) buffers.push(...this.dummies(4));

@@ -105,8 +105,8 @@ export function clipGradNorm(
     groups.forEach((group, d) => {
       dispatch(GRAD_NORM_PARTIAL, {
         buffers: [
-          ...SLOTS.map((_, s) => (group[s] ?? group[0]).buffer),
-          partials.buffer,
+          ...SLOTS.map((_, s) => (group[s] ?? group[0]).binding),
+          partials.binding,
         ],
         params: {
           ...slotCounts(group),
@@ -119,12 +119,20 @@ export function clipGradNorm(
       });
     });
     dispatch(GRAD_NORM_TOTAL, {
-      buffers: [partials.buffer, norm.buffer, coef.buffer],
+      buffers: [partials.binding, norm.binding, coef.binding],
       params: { count: partials.size, mode, p, max_norm: maxNorm },
       workgroups: [1, 1, 1],
     });
-    // Each gradient buffer is scaled once, even if two parameters were to share one.
-    const unique = [...new Map(grads.map((g) => [g.buffer, g])).values()];
+    // Each gradient's values are scaled once, even if two parameters were to share them (the
+    // same buffer at the same offset; gradients in an optimizer's flat buffer differ by offset).
+    const seen = new Map<GPUBuffer, Set<number>>();
+    const unique = grads.filter((g) => {
+      let offsets = seen.get(g.buffer);
+      if (!offsets) seen.set(g.buffer, offsets = new Set());
+      if (offsets.has(g.byteOffset)) return false;
+      offsets.add(g.byteOffset);
+      return true;
+    });
     for (const g of unique) markModified(g);
     for (let i = 0; i < unique.length; i += PER_DISPATCH) {
       const group = unique.slice(i, i + PER_DISPATCH);
@@ -132,7 +140,11 @@ export function clipGradNorm(
       const dummies = SLOTS.slice(group.length).map(() => Tensor.empty([1]));
       try {
         dispatch(GRAD_SCALE, {
-          buffers: [coef.buffer, ...group.map((g) => g.buffer), ...dummies.map((t) => t.buffer)],
+          buffers: [
+            coef.binding,
+            ...group.map((g) => g.binding),
+            ...dummies.map((t) => t.binding),
+          ],
           params: slotCounts(group),
           workgroups: grid1d(group.reduce((s, g) => s + g.size, 0), 256),
         });

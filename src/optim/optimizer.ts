@@ -5,7 +5,39 @@
  *
  * @module
  */
-import { formatShape, Tensor } from "../tensor.ts";
+import { sizeClass } from "../gpu/buffer_pool.ts";
+import { getDevice } from "../gpu/device.ts";
+import { clearBuffer, writeBuffer } from "../gpu/dispatch.ts";
+import {
+  Arena,
+  clearGradSlot,
+  formatShape,
+  moveIntoArena,
+  setGradSlot,
+  Tensor,
+} from "../tensor.ts";
+
+/** Elements of one parameter that one workgroup of a multi-tensor kernel updates at most. */
+export const MULTI_CHUNK = 2048;
+
+/**
+ * The flat buffers of a multi-tensor step: the parameters' values, their gradients and each
+ * state tensor (momentum buffers; exp_avg, exp_avg_sq) in buffers of one layout, parameter `i`
+ * at `offsets[i]` bytes, aligned for a storage binding, zeros between.
+ */
+interface Flat {
+  params: Arena;
+  grads: Arena;
+  /** One per state name, made (and cleared) on the first update that needs it. */
+  states: (Arena | null)[];
+  offsets: number[];
+  bytes: number;
+  /** Per state name, the parameters whose slice is known to hold zeros (never handed out). */
+  zeroed: Set<number>[];
+  /** The chunk table a multi-tensor dispatch reads, and what was last written into it. */
+  table: Tensor | null;
+  written: Uint32Array | null;
+}
 
 /** A hyperparameter value in {@link OptimizerStateDict.hyper}: JSON-safe. */
 export type HyperValue = number | boolean | number[];
@@ -89,6 +121,7 @@ export abstract class Optimizer {
   protected readonly owner: string;
   #lr = 0;
   #dummies: Tensor[] = [];
+  #flat: Flat | null = null;
 
   static {
     stateOf = (optimizer) => optimizer.state;
@@ -136,6 +169,7 @@ export abstract class Optimizer {
     this.stateNames = stateNames;
     this.state = list.map(() => null);
     this.lr = lr;
+    this.#flat = flatten(list, stateNames.length);
   }
 
   /** The learning rate used by the next {@link Optimizer.step}; schedules set it. */
@@ -291,7 +325,7 @@ export abstract class Optimizer {
         this.state[i] = null;
         return;
       }
-      const own = this.state[i] ??= this.stateNames.map(() => Tensor.empty(this.params[i].shape));
+      const own = this.state[i] ??= this.makeState(i, false);
       own.forEach((t, k) => {
         const source = tensors.get(k)!;
         t.keep();
@@ -333,6 +367,114 @@ export abstract class Optimizer {
   }
 
   /**
+   * Splits the parameters `active` (with gradients, from {@link Optimizer.withGradients}) into
+   * those a multi-tensor kernel can update (the parameter, its gradient and its state in their
+   * slices of the flat buffers) and the rest, which take the per-parameter kernels.
+   */
+  protected splitMulti(active: number[]): { multi: number[]; single: number[] } {
+    const flat = this.#flat;
+    if (!flat) return { multi: [], single: active };
+    const multi: number[] = [];
+    const single: number[] = [];
+    for (const i of active) {
+      const p = this.params[i];
+      const g = p.grad!;
+      const at = flat.offsets[i];
+      const state = this.state[i];
+      const inPlace = p.buffer === flat.params.buffer && p.byteOffset === at &&
+        g.buffer === flat.grads.buffer && g.byteOffset === at &&
+        (state ?? []).every((t, k) => t.buffer === flat.states[k]?.buffer && t.byteOffset === at);
+      (inPlace ? multi : single).push(i);
+    }
+    return { multi, single };
+  }
+
+  /**
+   * Parameter `i`'s state tensors (in `stateNames` order) for its first update: slices of the
+   * flat state buffers when the optimizer has them, else tensors of their own. With `zeros` they
+   * hold zeros; else their values are undefined (the kernel writes them whole).
+   */
+  protected makeState(i: number, zeros: boolean): Tensor[] {
+    const flat = this.#flat;
+    const p = this.params[i];
+    if (!flat) {
+      return this.stateNames.map(() =>
+        (zeros ? Tensor.zeros(p.shape) : Tensor.empty(p.shape)).keep()
+      );
+    }
+    return this.stateNames.map((_, k) => {
+      let arena = flat.states[k];
+      if (!arena) {
+        arena = flat.states[k] = new Arena(flat.bytes);
+        // One clear for every parameter's state, instead of one per parameter.
+        clearBuffer(arena.buffer, 0, flat.bytes);
+        flat.zeroed[k] = new Set(this.params.map((_, j) => j));
+      }
+      const view = new Tensor(p.shape, { buffer: arena.buffer, offset: flat.offsets[i] }).keep();
+      if (zeros && !flat.zeroed[k].has(i)) view.fill(0);
+      flat.zeroed[k].delete(i);
+      return view;
+    });
+  }
+
+  /**
+   * The chunk table of multi-tensor dispatches, one per group of parameter indices: per chunk of
+   * at most {@link MULTI_CHUNK} elements of one parameter, `(first element in the flat buffers,
+   * element count, flags(i), 0)` as u32, the groups one after the other. Written into its buffer
+   * only when it differs from what was last written. Returns its binding and each group's first
+   * chunk and chunk count.
+   */
+  protected multiTable(
+    groups: number[][],
+    flags: (i: number) => number,
+  ): { table: GPUBufferBinding; first: number[]; chunks: number[] } {
+    const flat = this.#flat!;
+    const first: number[] = [];
+    const chunks: number[] = [];
+    let total = 0;
+    for (const group of groups) {
+      let n = 0;
+      for (const i of group) n += Math.ceil(this.params[i].size / MULTI_CHUNK);
+      first.push(total);
+      chunks.push(n);
+      total += n;
+    }
+    const words = new Uint32Array(4 * total);
+    let c = 0;
+    for (const i of groups.flat()) {
+      const size = this.params[i].size;
+      const first = flat.offsets[i] / 4;
+      const f = flags(i);
+      for (let start = 0; start < size; start += MULTI_CHUNK, c++) {
+        words[4 * c] = first + start;
+        words[4 * c + 1] = Math.min(MULTI_CHUNK, size - start);
+        words[4 * c + 2] = f;
+      }
+    }
+    if (!flat.table) {
+      let most = 0;
+      for (const p of this.params) most += Math.ceil(p.size / MULTI_CHUNK);
+      flat.table = Tensor.empty([4 * Math.max(1, most)]).keep();
+    }
+    const last = flat.written;
+    if (!last || last.length !== words.length || !last.every((w, k) => w === words[k])) {
+      writeBuffer(flat.table.buffer, words, flat.table.byteOffset);
+      flat.written = words;
+    }
+    return { table: flat.table.binding, first, chunks };
+  }
+
+  /**
+   * Bindings of the whole flat buffers: the parameters, the gradients, then the state tensors
+   * named `stateNames[k]` for each `k` of `states`.
+   */
+  protected flatBindings(states: number[]): GPUBufferBinding[] {
+    const flat = this.#flat!;
+    const whole = (a: Arena) => ({ buffer: a.buffer, offset: 0, size: flat.bytes });
+    return [whole(flat.params), whole(flat.grads), ...states.map((k) => whole(flat.states[k]!))];
+  }
+
+  /**
    * Small placeholder buffers bound in a dispatch's unused second slot (never read or written:
    * its element count is 0). Distinct buffers, since writable bindings must not alias.
    */
@@ -352,5 +494,53 @@ export abstract class Optimizer {
     });
     for (const t of this.#dummies) t.dispose();
     this.#dummies = [];
+    const flat = this.#flat;
+    if (flat) {
+      // The parameters (and gradients in their slots) keep their slices, and with them the flat
+      // buffers, alive: each holds a reference on its arena. Later steps use the per-parameter
+      // kernels.
+      this.params.forEach((p) => clearGradSlot(p, flat.grads));
+      flat.params.release();
+      flat.grads.release();
+      for (const arena of flat.states) arena?.release();
+      flat.table?.dispose();
+      this.#flat = null;
+    }
   }
+}
+
+/**
+ * Moves `params` into one flat buffer (each at an offset aligned for a storage binding) and gives
+ * each a gradient slot at the same offset of a flat gradient buffer, so that backward writes the
+ * gradients there and one dispatch can update every parameter. Null when the buffer would exceed
+ * the device's largest storage binding (the optimizer then keeps the per-parameter kernels).
+ */
+function flatten(params: readonly Tensor[], states: number): Flat | null {
+  const device = getDevice();
+  const align = Math.max(256, device.limits.minStorageBufferOffsetAlignment);
+  const offsets: number[] = [];
+  let bytes = 0;
+  for (const p of params) {
+    offsets.push(bytes);
+    bytes += Math.ceil(sizeClass(p.size * 4) / align) * align;
+  }
+  if (bytes > device.limits.maxStorageBufferBindingSize) return null;
+  const flat: Flat = {
+    params: new Arena(bytes),
+    grads: new Arena(bytes),
+    states: Array.from({ length: states }, () => null),
+    offsets,
+    bytes,
+    zeroed: Array.from({ length: states }, () => new Set<number>()),
+    table: null,
+    written: null,
+  };
+  // The padding between parameters is never read by a kernel; zeros keep its bytes defined.
+  clearBuffer(flat.params.buffer, 0, bytes);
+  clearBuffer(flat.grads.buffer, 0, bytes);
+  params.forEach((p, i) => {
+    moveIntoArena(p, flat.params, offsets[i]);
+    setGradSlot(p, flat.grads, offsets[i]);
+  });
+  return flat;
 }

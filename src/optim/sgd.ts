@@ -5,8 +5,9 @@
  * @module
  */
 import sgdStepSource from "../../kernels/sgd_step.wgsl" with { type: "text" };
+import sgdMultiStepSource from "../../kernels/sgd_multi_step.wgsl" with { type: "text" };
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
-import { markModified, Tensor } from "../tensor.ts";
+import { markModified, type Tensor } from "../tensor.ts";
 import { checkNonNegative, type HyperValue, Optimizer } from "./optimizer.ts";
 
 const SGD_STEP = kernel("sgd_step", sgdStepSource, [
@@ -14,6 +15,16 @@ const SGD_STEP = kernel("sgd_step", sgdStepSource, [
   "n1",
   "init0",
   "init1",
+  "use_momentum",
+  "nesterov",
+  "lr",
+  "momentum",
+  "one_minus_dampening",
+  "weight_decay",
+]);
+
+const SGD_MULTI_STEP = kernel("sgd_multi_step", sgdMultiStepSource, [
+  "chunks",
   "use_momentum",
   "nesterov",
   "lr",
@@ -47,8 +58,14 @@ interface SGDHyper {
  * SGD exactly as PyTorch 1.13 (`torch/optim/sgd.py`): for each parameter with a gradient,
  * `d = g + weightDecay * p`; with momentum, `buf = d` on its first update, else
  * `buf = momentum * buf + (1 - dampening) * d`, and `d = nesterov ? d + momentum * buf : buf`;
- * then `p -= lr * d`. One kernel dispatch per two parameters; the momentum buffers are the state
- * (`"<i>.momentum_buffer"`).
+ * then `p -= lr * d`. The momentum buffers are the state (`"<i>.momentum_buffer"`).
+ *
+ * The optimizer moves the parameters into one flat buffer (each parameter tensor keeps its
+ * identity and becomes a slice of it) and gives them flat gradient and momentum buffers of the
+ * same layout; backward writes the gradients straight into their slices, and one kernel dispatch
+ * updates every parameter whose gradient is there, like PyTorch's foreach optimizers. Gradients
+ * elsewhere (assigned by hand, accumulated over two backward passes) take one dispatch per two
+ * parameters.
  *
  * @throws {RangeError} when an option is negative or not finite, or `nesterov` is set without
  *   momentum or with dampening (PyTorch's rule), or `params` is empty.
@@ -108,35 +125,76 @@ export class SGD extends Optimizer {
   }
 
   /**
-   * Encodes the update of every parameter that has a gradient (two per dispatch); no readback,
-   * no submit. The first update of a parameter creates its momentum buffer.
+   * Encodes the update of every parameter that has a gradient: one dispatch for those whose
+   * gradients lie in the flat gradient buffer, one per two others; no readback, no submit. The
+   * first update of a parameter creates its momentum buffer.
    */
   step(): void {
+    const { multi, single } = this.splitMulti(this.withGradients());
+    if (multi.length > 0) this.#stepMulti(multi);
+    this.#stepSingle(single);
+  }
+
+  /** One sgd_multi_step dispatch over the parameters `active`, all in the flat buffers. */
+  #stepMulti(active: number[]): void {
     const { momentum, dampening, weightDecay, nesterov } = this.#hyper;
     const useMomentum = momentum !== 0;
-    const active = this.withGradients();
+    const init = new Set<number>();
+    for (const i of active) {
+      if (useMomentum && !this.state[i]) {
+        // Written whole by the kernel (init = 1), so no fill is needed.
+        this.state[i] = this.makeState(i, false);
+        init.add(i);
+      }
+      markModified(this.params[i]);
+    }
+    const { table, chunks: [chunks] } = this.multiTable([active], (i) => init.has(i) ? 1 : 0);
+    const buffers: (GPUBuffer | GPUBufferBinding)[] = useMomentum
+      ? this.flatBindings([0])
+      : [...this.flatBindings([]), ...this.dummies(1)];
+    buffers.push(table);
+    dispatch(SGD_MULTI_STEP, {
+      dynamicUniforms: true,
+      buffers,
+      params: {
+        chunks,
+        use_momentum: useMomentum ? 1 : 0,
+        nesterov: nesterov ? 1 : 0,
+        lr: this.lr,
+        momentum,
+        one_minus_dampening: 1 - dampening,
+        weight_decay: weightDecay,
+      },
+      workgroups: grid1d(chunks * 256, 256),
+    });
+  }
+
+  /** sgd_step dispatches over the parameters `active`, two per dispatch. */
+  #stepSingle(active: number[]): void {
+    const { momentum, dampening, weightDecay, nesterov } = this.#hyper;
+    const useMomentum = momentum !== 0;
     for (let a = 0; a < active.length; a += 2) {
       const pair = active.slice(a, a + 2);
       const counts = [0, 0];
       const init = [0, 0];
-      const buffers: GPUBuffer[] = [];
+      const buffers: (GPUBuffer | GPUBufferBinding)[] = [];
       pair.forEach((i, slot) => {
         const p = this.params[i];
         counts[slot] = p.size;
-        let buf: GPUBuffer;
+        let buf: GPUBuffer | GPUBufferBinding;
         if (useMomentum) {
           let state = this.state[i];
           if (!state) {
             // Written whole by the kernel (init = 1), so no fill is needed.
-            state = this.state[i] = [Tensor.empty(p.shape).keep()];
+            state = this.state[i] = this.makeState(i, false);
             init[slot] = 1;
           }
-          buf = state[0].buffer;
+          buf = state[0].binding;
         } else {
           // Unused by the kernel, but bound: one distinct dummy per slot (writable, no aliasing).
           buf = this.dummies(slot + 1)[slot];
         }
-        buffers.push(p.buffer, p.grad!.buffer, buf);
+        buffers.push(p.binding, p.grad!.binding, buf);
         markModified(p);
       });
       if (pair.length === 1) {

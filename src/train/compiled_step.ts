@@ -23,6 +23,9 @@ import { tidy } from "../scope.ts";
 import { adoptPinnedTensor, formatShape, Tensor } from "../tensor.ts";
 import type { TrainStepResult } from "./step.ts";
 
+/** Recordings that could not be replayed before a CompiledTrainStep stops trying. */
+const MAX_FAILED_RECORDINGS = 3;
+
 /** Options of {@link CompiledTrainStep}. */
 export interface CompiledTrainStepOptions {
   /**
@@ -102,6 +105,7 @@ export class CompiledTrainStep {
   #eagerRuns = 0;
   #mode: CompiledStepMode = "eager";
   #reason: string | null = null;
+  #failedRecordings = 0;
   #graph: RecordedGraph | null = null;
   #labelScratch = new Float32Array(0);
   // The model's class count, known from its first output.
@@ -262,8 +266,14 @@ export class CompiledTrainStep {
       releaseRecording(recording);
       input.dispose();
       target.dispose();
-      this.#reason = `the step cannot be replayed: ${recording.invalid}`;
       this.#mode = "eager";
+      // What made it unreplayable may have been a settling step's (an optimizer that uploads a
+      // changed table): try again after another ordinary step, and give up on the third.
+      if (++this.#failedRecordings === MAX_FAILED_RECORDINGS) {
+        this.#reason = `the step cannot be replayed: ${recording.invalid}`;
+      } else {
+        this.#eagerRuns = this.#warmup - 1;
+      }
     } else {
       pinBuffers(recording.buffers);
       this.#graph = {
