@@ -1,14 +1,16 @@
 // conv2d_backward_input: gx = d(sum(y * gy)) / dx for y = conv2d(x, w), gathered (no atomics):
 // gx[n, c, iy, ix] = sum of gy[n, o, oy, ox] * w[o, c, ky, kx] over the (o, ky, kx) with
 // iy = oy * stride_h - pad_h + ky and ix = ox * stride_w - pad_w + kx for an output position
-// (oy, ox) inside [OH, OW].
+// (oy, ox) inside [OH, OW], plus res[n, c, iy, ix] when HAS_RESIDUAL (autograd's gradient of the
+// input from its other consumers, added here instead of by add_inplace).
 // Bindings: 0 uniform Params (below); 1 gy: array<f32> [N, O, OH, OW]; 2 w: array<f32>
-// [O, C, KH, KW] (OIHW); 3 gx: array<f32> [N, C, H, W] (writes every element, zero where no
-// output position reads it).
+// [O, C, KH, KW] (OIHW); 3 res: array<f32> [N, C, H, W], read when HAS_RESIDUAL (any buffer
+// otherwise); 4 gx: array<f32> [N, C, H, W] (writes every element, zero (or res) where no output
+// position reads it).
 // Params (u32): n, c, h, w, o, oh, ow, kh, kw, stride_h, stride_w, pad_h, pad_w,
 // rows = ceil(H / stride_h), blocks_w = ceil(ceil(W / stride_w) / 8),
 // pixel_blocks = N * rows * blocks_w.
-// Workgroup WG (override, default 64). Grid: x and z cover the pixel blocks flat
+// Overrides: WG (workgroup size, default 64), HAS_RESIDUAL (0 or 1). Grid: x and z cover the pixel blocks flat
 // (f = gid.x + wid.z * nwg.x * WG, as grid1d splits them); y = ceil(C / 8) * stride_h * stride_w
 // enumerates the input-channel block and the residues (ry, rx) of the input pixels modulo the
 // stride.
@@ -27,17 +29,28 @@ struct Params {
 }
 
 override WG: u32 = 64;
+override HAS_RESIDUAL: u32 = 0;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> gy: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
-@group(0) @binding(3) var<storage, read_write> gx: array<f32>;
+@group(0) @binding(3) var<storage, read> res: array<f32>;
+@group(0) @binding(4) var<storage, read_write> gx: array<f32>;
+
+// Writes v at gx[at], plus res[at] when HAS_RESIDUAL.
+fn put(at: u32, v: f32) {
+  if (HAS_RESIDUAL != 0u) {
+    gx[at] = v + res[at];
+  } else {
+    gx[at] = v;
+  }
+}
 
 // Writes channels 0..count-1 of one input pixel (channel stride H * W).
 fn store(at: u32, count: u32, lo: vec4f, hi: vec4f) {
   let ipix = p.h * p.w;
-  for (var i = 0u; i < min(count, 4u); i++) { gx[at + i * ipix] = lo[i]; }
-  for (var i = 4u; i < count; i++) { gx[at + i * ipix] = hi[i - 4u]; }
+  for (var i = 0u; i < min(count, 4u); i++) { put(at + i * ipix, lo[i]); }
+  for (var i = 4u; i < count; i++) { put(at + i * ipix, hi[i - 4u]); }
 }
 
 @compute @workgroup_size(WG)

@@ -4,14 +4,17 @@
 // pixels, c over the C input channels and k = (o, ky, kx) over K = O * KH * KW,
 // G[m, k] = gy[n, o, oy, ox] for oy = (iy + pad_h - ky) / stride_h and
 // ox = (ix + pad_w - kx) / stride_w when both divide exactly and lie inside [OH, OW] (else 0),
-// gathered on the fly, and W[k, c] = w[o, c, ky, kx].
+// gathered on the fly, and W[k, c] = w[o, c, ky, kx]; plus res[n, c, iy, ix] when HAS_RESIDUAL
+// (autograd's gradient of the input from its other consumers, added here instead of by
+// add_inplace).
 // Bindings: 0 uniform Params (below); 1 gy: array<f32> [N, O, OH, OW]; 2 w: array<f32>
-// [O, C, KH, KW] (OIHW); 3 gx: array<f32> [N, C, H, W] (writes every element, 0 where no
-// output position reads it).
+// [O, C, KH, KW] (OIHW); 3 res: array<f32> [N, C, H, W], read when HAS_RESIDUAL (any buffer
+// otherwise); 4 gx: array<f32> [N, C, H, W] (writes every element, 0 (or res) where no output
+// position reads it).
 // Params (u32): n, c, h, w, o, oh, ow, kh, kw, stride_h, stride_w, pad_h, pad_w,
 // m = N * H * W, k = O * KH * KW.
 // Overrides: TM (pixels per tile: 16, 32, 64 or 128), TN (channels per tile: 16, 32 or 64),
-// WG = TM * TN / 16 invocations (64 to 256; a multiple of TM).
+// WG = TM * TN / 16 invocations (64 to 256; a multiple of TM), HAS_RESIDUAL (0 or 1).
 // Grid: x and z cover the ceil(M / TM) pixel tiles flat (tile = wid.x + wid.z * nwg.x), y the
 // ceil(C / TN) channel tiles.
 // One workgroup computes a TM x TN tile of GX as conv2d_forward_tiled computes one of Y: per step
@@ -30,12 +33,23 @@ struct Params {
 override TM: u32 = 64;
 override TN: u32 = 64;
 override WG: u32 = 256;
+override HAS_RESIDUAL: u32 = 0;
 const BK: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> gy: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
-@group(0) @binding(3) var<storage, read_write> gx: array<f32>;
+@group(0) @binding(3) var<storage, read> res: array<f32>;
+@group(0) @binding(4) var<storage, read_write> gx: array<f32>;
+
+// Writes v at gx[at], plus res[at] when HAS_RESIDUAL.
+fn put(at: u32, v: f32) {
+  if (HAS_RESIDUAL != 0u) {
+    gx[at] = v + res[at];
+  } else {
+    gx[at] = v;
+  }
+}
 
 // [BK, TM / 4] and [BK, TN / 4] vec4s, sized for the largest tiles (TM = 128, TN = 64).
 var<workgroup> g_tile: array<vec4f, 512>;
@@ -125,9 +139,9 @@ fn main(
     if (m >= p.m) { break; }
     let n = m / hw;
     let at = n * p.c * hw + (m - n * hw);
-    if (cc < p.c) { gx[at + cc * hw] = acc0[i]; }
-    if (cc + 1u < p.c) { gx[at + (cc + 1u) * hw] = acc1[i]; }
-    if (cc + 2u < p.c) { gx[at + (cc + 2u) * hw] = acc2[i]; }
-    if (cc + 3u < p.c) { gx[at + (cc + 3u) * hw] = acc3[i]; }
+    if (cc < p.c) { put(at + cc * hw, acc0[i]); }
+    if (cc + 1u < p.c) { put(at + (cc + 1u) * hw, acc1[i]); }
+    if (cc + 2u < p.c) { put(at + (cc + 2u) * hw, acc2[i]); }
+    if (cc + 3u < p.c) { put(at + (cc + 3u) * hw, acc3[i]); }
   }
 }

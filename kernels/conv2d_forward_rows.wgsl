@@ -1,7 +1,8 @@
 // conv2d_forward_rows: y = epilogue(conv2d(x, w)) for stride 1 or 2 and rows of whole vec4s, the
 // fast path of conv2d_forward (same semantics: cross-correlation, zero padding). conv2d's input
 // gradient at stride 1 runs through it too, as the convolution of gy with the flipped,
-// transposed filters, and conv2dBatchNormEval through its epilogue.
+// transposed filters (with res = autograd's gradient of the input from its other consumers, when
+// it holds one), and conv2dBatchNormEval through its epilogue.
 // Requires W % 4 == 0 and OW % 4 == 0 (rows and planes start on vec4 boundaries), KW <= 3,
 // PAD_W <= 1 and KW - 1 - PAD_W <= 1 (every tap reads the input column STRIDE * ox - 1, + 0 or
 // + 1).

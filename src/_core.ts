@@ -31,7 +31,13 @@ export {
   type TensorData,
   type TensorOptions,
 } from "./tensor.ts";
-export { type BackwardOptions, type GradNode, isGradEnabled, noGrad } from "./autograd.ts";
+export {
+  type BackwardOptions,
+  type GradNode,
+  isGradEnabled,
+  noGrad,
+  type PendingGradients,
+} from "./autograd.ts";
 export { type Disposable, keep, tidy } from "./scope.ts";
 export { defaultGenerator, Generator, manualSeed } from "./random.ts";
 export * from "./ops/elementwise.ts";

@@ -16,8 +16,12 @@ export interface GradNode {
   /**
    * Encodes the gradient kernels and returns one gradient per input (`null` where an input needs
    * none). A returned tensor may be `gradOutput` itself; autograd then takes it over.
+   *
+   * `pending`, given when autograd already holds a gradient for some input (from the nodes that
+   * ran before), lets the backward add that gradient in its own kernel instead of autograd adding
+   * the two with a kernel of its own; a backward that ignores it is still right.
    */
-  backward(gradOutput: Tensor): (Tensor | null)[];
+  backward(gradOutput: Tensor, pending?: PendingGradients): (Tensor | null)[];
   /**
    * Tensors the op created only for its backward (batch statistics, arg-max indices): disposed
    * once the backward has used them.
@@ -30,6 +34,28 @@ export interface GradNode {
    * without `retainGraph` has run through it (and every other node that could still need them).
    */
   owned?: { dispose(): void }[];
+}
+
+/**
+ * The gradients autograd already holds for a node's inputs when the node's backward runs (see
+ * {@link GradNode.backward}). A backward may fold `grads[i]` into the gradient it returns for
+ * input i and then set `included[i]`: autograd takes that gradient as the input's whole gradient
+ * and disposes `grads[i]`, with no addition of its own.
+ */
+export interface PendingGradients {
+  /**
+   * For input i: the gradient autograd holds for it, or null. Null also where the input requires
+   * no gradient and at the second and later positions of an input listed twice (its held
+   * gradient is offered once). Owned by autograd: the backward reads it, never writes or
+   * disposes it.
+   */
+  readonly grads: readonly (Tensor | null)[];
+  /**
+   * Set by the backward: `included[i]` = the gradient returned for input i is its own plus
+   * `grads[i]`. Ignored where `grads[i]` is null. That sum must carry `markZeroChannelSums` only
+   * when both of its terms do, as `Tensor.accumulate` keeps it.
+   */
+  readonly included: boolean[];
 }
 
 let gradEnabled = true;
@@ -137,24 +163,39 @@ export function runBackward(root: Tensor, seed: Tensor, options: BackwardOptions
           "released; pass { retainGraph: true } to the first backward() to keep them.",
       );
     }
-    const results = node.backward(gradOutput);
+    const pending = pendingFor(grads, node.inputs);
+    const results = node.backward(gradOutput, pending);
     if (results.length !== node.inputs.length) {
       throw new Error(
         `${node.name} backward returned ${results.length} gradients for ${node.inputs.length} inputs`,
       );
     }
+    // taken: now held in `grads`; produced: returned by the backward or copied here; replaced:
+    // held gradients that a returned one already includes. Disposed after the loop unless taken:
+    // a tensor added into one input's gradient may still be returned for another input.
     const taken = new Set<Tensor>();
     const produced = new Set<Tensor>();
+    const replaced: Tensor[] = [];
     node.inputs.forEach((input, i) => {
       let grad = results[i];
       if (!grad) return;
       produced.add(grad);
       if (!input.requiresGrad) return;
-      if (taken.has(grad)) grad = grad.clone();
+      if (taken.has(grad)) {
+        grad = grad.clone();
+        produced.add(grad);
+      }
+      const held = grads.get(input);
+      if (held && !(held === pending?.grads[i] && pending.included[i])) {
+        held.accumulate(grad);
+        return;
+      }
+      // No gradient yet, or the backward added the held one already: this one replaces it.
+      if (held) replaced.push(held);
+      grads.set(input, grad);
       taken.add(grad);
-      accumulate(grads, input, grad);
     });
-    for (const grad of produced) {
+    for (const grad of [...produced, ...replaced]) {
       if (!taken.has(grad) && grad !== gradOutput) grad.dispose();
     }
     if (!taken.has(gradOutput)) gradOutput.dispose();
@@ -195,12 +236,21 @@ export function setRegrantEffect(make: (leaf: Tensor, grad: Tensor) => () => voi
   regrantEffect = make;
 }
 
-function accumulate(grads: Map<Tensor, Tensor>, input: Tensor, grad: Tensor): void {
-  const existing = grads.get(input);
-  if (!existing) {
-    grads.set(input, grad);
-    return;
-  }
-  existing.accumulate(grad);
-  grad.dispose();
+/**
+ * The gradients `grads` holds for `inputs` (see {@link PendingGradients}), or undefined when it
+ * holds none, the common case.
+ */
+function pendingFor(
+  grads: Map<Tensor, Tensor>,
+  inputs: readonly Tensor[],
+): PendingGradients | undefined {
+  let pending: { grads: (Tensor | null)[]; included: boolean[] } | undefined;
+  inputs.forEach((input, i) => {
+    if (!input.requiresGrad || inputs.indexOf(input) !== i) return;
+    const held = grads.get(input);
+    if (!held) return;
+    pending ??= { grads: inputs.map(() => null), included: inputs.map(() => false) };
+    pending.grads[i] = held;
+  });
+  return pending;
 }

@@ -41,6 +41,7 @@ import backwardWeightTiledSource from "../../kernels/conv2d_backward_weight_tile
 };
 import { kernelFamily } from "../gpu/device.ts";
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
+import type { PendingGradients } from "../autograd.ts";
 import {
   derivedTensor,
   formatShape,
@@ -303,7 +304,7 @@ export function conv2d(
     record(out, {
       name: "conv2d",
       inputs,
-      backward: (gy) => conv2dBackward(g, input, weight, bias ?? null, gy),
+      backward: (gy, pending) => conv2dBackward(g, input, weight, bias ?? null, gy, pending),
     });
   }
   return out;
@@ -311,15 +312,27 @@ export function conv2d(
 
 // ---- the gradients ---------------------------------------------------------------------------
 
+// A gradient autograd already holds for the input (in a ResNet block, the shortcut's gradient of
+// the block input) is added by the input gradient's kernel as it writes its outputs, instead of by
+// a separate add_inplace. The sum carries no zero-channel-sum mark: the convolution's own term
+// has none.
 function conv2dBackward(
   g: Geometry,
   input: Tensor,
   weight: Tensor,
   bias: Tensor | null,
   gy: Tensor,
+  pending: PendingGradients | undefined,
 ): (Tensor | null)[] {
+  let gx: Tensor | null = null;
+  if (input.requiresGrad) {
+    const held = pending?.grads[0] ?? null;
+    const residual = held && held.size === g.n * g.c * g.h * g.w ? held : null;
+    gx = inputGradient(g, weight, gy, residual);
+    if (residual) pending!.included[0] = true;
+  }
   const grads: (Tensor | null)[] = [
-    input.requiresGrad ? inputGradient(g, weight, gy) : null,
+    gx,
     weight.requiresGrad ? weightGradient(g, input, gy, () => gradDestination(weight)) : null,
   ];
   if (bias) {
@@ -336,8 +349,11 @@ function conv2dBackward(
   return grads;
 }
 
-function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
-  if (kernelFamily() === "gpu") return inputGradientTiled(g, weight, gy);
+/**
+ * The input gradient [N, C, H, W] from `gy`, plus `residual` (any tensor of that size) when given.
+ */
+function inputGradient(g: Geometry, weight: Tensor, gy: Tensor, residual: Tensor | null): Tensor {
+  if (kernelFamily() === "gpu") return inputGradientTiled(g, weight, gy, residual);
   const gx = Tensor.empty([g.n, g.c, g.h, g.w]);
   // At stride 1 the input gradient is the convolution of gy with the flipped filters (O and C
   // swapped) and padding K - 1 - pad, which keeps the size: OH + 2 (KH - 1 - padH) - KH + 1 = H.
@@ -347,17 +363,22 @@ function inputGradient(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
     g.strideH === 1 && padH >= 0 && padW >= 0 && rowsFit(1, g.strideW, g.ow, g.w, g.kernelW, padW)
   ) {
     const packed = packedWeight(weight, true);
-    forwardRows(gy, packed, gx, { ...rowsGeometry(g), padH, padW }, { kind: "bias", bias: null });
+    forwardRows(gy, packed, gx, { ...rowsGeometry(g), padH, padW }, {
+      kind: "bias",
+      bias: null,
+      residual,
+    });
     return gx;
   }
   const rows = Math.ceil(g.h / g.strideH);
   const blocksW = Math.ceil(Math.ceil(g.w / g.strideW) / 8);
   const pixelBlocks = g.n * rows * blocksW;
   dispatch(BACKWARD_INPUT, {
-    buffers: [gy.binding, weight.binding, gx.binding],
+    // Without a residual gy fills its binding, never read then.
+    buffers: [gy.binding, weight.binding, (residual ?? gy).binding, gx.binding],
     params: { ...common(g), rows, blocks_w: blocksW, pixel_blocks: pixelBlocks },
     workgroups: gridXZ(pixelBlocks, Math.ceil(g.c / 8) * g.strideH * g.strideW),
-    constants: { WG },
+    constants: { WG, HAS_RESIDUAL: residual ? 1 : 0 },
   });
   return gx;
 }
@@ -544,27 +565,28 @@ export function packedWeight(weight: Tensor, flip: boolean): Tensor {
 
 /**
  * The epilogue as the forward kernels take it: `mode` 0 (none), 1 (bias) or 2 (folded batch norm),
- * its per-channel tensor, the residual and the ReLU switch. Unused bindings alias `unusedChan`
- * and `unusedResidual`, read-only buffers the kernel never reads then.
+ * its per-channel tensor, the residual (and whether there is one) and the ReLU switch. Unused
+ * bindings alias `unusedChan` and `unusedResidual`, read-only buffers the kernel never reads then.
  */
 function epilogueBindings(epilogue: RowsEpilogue, unusedChan: Tensor, unusedResidual: Tensor) {
+  const given = epilogue.residual ?? null;
+  const residual = given ?? unusedResidual;
+  const hasResidual = given !== null;
   if (epilogue.kind === "bias") {
     return epilogue.bias
-      ? { chan: epilogue.bias, residual: unusedResidual, mode: 1, relu: false }
-      : { chan: unusedChan, residual: unusedResidual, mode: 0, relu: false };
+      ? { chan: epilogue.bias, residual, hasResidual, mode: 1, relu: false }
+      : { chan: unusedChan, residual, hasResidual, mode: 0, relu: false };
   }
-  return {
-    chan: epilogue.params,
-    residual: epilogue.residual ?? unusedResidual,
-    mode: 2,
-    relu: epilogue.relu,
-  };
+  return { chan: epilogue.params, residual, hasResidual, mode: 2, relu: epilogue.relu };
 }
 
 /** What conv2d_forward_rows does to each output value after the convolution. */
 export type RowsEpilogue =
-  /** Adds `bias` [O] when given. */
-  | { kind: "bias"; bias: Tensor | null }
+  /**
+   * Adds `bias` [O] when given, then `residual` [N, O, OH, OW] when given (conv2d's input gradient
+   * adds the gradient autograd already holds for the input this way).
+   */
+  | { kind: "bias"; bias: Tensor | null; residual?: Tensor | null }
   /**
    * `act((v - params[0, o]) * params[1, o] + params[2, o] + residual)`: an eval-mode batch norm
    * folded with the convolution's bias (params [3, O]), an optional residual [N, O, OH, OW], then
@@ -594,7 +616,7 @@ export function forwardRows(
   const qv = channelVecs(o);
   const blocksW = Math.ceil(ow / (4 * pv));
   const pixelBlocks = n * Math.ceil(oh / py) * blocksW;
-  const { chan, residual, mode, relu } = epilogueBindings(epilogue, packed, x);
+  const { chan, residual, hasResidual, mode, relu } = epilogueBindings(epilogue, packed, x);
   const [gx, gz] = grid1d(pixelBlocks, FORWARD_ROWS_WG);
   dispatch(FORWARD_ROWS, {
     // Unused per-channel and residual bindings alias other read-only buffers, never read.
@@ -605,7 +627,7 @@ export function forwardRows(
       blocks_w: blocksW,
       pixel_blocks: pixelBlocks,
       epilogue: mode,
-      has_residual: residual === x ? 0 : 1,
+      has_residual: hasResidual ? 1 : 0,
       relu: relu ? 1 : 0,
     },
     workgroups: [gx, Math.ceil(o / (4 * qv)), gz],
@@ -720,7 +742,7 @@ export function forwardTiled(
 ): void {
   const m = g.n * g.oh * g.ow;
   const { tm, tn, wg } = gemmTiles(m, g.o);
-  const { chan, residual, mode, relu } = epilogueBindings(epilogue, weight, x);
+  const { chan, residual, hasResidual, mode, relu } = epilogueBindings(epilogue, weight, x);
   const [gx, gz] = grid1d(Math.ceil(m / tm), 1);
   dispatch(FORWARD_TILED, {
     // Unused per-channel and residual bindings alias other read-only buffers, never read.
@@ -730,7 +752,7 @@ export function forwardTiled(
       m,
       k: g.c * g.kernelH * g.kernelW,
       epilogue: mode,
-      has_residual: residual === x ? 0 : 1,
+      has_residual: hasResidual ? 1 : 0,
       relu: relu ? 1 : 0,
     },
     workgroups: [gx, Math.ceil(g.o / tn), gz],
@@ -738,17 +760,26 @@ export function forwardTiled(
   });
 }
 
-/** The gpu family's input gradient [N, C, H, W]: conv2d_backward_input_tiled, any shape. */
-function inputGradientTiled(g: Geometry, weight: Tensor, gy: Tensor): Tensor {
+/**
+ * The gpu family's input gradient [N, C, H, W], plus `residual` when given:
+ * conv2d_backward_input_tiled, any shape.
+ */
+function inputGradientTiled(
+  g: Geometry,
+  weight: Tensor,
+  gy: Tensor,
+  residual: Tensor | null,
+): Tensor {
   const gx = Tensor.empty([g.n, g.c, g.h, g.w]);
   const m = g.n * g.h * g.w;
   const { tm, tn, wg } = gemmTiles(m, g.c);
   const [x, z] = grid1d(Math.ceil(m / tm), 1);
   dispatch(BACKWARD_INPUT_TILED, {
-    buffers: [gy.binding, weight.binding, gx.binding],
+    // Without a residual gy fills its binding, never read then.
+    buffers: [gy.binding, weight.binding, (residual ?? gy).binding, gx.binding],
     params: { ...common(g), m, k: g.o * g.kernelH * g.kernelW },
     workgroups: [x, Math.ceil(g.c / tn), z],
-    constants: { TM: tm, TN: tn, WG: wg },
+    constants: { TM: tm, TN: tn, WG: wg, HAS_RESIDUAL: residual ? 1 : 0 },
   });
   return gx;
 }

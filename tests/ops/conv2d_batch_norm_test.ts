@@ -279,6 +279,20 @@ gpuTest("conv2dBatchNormEval() equals conv2d then batchNorm2d in eval mode", asy
   assert.deepEqual(await t.mean.toArray(), Float32Array.from(v.mean));
 });
 
+gpuTest("conv2dBatchNormEval() adds a residual that is the convolution's own input", async () => {
+  // [2, 4, 6, 8] -> [2, 4, 6, 8]: the fused kernel binds the input twice, as x and as res.
+  const x = Tensor.from(randomValues(2 * 4 * 48, 810), [2, 4, 6, 8]);
+  const w = Tensor.from(randomValues(4 * 4 * 9, 811, 0.3), [4, 4, 3, 3]);
+  const bn = { runningMean: Tensor.zeros([4]), runningVar: Tensor.ones([4]), eps: 0 };
+  const fused = noGrad(() =>
+    conv2dBatchNormEval(x, w, null, { padding: 1, batchNorm: { ...bn, residual: x } })
+  );
+  const separate = noGrad(() =>
+    batchNorm2d(conv2d(x, w, null, { padding: 1 }), { ...bn, training: false, residual: x })
+  );
+  assertClose(await fused.toArray(), await separate.toArray(), { what: "fused vs separate" });
+});
+
 // ---- the reference backward against finite differences -----------------------------------------
 
 Deno.test("float64 reference conv2dBatchNormEval backward matches finite differences", () => {
