@@ -5,7 +5,8 @@
  * they bind.
  *
  * Binding convention for every kernel: with uniforms, `@binding(0)` is the uniform struct and the
- * storage buffers follow at 1, 2, …; without, the storage buffers start at 0.
+ * storage buffers follow at 1, 2, …; without, the storage buffers start at 0. An entry point that
+ * leaves out a binding other entry points of its file use gets `null` in its place.
  *
  * @module
  */
@@ -50,8 +51,11 @@ export function kernel<const P extends string = never>(
 
 /** Arguments of one {@link dispatch}. */
 export interface DispatchArgs<P extends string = string> {
-  /** Storage buffers in binding order. */
-  buffers: readonly GPUBuffer[];
+  /**
+   * Storage buffers in binding order; `null` for a binding the entry point does not use (one that
+   * other entry points of the same file use), which the bind group then leaves out.
+   */
+  buffers: readonly (GPUBuffer | null)[];
   /**
    * Values of the kernel's `struct Params` by field name (every field, nothing else), packed at
    * the offsets parsed from the WGSL and bound at binding 0.
@@ -444,13 +448,13 @@ export function dispatch<P extends string>(
   const first = uniform ? 1 : 0;
   let groupKey = key;
   if (uniform) groupKey += `|u${bufferId(uniform)}@${uniformOffset}`;
-  for (const b of args.buffers) groupKey += `|${bufferId(b)}`;
+  for (const b of args.buffers) groupKey += b ? `|${bufferId(b)}` : "|-";
   let group = bindGroups.get(groupKey);
   if (!group) {
-    const entries: GPUBindGroupEntry[] = args.buffers.map((buffer, i) => ({
-      binding: first + i,
-      resource: { buffer },
-    }));
+    const entries: GPUBindGroupEntry[] = [];
+    args.buffers.forEach((buffer, i) => {
+      if (buffer) entries.push({ binding: first + i, resource: { buffer } });
+    });
     if (uniform) {
       entries.unshift({
         binding: 0,
@@ -461,6 +465,7 @@ export function dispatch<P extends string>(
     counters.bindGroupCreations++;
     bindGroups.set(groupKey, group);
     for (const b of uniform ? [uniform, ...args.buffers] : args.buffers) {
+      if (!b) continue;
       const id = bufferId(b);
       let keys = bindGroupsByBuffer.get(id);
       if (!keys) bindGroupsByBuffer.set(id, keys = new Set());
