@@ -5,7 +5,8 @@
  * they bind (with each binding's offset and size).
  *
  * Binding convention for every kernel: with uniforms, `@binding(0)` is the uniform struct and the
- * storage buffers follow at 1, 2, …; without, the storage buffers start at 0.
+ * storage buffers follow at 1, 2, …; without, the storage buffers start at 0. An entry point that
+ * leaves out a binding other entry points of its file use gets `null` in its place.
  *
  * @module
  */
@@ -52,9 +53,11 @@ export function kernel<const P extends string = never>(
 export interface DispatchArgs<P extends string = string> {
   /**
    * Storage buffers in binding order: a whole buffer, or a binding of part of one (a tensor's
-   * `binding`, which is a slice when the tensor lies in a shared buffer).
+   * `binding`, which is a slice when the tensor lies in a shared buffer); `null` for a binding
+   * the entry point does not use (one that other entry points of the same file use), which the
+   * bind group then leaves out.
    */
-  buffers: readonly (GPUBuffer | GPUBufferBinding)[];
+  buffers: readonly (GPUBuffer | GPUBufferBinding | null)[];
   /**
    * Values of the kernel's `struct Params` by field name (every field, nothing else), packed at
    * the offsets parsed from the WGSL and bound at binding 0.
@@ -255,7 +258,7 @@ type RecordedCommand =
     /** The per-step uniform slot's byte offset it binds, or -1 (see markRestagePoint). */
     slot: number;
     /** The storage buffers (or parts of them) it binds, in binding order. */
-    buffers: readonly (GPUBuffer | GPUBufferBinding)[];
+    buffers: readonly (GPUBuffer | GPUBufferBinding | null)[];
   }
   | {
     kind: "copy";
@@ -511,8 +514,12 @@ function restage(
 }
 
 /** Whether two bound buffers are the same buffer, or the same part of one. */
-function sameBinding(a: GPUBuffer | GPUBufferBinding, b: GPUBuffer | GPUBufferBinding): boolean {
+function sameBinding(
+  a: GPUBuffer | GPUBufferBinding | null,
+  b: GPUBuffer | GPUBufferBinding | null,
+): boolean {
   if (a === b) return true;
+  if (a === null || b === null) return false;
   const [x, y] = [a as GPUBufferBinding, b as GPUBufferBinding];
   // A GPUBuffer has a size of its own: only a binding's offset and size count.
   const offset = (t: GPUBufferBinding) => t.buffer === undefined ? 0 : t.offset ?? 0;
@@ -755,17 +762,23 @@ export function dispatch<P extends string>(
   let groupKey = key;
   if (uniform) groupKey += `|u${bufferId(uniform)}@${uniformOffset}`;
   for (const b of args.buffers) {
-    const binding = b as GPUBufferBinding;
-    if (binding.buffer === undefined) groupKey += `|${bufferId(b as GPUBuffer)}`;
+    const binding = b as GPUBufferBinding | null;
+    if (binding === null) groupKey += "|-";
+    else if (binding.buffer === undefined) groupKey += `|${bufferId(b as GPUBuffer)}`;
     else groupKey += `|${bufferId(binding.buffer)}@${binding.offset ?? 0}:${binding.size ?? ""}`;
   }
   let group = bindGroups.get(groupKey);
   if (!group) {
-    const bound = args.buffers.map((b) => bufferOf(b));
-    const entries: GPUBindGroupEntry[] = args.buffers.map((b, i) => ({
-      binding: first + i,
-      resource: (b as GPUBufferBinding).buffer === undefined ? { buffer: b as GPUBuffer } : b,
-    }));
+    const bound: GPUBuffer[] = [];
+    const entries: GPUBindGroupEntry[] = [];
+    args.buffers.forEach((b, i) => {
+      if (!b) return;
+      bound.push(bufferOf(b));
+      entries.push({
+        binding: first + i,
+        resource: (b as GPUBufferBinding).buffer === undefined ? { buffer: b as GPUBuffer } : b,
+      });
+    });
     if (uniform) {
       entries.unshift({
         binding: 0,
@@ -814,7 +827,7 @@ export function dispatch<P extends string>(
       buffers: args.buffers,
     });
     recording.dispatches++;
-    for (const b of args.buffers) recording.buffers.add(bufferOf(b));
+    for (const b of args.buffers) if (b) recording.buffers.add(bufferOf(b));
     if (uniform) recording.buffers.add(uniform);
   }
   commandEncoded();

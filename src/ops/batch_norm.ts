@@ -11,11 +11,7 @@ import forwardSource from "../../kernels/batch_norm_forward.wgsl" with { type: "
 import reduceSource from "../../kernels/batch_norm_backward_reduce.wgsl" with { type: "text" };
 import inputGradSource from "../../kernels/batch_norm_backward_input.wgsl" with { type: "text" };
 import statsChunksSource from "../../kernels/batch_norm_stats_chunks.wgsl" with { type: "text" };
-import statsCombineSource from "../../kernels/batch_norm_stats_combine.wgsl" with { type: "text" };
 import reduceChunksSource from "../../kernels/batch_norm_backward_reduce_chunks.wgsl" with {
-  type: "text",
-};
-import reduceCombineSource from "../../kernels/batch_norm_backward_reduce_combine.wgsl" with {
   type: "text",
 };
 import { kernelFamily } from "../gpu/device.ts";
@@ -44,7 +40,18 @@ const STATS = kernel("batch_norm_stats", statsSource, [
 const STATS_RUNNING = { ...STATS, entryPoint: "main_running" };
 const STATS_RUNNING_COUNTER = { ...STATS, entryPoint: "main_running_counter" };
 const EVAL_STATS = kernel("batch_norm_eval_stats", evalStatsSource, ["channels", "eps"]);
-const FORWARD = kernel("batch_norm_forward", forwardSource, ["channels", "hw", "chunks", "count"]);
+const FORWARD = kernel("batch_norm_forward", forwardSource, [
+  "channels",
+  "hw",
+  "chunks",
+  "count",
+  "partials",
+  "n",
+  "momentum",
+  "eps",
+]);
+const FORWARD_PARTIALS = { ...FORWARD, entryPoint: "main_partials" };
+const FORWARD_PARTIALS_RUNNING = { ...FORWARD, entryPoint: "main_partials_running" };
 const BACKWARD_REDUCE = kernel("batch_norm_backward_reduce", reduceSource, [
   "batch",
   "channels",
@@ -58,13 +65,22 @@ const BACKWARD_INPUT = kernel("batch_norm_backward_input", inputGradSource, [
   "hw",
   "chunks",
   "count",
+  "partials",
+  "n",
 ]);
 const BACKWARD_INPUT_RESIDUAL = { ...BACKWARD_INPUT, entryPoint: "main_residual" };
+const BACKWARD_INPUT_PARTIALS = { ...BACKWARD_INPUT, entryPoint: "main_partials" };
+const BACKWARD_INPUT_PARTIALS_RESIDUAL = {
+  ...BACKWARD_INPUT,
+  entryPoint: "main_partials_residual",
+};
 
 /** Workgroup size of batch_norm_stats and batch_norm_backward_reduce. */
 const REDUCE_WG = 64;
 
-// The gpu family's two-pass reductions (channels x chunks, then a combine per channel).
+// The gpu family's reductions: one pass over channels x chunks, whose per-chunk sums the next
+// elementwise pass (batch_norm_forward's and batch_norm_backward_input's main_partials* entry
+// points) adds per channel.
 const STATS_CHUNKS = kernel("batch_norm_stats_chunks", statsChunksSource, [
   "batch",
   "channels",
@@ -73,27 +89,13 @@ const STATS_CHUNKS = kernel("batch_norm_stats_chunks", statsChunksSource, [
   "per_chunk",
   "chunks",
 ]);
-const STATS_COMBINE = kernel("batch_norm_stats_combine", statsCombineSource, [
-  "channels",
-  "chunks",
-  "hw",
-  "count",
-  "momentum",
-  "eps",
-]);
-const STATS_COMBINE_RUNNING = { ...STATS_COMBINE, entryPoint: "main_running" };
-const STATS_COMBINE_RUNNING_COUNTER = { ...STATS_COMBINE, entryPoint: "main_running_counter" };
+const STATS_CHUNKS_COUNTER = { ...STATS_CHUNKS, entryPoint: "main_counter" };
 const REDUCE_CHUNKS = kernel("batch_norm_backward_reduce_chunks", reduceChunksSource, [
   "batch",
   "channels",
   "units",
   "per_chunk",
   "chunks",
-]);
-const REDUCE_COMBINE = kernel("batch_norm_backward_reduce_combine", reduceCombineSource, [
-  "channels",
-  "chunks",
-  "n",
 ]);
 /** Workgroup size of the gpu family's chunk passes. */
 const CHUNK_WG = 256;
@@ -195,11 +197,15 @@ export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor 
   const hw = H * W;
   const vec4 = hw % 4 === 0;
 
-  // (mean, invstd) per channel: the batch's in training, a snapshot of the running ones in eval.
-  const stats = Tensor.empty([2, C]);
+  // (mean, invstd) per channel, [2, C]: the batch's in training, a snapshot of the running ones in
+  // eval. In the gpu family's training, the head of the per-chunk sums (`partials` per channel)
+  // that follow it, which the forward pass adds and writes the head from.
+  let stats: Tensor;
+  let partials = 0;
   if (bn.training) {
-    encodeBatchStatistics(input, stats, bn);
+    ({ stats, partials } = encodeBatchStatistics(input, bn));
   } else {
+    stats = Tensor.empty([2, C]);
     dispatch(EVAL_STATS, {
       buffers: [bn.runningMean!.binding, bn.runningVar!.binding, stats.binding],
       params: { channels: C, eps: bn.eps },
@@ -210,17 +216,30 @@ export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor 
   const out = Tensor.empty(input.shape);
   const chunks = Math.ceil(hw / 4);
   const count = N * C * chunks;
-  dispatch(FORWARD, {
-    // Absent tensors are replaced by read-only aliases the kernel never reads.
-    buffers: [
-      input.binding,
-      stats.binding,
-      (weight ?? stats).binding,
-      (bias ?? stats).binding,
-      (residual ?? input).binding,
-      out.binding,
-    ],
-    params: { channels: C, hw, chunks, count },
+  const running = partials > 0 && bn.runningMean && bn.runningVar;
+  // Absent tensors are replaced by aliases of the input, which the kernel never reads (not of
+  // stats, which the main_partials* entry points write).
+  const buffers = [
+    input.binding,
+    stats.binding,
+    (weight ?? input).binding,
+    (bias ?? input).binding,
+    (residual ?? input).binding,
+    out.binding,
+  ];
+  if (running) buffers.push(bn.runningMean!.binding, bn.runningVar!.binding);
+  dispatch(partials === 0 ? FORWARD : running ? FORWARD_PARTIALS_RUNNING : FORWARD_PARTIALS, {
+    buffers,
+    params: {
+      channels: C,
+      hw,
+      chunks,
+      count,
+      partials,
+      n: bn.n,
+      momentum: bn.momentum,
+      eps: bn.eps,
+    },
     workgroups: grid1d(count, 256),
     constants: {
       HAS_WEIGHT: weight ? 1 : 0,
@@ -248,8 +267,9 @@ export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor 
 }
 
 // The forward saves: the input, the weight and the residual (op inputs), its output y (read for
-// the ReLU's mask), and `stats` [2, C] = (mean, invstd) as an internal (batch statistics in
-// training, a snapshot of the running ones in eval).
+// the ReLU's mask), and `stats` as an internal: [2, C] = (mean, invstd) (batch statistics in
+// training, a snapshot of the running ones in eval), followed in the gpu family's training by
+// the forward's per-chunk sums.
 function batchNorm2dBackward(
   gy: Tensor,
   x: Tensor,
@@ -267,28 +287,45 @@ function batchNorm2dBackward(
   // The per-channel sums are the bias and weight gradients: written where backward wants them.
   const sumDy = wantBias ? gradDestination(bias!) : Tensor.empty([C]);
   const sumDyXhat = wantWeight ? gradDestination(weight!) : Tensor.empty([C]);
-  const coef = Tensor.empty([4, C]);
   // Without a ReLU the mask is never read: dy fills its binding.
   const mask = bn.relu ? y : gy;
-  const reduceBuffers = { gy, mask, x, stats, weight, sumDy, sumDyXhat, coef };
-  if (kernelFamily() === "gpu") encodeBackwardReduceChunked(reduceBuffers, bn);
-  else encodeBackwardReduce(reduceBuffers, bn);
+  const reduceBuffers = { gy, mask, x, stats, weight, sumDy, sumDyXhat };
+  // The gpu family's input pass adds the reduction's per-chunk sums (`partials` per channel) and
+  // writes the weight and bias gradients, so it runs even when neither dx nor dres is wanted.
+  const gpu = kernelFamily() === "gpu";
+  const { coef, partials } = gpu
+    ? encodeBackwardReduceChunked(reduceBuffers, bn)
+    : encodeBackwardReduce(reduceBuffers, bn);
   let gx: Tensor | null = null;
   let gr: Tensor | null = null;
-  if (x.requiresGrad || wantResidual) {
+  if (x.requiresGrad || wantResidual || gpu) {
     gx = Tensor.empty(x.shape);
-    const buffers = [gy.binding, mask.binding, x.binding, coef.binding, gx.binding];
-    if (wantResidual) {
-      gr = Tensor.empty(x.shape);
+    if (wantResidual) gr = Tensor.empty(x.shape);
+    const buffers: (GPUBufferBinding | null)[] = [
+      gy.binding,
+      mask.binding,
+      x.binding,
+      coef.binding,
+      gx.binding,
+    ];
+    if (gpu) {
+      // Without a residual, main_partials leaves out binding 6 (dres).
+      buffers.push(gr?.binding ?? null, sumDy.binding, sumDyXhat.binding);
+    } else if (gr) {
       buffers.push(gr.binding);
     }
+    const kernel = gpu
+      ? (wantResidual ? BACKWARD_INPUT_PARTIALS_RESIDUAL : BACKWARD_INPUT_PARTIALS)
+      : (wantResidual ? BACKWARD_INPUT_RESIDUAL : BACKWARD_INPUT);
     const chunks = Math.ceil(hw / 4);
     const count = N * C * chunks;
-    dispatch(wantResidual ? BACKWARD_INPUT_RESIDUAL : BACKWARD_INPUT, {
+    dispatch(kernel, {
       buffers,
-      params: { channels: C, hw, chunks, count },
+      params: { channels: C, hw, chunks, count, partials, n: bn.n },
       workgroups: grid1d(count, 256),
-      constants: { RELU: bn.relu ? 1 : 0, VEC4: vec4 ? 1 : 0 },
+      constants: gpu
+        ? { RELU: bn.relu ? 1 : 0, TRAINING: bn.training ? 1 : 0, VEC4: vec4 ? 1 : 0 }
+        : { RELU: bn.relu ? 1 : 0, VEC4: vec4 ? 1 : 0 },
     });
     if (!x.requiresGrad) {
       gx.dispose();
@@ -318,16 +355,28 @@ interface ReduceBuffers {
   weight: Tensor | null;
   sumDy: Tensor;
   sumDyXhat: Tensor;
-  coef: Tensor;
 }
 
-/** Encodes batch_norm_backward_reduce (the software family): one workgroup per channel. */
-function encodeBackwardReduce(t: ReduceBuffers, bn: CheckedBatchNorm): void {
-  const { gy, mask, x, stats, weight, sumDy, sumDyXhat, coef } = t;
+/**
+ * What batch_norm_backward_input reads per channel: `coef`, and the per-chunk sums per channel
+ * in it (0: `coef` is [4, C] = (mean, scale, a, k), read by the main* entry points).
+ */
+interface ReduceResult {
+  coef: Tensor;
+  partials: number;
+}
+
+/**
+ * Encodes batch_norm_backward_reduce (the software family): one workgroup per channel writes the
+ * weight and bias gradients and the input pass's coefficients.
+ */
+function encodeBackwardReduce(t: ReduceBuffers, bn: CheckedBatchNorm): ReduceResult {
+  const { gy, mask, x, stats, weight, sumDy, sumDyXhat } = t;
   const [N, C, H, W] = x.shape;
   const hw = H * W;
   const vec4 = hw % 4 === 0;
   const lanes = reductionLanes(N, vec4 ? hw / 4 : hw, REDUCE_WG);
+  const coef = Tensor.empty([4, C]);
   dispatch(BACKWARD_REDUCE, {
     buffers: [
       gy.binding,
@@ -348,40 +397,37 @@ function encodeBackwardReduce(t: ReduceBuffers, bn: CheckedBatchNorm): void {
       VEC4: vec4 ? 1 : 0,
     },
   });
+  return { coef, partials: 0 };
 }
 
 /**
- * Encodes the gpu family's backward reduction: batch_norm_backward_reduce_chunks over channels x
- * chunks, then batch_norm_backward_reduce_combine per channel.
+ * Encodes the gpu family's backward reduction, batch_norm_backward_reduce_chunks over channels x
+ * chunks: the per-chunk sums and a [3, C] head (mean, scale, invstd) in front of them, which
+ * batch_norm_backward_input's main_partials* entry points add and read (they write the weight and
+ * bias gradients).
  */
-function encodeBackwardReduceChunked(t: ReduceBuffers, bn: CheckedBatchNorm): void {
-  const { gy, mask, x, stats, weight, sumDy, sumDyXhat, coef } = t;
+function encodeBackwardReduceChunked(t: ReduceBuffers, bn: CheckedBatchNorm): ReduceResult {
+  const { gy, mask, x, stats, weight } = t;
   const [N, C, H, W] = x.shape;
   const hw = H * W;
   const vec4 = hw % 4 === 0;
   const units = vec4 ? hw / 4 : hw;
   const { perChunk, chunks } = channelChunks(N * units, C);
-  const partial = Tensor.empty([C, chunks, 2]);
+  const coef = Tensor.empty([C * (3 + 2 * chunks)]);
   dispatch(REDUCE_CHUNKS, {
-    buffers: [gy.binding, mask.binding, x.binding, stats.binding, partial.binding],
-    params: { batch: N, channels: C, units, per_chunk: perChunk, chunks },
-    workgroups: [chunks, C, 1],
-    constants: { RELU: bn.relu ? 1 : 0, VEC4: vec4 ? 1 : 0 },
-  });
-  dispatch(REDUCE_COMBINE, {
     buffers: [
+      gy.binding,
+      mask.binding,
+      x.binding,
       stats.binding,
       (weight ?? stats).binding,
-      partial.binding,
-      sumDy.binding,
-      sumDyXhat.binding,
       coef.binding,
     ],
-    params: { channels: C, chunks, n: bn.n },
-    workgroups: grid1d(C, 64),
-    constants: { HAS_WEIGHT: weight ? 1 : 0, TRAINING: bn.training ? 1 : 0 },
+    params: { batch: N, channels: C, units, per_chunk: perChunk, chunks },
+    workgroups: [chunks, C, 1],
+    constants: { RELU: bn.relu ? 1 : 0, HAS_WEIGHT: weight ? 1 : 0, VEC4: vec4 ? 1 : 0 },
   });
-  partial.dispose();
+  return { coef, partials: chunks };
 }
 
 /**
@@ -520,20 +566,28 @@ export function checkBatchNorm(
 }
 
 /**
- * Encodes batch_norm_stats: `stats` [2, C] = (batch mean, invstd) of `input` [N, C, H, W], and
- * the in-place update of the running statistics and counter that are given.
+ * Encodes the batch statistics of `input` [N, C, H, W] and the in-place update of the running
+ * statistics and counter that are given. The software family's batch_norm_stats writes all of
+ * them: `stats` is [2, C] = (mean, invstd), `partials` 0. The gpu family's
+ * batch_norm_stats_chunks writes `partials` sums per channel after a [2, C] head, and the
+ * counter: batch_norm_forward's main_partials* entry points add the sums, fill the head and
+ * update the running statistics.
  */
-function encodeBatchStatistics(input: Tensor, stats: Tensor, bn: CheckedBatchNorm): void {
+function encodeBatchStatistics(
+  input: Tensor,
+  bn: CheckedBatchNorm,
+): { stats: Tensor; partials: number } {
   // Both families update the running statistics and counter in place.
   if (bn.runningMean && bn.runningVar) {
     markModified(bn.runningMean);
     markModified(bn.runningVar);
     if (bn.counter) markModified(bn.counter);
   }
-  if (kernelFamily() === "gpu") return encodeBatchStatisticsChunked(input, stats, bn);
+  if (kernelFamily() === "gpu") return encodeBatchStatisticsChunked(input, bn);
   const [N, C, H, W] = input.shape;
   const hw = H * W;
   const vec4 = hw % 4 === 0;
+  const stats = Tensor.empty([2, C]);
   const kernel = !bn.runningMean ? STATS : bn.counter ? STATS_RUNNING_COUNTER : STATS_RUNNING;
   const buffers = [input.binding, stats.binding];
   if (bn.runningMean && bn.runningVar) {
@@ -556,48 +610,33 @@ function encodeBatchStatistics(input: Tensor, stats: Tensor, bn: CheckedBatchNor
     workgroups: grid1d(C, 1),
     constants: { VEC4: vec4 ? 1 : 0 },
   });
+  return { stats, partials: 0 };
 }
 
 /**
- * The gpu family's {@link encodeBatchStatistics}: batch_norm_stats_chunks over channels x chunks,
- * then batch_norm_stats_combine per channel (with the running update).
+ * The gpu family's {@link encodeBatchStatistics}: batch_norm_stats_chunks over channels x chunks
+ * (with the counter), into a buffer of [2, C] (the head batch_norm_forward writes) then the sums.
  */
-function encodeBatchStatisticsChunked(input: Tensor, stats: Tensor, bn: CheckedBatchNorm): void {
+function encodeBatchStatisticsChunked(
+  input: Tensor,
+  bn: CheckedBatchNorm,
+): { stats: Tensor; partials: number } {
   const [N, C, H, W] = input.shape;
   const hw = H * W;
   const vec4 = hw % 4 === 0;
   const units = vec4 ? hw / 4 : hw;
   const { perChunk, chunks } = channelChunks(N * units, C);
-  const partial = Tensor.empty([C, chunks, 2]);
-  dispatch(STATS_CHUNKS, {
-    buffers: [input.binding, partial.binding],
+  const stats = Tensor.empty([2 * C * (1 + chunks)]);
+  const counter = bn.runningMean && bn.counter;
+  dispatch(counter ? STATS_CHUNKS_COUNTER : STATS_CHUNKS, {
+    buffers: counter
+      ? [input.binding, stats.binding, counter.binding]
+      : [input.binding, stats.binding],
     params: { batch: N, channels: C, hw, units, per_chunk: perChunk, chunks },
     workgroups: [chunks, C, 1],
     constants: { VEC4: vec4 ? 1 : 0 },
   });
-  const kernel = !bn.runningMean
-    ? STATS_COMBINE
-    : bn.counter
-    ? STATS_COMBINE_RUNNING_COUNTER
-    : STATS_COMBINE_RUNNING;
-  const buffers = [input.binding, partial.binding, stats.binding];
-  if (bn.runningMean && bn.runningVar) {
-    buffers.push(bn.runningMean.binding, bn.runningVar.binding);
-  }
-  if (bn.runningMean && bn.counter) buffers.push(bn.counter.binding);
-  dispatch(kernel, {
-    buffers,
-    params: {
-      channels: C,
-      chunks,
-      hw,
-      count: N * hw,
-      momentum: bn.momentum,
-      eps: bn.eps,
-    },
-    workgroups: grid1d(C, 64),
-  });
-  partial.dispose();
+  return { stats, partials: chunks };
 }
 
 /**

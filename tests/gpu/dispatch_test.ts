@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { getDevice, kernelFamily } from "../../src/gpu/device.ts";
-import { gpuCounters, profileKernels } from "../../src/gpu/dispatch.ts";
+import { dispatch, gpuCounters, kernel, profileKernels } from "../../src/gpu/dispatch.ts";
 import { conv2d } from "../../src/ops/conv2d.ts";
 import { add, relu } from "../../src/ops/elementwise.ts";
 import { Tensor } from "../../src/tensor.ts";
@@ -71,3 +71,33 @@ gpuTest("profileKernels() does not nest, and a throwing function ends the profil
   assert.deepEqual(kernels.map((k) => k.kernel), ["relu_forward"]);
   ones.dispose();
 }, { ignore: !hasTimestamps });
+
+// Two entry points of one file: main_skip leaves out binding 2, which main uses.
+const SKIPPING = kernel(
+  "test_skipped_binding",
+  `struct Params { value: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@compute @workgroup_size(1) fn main() { a[0] = p.value; b[0] = p.value; c[0] = p.value; }
+@compute @workgroup_size(1) fn main_skip() { a[0] = p.value; c[0] = p.value; }
+`,
+  ["value"],
+);
+
+gpuTest("dispatch() leaves a null buffer's binding out of the bind group", async () => {
+  const [a, b, c] = [Tensor.zeros([1]), Tensor.zeros([1]), Tensor.zeros([1])];
+  dispatch(SKIPPING, {
+    buffers: [a.buffer, b.buffer, c.buffer],
+    params: { value: 2 },
+    workgroups: [1],
+  });
+  dispatch({ ...SKIPPING, entryPoint: "main_skip" }, {
+    buffers: [a.buffer, null, c.buffer],
+    params: { value: 3 },
+    workgroups: [1],
+  });
+  assert.deepEqual([await a.item(), await b.item(), await c.item()], [3, 2, 3]);
+  for (const t of [a, b, c]) t.dispose();
+});

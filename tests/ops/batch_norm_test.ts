@@ -527,6 +527,34 @@ const actCases: [string, ActCase][] = [
     residual: false,
     relu: true,
   }],
+  ["training, batch 1, 37 channels, 9x7 (planes of 63: scalar path), affine, residual, ReLU", {
+    input: [1, 37, 9, 7],
+    training: true,
+    affine: true,
+    residual: true,
+    relu: true,
+  }],
+  ["training, batch 2, 1 channel, 128x130 (33 chunks in the gpu family), affine, residual, ReLU", {
+    input: [2, 1, 128, 130],
+    training: true,
+    affine: true,
+    residual: true,
+    relu: true,
+  }],
+  ["training, batch 1, 1 channel, 99x101 (scalar path, 40 chunks in the gpu family), affine", {
+    input: [1, 1, 99, 101],
+    training: true,
+    affine: true,
+    residual: false,
+    relu: false,
+  }],
+  ["eval, batch 1, 3 channels, 33x35 (scalar path, 5 backward chunks in the gpu family), ReLU", {
+    input: [1, 3, 33, 35],
+    training: false,
+    affine: true,
+    residual: false,
+    relu: true,
+  }],
 ];
 
 for (const [i, [name, c]] of actCases.entries()) {
@@ -572,33 +600,72 @@ for (const [i, [name, c]] of actCases.entries()) {
 }
 
 gpuTest(
-  "batchNorm2d() with residual and relu encodes statistics then one pass; the backward a " +
-    "reduction then one pass",
+  "batchNorm2d() training encodes two passes (statistics; normalization with the running " +
+    "update), its backward two (reduction; input gradient), in either kernel family",
   async () => {
-    const c = { ...actCases[0][1], affine: false };
+    // The gpu family's reductions split each channel into chunks: the pass after each one adds
+    // the chunk sums itself, and does the per-channel work (running statistics and counter;
+    // weight and bias gradients) once per channel, with no pass of its own.
+    const c = actCases[0][1];
     const { x: xv, o } = actValues(c, 3500);
     const x = Tensor.from(xv, c.input, { requiresGrad: true });
+    const gamma = Tensor.from(o.weight!, [5], { requiresGrad: true });
+    const beta = Tensor.from(o.bias!, [5], { requiresGrad: true });
     const r = Tensor.from(o.residual!, c.input, { requiresGrad: true });
-    const options = {
-      runningMean: Tensor.from(o.runningMean!, [5]),
-      runningVar: Tensor.from(o.runningVar!, [5]),
+    const runningMean = Tensor.from(o.runningMean!, [5]);
+    const runningVar = Tensor.from(o.runningVar!, [5]);
+    const counter = Tensor.zeros([]);
+    let before = gpuCounters().dispatches;
+    const y = batchNorm2d(x, {
+      weight: gamma,
+      bias: beta,
+      runningMean,
+      runningVar,
+      numBatchesTracked: counter,
       training: true,
+      momentum: 0.2,
       residual: r,
       relu: true,
-    };
-    // The statistics and the backward's reduction: one pass in the software family; chunks then
-    // a combine in the gpu family.
-    const reduction = kernelFamily() === "gpu" ? 2 : 1;
-    let before = gpuCounters().dispatches;
-    const y = batchNorm2d(x, options);
-    assert.equal(gpuCounters().dispatches - before, reduction + 1);
+    });
+    assert.equal(gpuCounters().dispatches - before, 2, `statistics and normalization passes`);
     const gy = f32(randomValues(y.size, 3501));
+    const dy = Tensor.from(gy, y.shape);
     before = gpuCounters().dispatches;
-    y.backward(Tensor.from(gy, y.shape));
-    assert.equal(gpuCounters().dispatches - before, reduction + 1, "reduce and input passes");
-    const e = bnBackward(xv, gy, c.input, { ...o, training: true, weight: null, bias: null });
+    y.backward(dy);
+    assert.equal(gpuCounters().dispatches - before, 2, "reduction and input passes");
+    const training = { ...o, training: true };
+    const ref = bnForward(xv, c.input, training);
+    assertClose(await y.toArray(), ref.y, { what: "y" });
+    assertClose(await runningMean.toArray(), ref.runningMean!, { what: "running mean" });
+    assertClose(await runningVar.toArray(), ref.runningVar!, { what: "running var" });
+    assert.equal(await counter.item(), 1);
+    const e = bnBackward(xv, gy, c.input, training);
     assertClose(await x.grad!.toArray(), e.gx, { what: "grad input" });
+    assertClose(await gamma.grad!.toArray(), e.gw, { what: "grad weight" });
+    assertClose(await beta.grad!.toArray(), e.gb, { what: "grad bias" });
     assertClose(await r.grad!.toArray(), e.gr, { what: "grad residual" });
+  },
+);
+
+gpuTest(
+  "batchNorm2d() gives the weight and bias gradients of an input without gradient (no residual)",
+  async () => {
+    // The gpu family writes them in its input pass, which then runs for them alone.
+    const shape = [2, 3, 5, 6];
+    const xv = f32(randomValues(size(shape), 3700, 2));
+    const o: RefOptions = {
+      weight: f32(randomValues(3, 3701)),
+      bias: f32(randomValues(3, 3702)),
+      training: true,
+    };
+    const gamma = Tensor.from(o.weight!, [3], { requiresGrad: true });
+    const beta = Tensor.from(o.bias!, [3], { requiresGrad: true });
+    const y = batchNorm2d(Tensor.from(xv, shape), { weight: gamma, bias: beta, training: true });
+    const gy = f32(randomValues(y.size, 3703));
+    y.backward(Tensor.from(gy, shape));
+    const e = bnBackward(xv, gy, shape, o);
+    assertClose(await gamma.grad!.toArray(), e.gw, { what: "grad weight" });
+    assertClose(await beta.grad!.toArray(), e.gb, { what: "grad bias" });
   },
 );
 
