@@ -3,6 +3,13 @@
 // same number of dispatches, measured in the same run). encode / floor is what our JavaScript adds
 // per dispatch; batch / encode is the most images per second any GPU could reach with this host.
 import { flush, getDevice, gpuCounters } from "@resnet/webgpu";
+// Not public: the step's own recorded commands, for the floor over its own objects.
+import {
+  type Recording,
+  releaseRecording,
+  startRecording,
+  stopRecording,
+} from "../src/gpu/dispatch.ts";
 import { median } from "./_timing.ts";
 
 export interface HostCost {
@@ -68,6 +75,68 @@ export async function measureFloor(count: number, samples: number): Promise<numb
   await device.queue.onSubmittedWorkDone();
   for (const b of buffers) b.destroy();
   return (median(times) * 1000) / count;
+}
+
+/**
+ * Microseconds per dispatch of encoding `step`'s own commands again from pre-made objects: one
+ * step is recorded (its pipelines, bind groups and workgroup counts), then a plain loop of
+ * `setPipeline`/`setBindGroup`/`dispatchWorkgroups` (and its copies and clears) over those
+ * objects is encoded, finished and submitted (median of `samples`, the GPU idle before each).
+ * Unlike {@link measureFloor}'s one-buffer bind groups, this pays what WebGPU charges for the
+ * step's real bindings (Deno's wgpu tracks every bound buffer when the encoder finishes), so it
+ * is the floor of encoding this step in JavaScript at all.
+ */
+export async function measureOwnFloor(
+  step: () => void,
+  sync: () => Promise<void>,
+  samples: number,
+): Promise<number> {
+  startRecording();
+  let rec: Recording;
+  try {
+    step();
+  } finally {
+    rec = stopRecording();
+    releaseRecording(rec);
+  }
+  flush();
+  await sync();
+  const { commands, dispatches } = rec;
+  const device = getDevice();
+  const times: number[] = [];
+  for (let s = 0; s < samples + 1; s++) {
+    await sync();
+    const t0 = performance.now();
+    const encoder = device.createCommandEncoder();
+    let pass: GPUComputePassEncoder | null = null;
+    for (const c of commands) {
+      if (c.kind === "dispatch") {
+        pass ??= encoder.beginComputePass();
+        pass.setPipeline(c.pipeline);
+        pass.setBindGroup(0, c.group);
+        pass.dispatchWorkgroups(c.x, c.y, c.z);
+        continue;
+      }
+      pass?.end();
+      pass = null;
+      if (c.kind === "copy") {
+        encoder.copyBufferToBuffer(
+          c.source,
+          c.sourceOffset,
+          c.destination,
+          c.destinationOffset,
+          c.size,
+        );
+      } else {
+        encoder.clearBuffer(c.buffer, c.offset, c.size);
+      }
+    }
+    pass?.end();
+    device.queue.submit([encoder.finish()]);
+    if (s > 0) times.push(performance.now() - t0); // the first warms up
+  }
+  await sync();
+  return (median(times) * 1000) / Math.max(dispatches, 1);
 }
 
 /**

@@ -32,7 +32,7 @@ import { Adam, type Optimizer, SGD } from "@resnet/webgpu/optim";
 import { buildModel, CompiledTrainStep } from "@resnet/webgpu/train";
 // Not public: a step's work is submitted without waiting, as the trainer does.
 import { flush } from "../src/gpu/dispatch.ts";
-import { type HostCost, measureHostCost } from "./_host_cost.ts";
+import { type HostCost, measureHostCost, measureOwnFloor } from "./_host_cost.ts";
 import { Clock, loadAverage, median, type Timing, type TimingOptions } from "./_timing.ts";
 import { type Align, fmtMs, fmtPercent, fmtRate, renderTable } from "./_table.ts";
 
@@ -785,6 +785,13 @@ interface HostRow extends HostCost {
   /** "replayed": the trainer's step, a CompiledTrainStep replaying its recorded commands. */
   mode: "train" | "replayed" | "infer";
   optimizer: string;
+  /**
+   * Microseconds per dispatch of encoding the step's own recorded commands from pre-made objects
+   * (measureOwnFloor): what WebGPU charges for the step's real bindings.
+   */
+  ownFloorUs: number;
+  /** perDispatchUs / ownFloorUs. */
+  ownRatio: number;
 }
 
 /**
@@ -840,15 +847,30 @@ async function runHostCost(clock: Clock, flags: Flags): Promise<HostRow[]> {
           throw new Error(`the compiled step did not record: ${compiled.reason}`);
         }
       }
-      const cost = await measureHostCost(step, () => clock.sync(), batch, flags.quick ? 3 : 7);
+      const samples = flags.quick ? 3 : 7;
+      const cost = await measureHostCost(step, () => clock.sync(), batch, samples);
       if (compiled && compiled.mode !== "replayed") {
         throw new Error(`the compiled step stopped replaying: ${compiled.reason}`);
       }
-      rows.push({ model: c.model, batch, mode: c.mode, optimizer: c.optimizer, ...cost });
+      // A replayed step's own commands are the ordinary step's (measured with that row): its
+      // recording cannot be recorded again.
+      const ownFloorUs = compiled
+        ? rows.find((r) => r.model === c.model && r.mode === "train")?.ownFloorUs ?? NaN
+        : await measureOwnFloor(step, () => clock.sync(), samples);
+      rows.push({
+        model: c.model,
+        batch,
+        mode: c.mode,
+        optimizer: c.optimizer,
+        ...cost,
+        ownFloorUs,
+        ownRatio: cost.perDispatchUs / ownFloorUs,
+      });
       log(
         `  host cost ${c.model} ${c.mode}: ${cost.dispatches} dispatches, ` +
           `${fmtMs(cost.encodeMs)} ms, ${cost.perDispatchUs.toFixed(1)} us/dispatch, ` +
-          `${cost.ratio.toFixed(1)}x the floor`,
+          `${cost.ratio.toFixed(1)}x the floor, ${(cost.perDispatchUs / ownFloorUs).toFixed(1)}x ` +
+          "its own objects' floor",
       );
     } finally {
       compiled?.dispose();
@@ -872,6 +894,8 @@ function hostTable(rows: HostRow[]): string {
       "us/dispatch",
       "floor us",
       "ratio",
+      "own floor us",
+      "own ratio",
       "ceiling img/s",
       "bind groups/step",
       "buffers/step",
@@ -886,13 +910,15 @@ function hostTable(rows: HostRow[]): string {
       r.perDispatchUs.toFixed(1),
       r.floorUs.toFixed(2),
       `${r.ratio.toFixed(1)}x`,
+      r.ownFloorUs.toFixed(2),
+      `${r.ownRatio.toFixed(1)}x`,
       fmtRate(r.ceilingImagesPerSecond),
       r.bindGroupsPerStep.toFixed(1),
       r.bufferCreationsPerStep.toFixed(1),
       r.uniformWritesPerStep.toFixed(1),
       r.uploadsPerStep.toFixed(1),
     ]),
-    ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
+    ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"],
   );
 }
 
@@ -943,7 +969,8 @@ function hostTargets(host: HostRow[]): TargetRow[] {
     const replayed = row(model, "replayed");
     const ratio = (r: HostRow | undefined) =>
       r
-        ? `${r.ratio.toFixed(1)}x (${r.perDispatchUs.toFixed(1)} vs ${r.floorUs.toFixed(2)} us)`
+        ? `${r.ratio.toFixed(1)}x (${r.perDispatchUs.toFixed(1)} vs ${r.floorUs.toFixed(2)} us; ` +
+          `${r.ownRatio.toFixed(1)}x its own objects' floor)`
         : "-";
     return {
       target,

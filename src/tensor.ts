@@ -88,7 +88,7 @@ class Storage {
   }
   modified(): void {
     // A replayed step redoes the bump, so that caches see the values it changes.
-    recordEffect(() => this.modified());
+    if (isRecording()) recordEffect(() => this.modified());
     this.version++;
     this.zeroChannelSums = null;
     this.dropDerived();

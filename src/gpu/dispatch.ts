@@ -285,7 +285,7 @@ export interface Recording {
   readonly buffers: ReadonlySet<GPUBuffer>;
   /**
    * What the recorded JavaScript did besides encoding (a version bump, a gradient assigned to a
-   * parameter), to be redone after each replay, in order.
+   * parameter), to be redone by each replay, in order, before it encodes the commands.
    */
   readonly effects: readonly (() => void)[];
   /** Dispatches among the commands. */
@@ -375,11 +375,13 @@ export function isRecording(): boolean {
 }
 
 /**
- * Adds `effect` to the recording, to run after each replay; nothing when not recording.
- * Internal.
+ * Adds `effect` to the recording, to run before each replay encodes its commands; nothing when
+ * not recording, or after {@link markRestagePoint} (the restage function repeats that part's
+ * JavaScript, effects included). Internal.
  */
 export function recordEffect(effect: () => void): void {
-  recording?.effects.push(effect);
+  // After the restage point the restage function runs the same JavaScript again on a replay.
+  if (recording && recording.restageFrom < 0) recording.effects.push(effect);
 }
 
 /**
@@ -396,11 +398,13 @@ export function releaseRecording(rec: Recording): void {
 }
 
 /**
- * Encodes the recorded commands again, after the work encoded so far, then runs the recorded
- * effects. Internal.
+ * Encodes the recorded commands again, after the work encoded so far: runs the recorded effects,
+ * then `restageFn` (when the recording has a restage point: it must repeat the JavaScript
+ * recorded after it, whose dispatches then only restage their per-step uniforms), then encodes
+ * the commands. Internal.
  *
- * @throws {Error} when the recording cannot be replayed (see {@link Recording.invalid}) or the
- *   device it was recorded on is gone.
+ * @throws {Error} when the recording cannot be replayed (see {@link Recording.invalid}), the
+ *   device it was recorded on is gone, or `restageFn` did not repeat the recorded dispatches.
  */
 export function replayRecording(rec: Recording, restageFn?: () => void): void {
   if (rec.invalid) {

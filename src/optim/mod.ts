@@ -1,7 +1,9 @@
 /**
  * Optimizers and learning-rate schedules, like `torch.optim`: {@link SGD}, {@link Adam},
- * {@link AdamW}, and {@link MultiStepLR}, {@link CosineLR}, {@link OneCycleLR}. Each update is one
- * WGSL kernel dispatch per two parameters, encoded with the rest of the training step.
+ * {@link AdamW}, and {@link MultiStepLR}, {@link CosineLR}, {@link OneCycleLR}. An optimizer moves
+ * its parameters into one flat buffer, so each update is one WGSL kernel dispatch for all of them
+ * (a multi-tensor step, like PyTorch's fused optimizers), encoded with the rest of the training
+ * step.
  * {@link clipGradNorm} clips gradients as `torch.nn.utils.clip_grad_norm_`.
  *
  * @example
