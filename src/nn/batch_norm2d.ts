@@ -1,4 +1,4 @@
-import { batchNorm2d } from "../ops/batch_norm.ts";
+import { batchNorm2d, runningStatistics } from "../ops/batch_norm.ts";
 import { Tensor } from "../tensor.ts";
 import { Module } from "./module.ts";
 import { checkInteger } from "../ops/_check.ts";
@@ -75,14 +75,14 @@ export class BatchNorm2d extends Module {
     const track = options.trackRunningStats ?? true;
     this.weight = this.registerParameter("weight", affine ? Tensor.ones([numFeatures]) : null);
     this.bias = this.registerParameter("bias", affine ? Tensor.zeros([numFeatures]) : null);
-    this.runningMean = this.registerBuffer(
-      "running_mean",
-      track ? Tensor.zeros([numFeatures]) : null,
-    );
-    this.runningVar = this.registerBuffer("running_var", track ? Tensor.ones([numFeatures]) : null);
+    // Slices of one buffer, which the software family's training pass binds as one range (its
+    // storage bindings would not fit with three).
+    const running = track ? runningStatistics(numFeatures) : null;
+    this.runningMean = this.registerBuffer("running_mean", running?.runningMean ?? null);
+    this.runningVar = this.registerBuffer("running_var", running?.runningVar ?? null);
     this.numBatchesTracked = this.registerBuffer(
       "num_batches_tracked",
-      track ? Tensor.zeros([]) : null,
+      running?.numBatchesTracked ?? null,
     );
   }
 

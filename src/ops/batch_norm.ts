@@ -14,13 +14,17 @@ import statsChunksSource from "../../kernels/batch_norm_stats_chunks.wgsl" with 
 import reduceChunksSource from "../../kernels/batch_norm_backward_reduce_chunks.wgsl" with {
   type: "text",
 };
-import { kernelFamily } from "../gpu/device.ts";
+import statsForwardSource from "../../kernels/batch_norm_stats_forward.wgsl" with { type: "text" };
+import backwardSource from "../../kernels/batch_norm_backward.wgsl" with { type: "text" };
+import { getDevice, kernelFamily } from "../gpu/device.ts";
 import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
 import {
+  Arena,
   formatShape,
   gradDestination,
   markModified,
   markZeroChannelSums,
+  moveIntoArena,
   record,
   shouldRecord,
   Tensor,
@@ -75,7 +79,34 @@ const BACKWARD_INPUT_PARTIALS_RESIDUAL = {
   entryPoint: "main_partials_residual",
 };
 
-/** Workgroup size of batch_norm_stats and batch_norm_backward_reduce. */
+// The software family's training: one workgroup per channel reduces it, then writes its output
+// (batch_norm_stats_forward) or its gradients (batch_norm_backward), one dispatch each way.
+const STATS_FORWARD = kernel("batch_norm_stats_forward", statsForwardSource, [
+  "batch",
+  "channels",
+  "hw",
+  "lanes",
+  "rows",
+  "count",
+  "momentum",
+  "eps",
+  "mean_at",
+  "var_at",
+  "counter_at",
+]);
+const STATS_FORWARD_RUNNING = { ...STATS_FORWARD, entryPoint: "main_running" };
+const STATS_FORWARD_RUNNING_COUNTER = { ...STATS_FORWARD, entryPoint: "main_running_counter" };
+const BACKWARD = kernel("batch_norm_backward", backwardSource, [
+  "batch",
+  "channels",
+  "hw",
+  "lanes",
+  "rows",
+  "n",
+]);
+const BACKWARD_RESIDUAL = { ...BACKWARD, entryPoint: "main_residual" };
+
+/** Workgroup size of the software family's per-channel reductions. */
 const REDUCE_WG = 64;
 
 // The gpu family's reductions: one pass over channels x chunks, whose per-chunk sums the next
@@ -191,12 +222,43 @@ export interface BatchNorm2dOptions {
 export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor {
   const op = "batchNorm2d()";
   checkTensorNd(op, "input", input, 4, "[N, C, H, W]");
-  const [N, C, H, W] = input.shape;
   const bn = checkBatchNorm(op, options, "options", input.shape);
+  const { weight, bias, residual } = bn;
+  // The software family's training normalizes in the pass that reduces, when the running
+  // statistics (if any) can be bound as one range (see runningRange).
+  const running = bn.training && kernelFamily() === "software" ? runningRange(bn) : undefined;
+  const fused = running !== undefined;
+  const { stats, out } = fused
+    ? encodeTrainingForward(input, bn, running)
+    : encodeForward(input, bn);
+
+  if (!shouldRecord(input, weight, bias, residual)) {
+    stats.dispose();
+    return out;
+  }
+  const inputs = [input];
+  if (weight) inputs.push(weight);
+  if (bias) inputs.push(bias);
+  if (residual) inputs.push(residual);
+  return record(out, {
+    name: "batchNorm2d",
+    inputs,
+    internals: [stats],
+    backward: (gy) => batchNorm2dBackward(gy, input, out, stats, bn, fused),
+  });
+}
+
+/**
+ * Encodes the batch norm of `input` in the passes of either family: the statistics (the batch's,
+ * or a snapshot of the running ones in eval), then batch_norm_forward. Returns the output and
+ * `stats`: [2, C] = (mean, invstd), followed in the gpu family's training by the forward's
+ * per-chunk sums.
+ */
+function encodeForward(input: Tensor, bn: CheckedBatchNorm): { stats: Tensor; out: Tensor } {
+  const [N, C, H, W] = input.shape;
   const { weight, bias, residual } = bn;
   const hw = H * W;
   const vec4 = hw % 4 === 0;
-
   // (mean, invstd) per channel, [2, C]: the batch's in training, a snapshot of the running ones in
   // eval. In the gpu family's training, the head of the per-chunk sums (`partials` per channel)
   // that follow it, which the forward pass adds and writes the head from.
@@ -250,32 +312,142 @@ export function batchNorm2d(input: Tensor, options: BatchNorm2dOptions): Tensor 
     },
   });
 
-  if (!shouldRecord(input, weight, bias, residual)) {
-    stats.dispose();
-    return out;
-  }
-  const inputs = [input];
-  if (weight) inputs.push(weight);
-  if (bias) inputs.push(bias);
-  if (residual) inputs.push(residual);
-  return record(out, {
-    name: "batchNorm2d",
-    inputs,
-    internals: [stats],
-    backward: (gy) => batchNorm2dBackward(gy, input, out, stats, bn),
+  return { stats, out };
+}
+
+/**
+ * Encodes the software family's training-mode batch norm of `input` in one pass,
+ * batch_norm_stats_forward, with the running statistics and counter as one binding (`running`;
+ * null without running statistics). Returns the output and `stats`: [3, C] = (mean, invstd,
+ * invstd * weight), what batch_norm_backward reads.
+ */
+function encodeTrainingForward(
+  input: Tensor,
+  bn: CheckedBatchNorm,
+  running: RunningRange | null,
+): { stats: Tensor; out: Tensor } {
+  const [N, C, H, W] = input.shape;
+  const { weight, bias, residual } = bn;
+  const hw = H * W;
+  const vec4 = hw % 4 === 0;
+  if (running) markRunningModified(bn);
+  const stats = Tensor.empty([3, C]);
+  const out = Tensor.empty(input.shape);
+  const kernel = !running
+    ? STATS_FORWARD
+    : running.counterAt >= 0
+    ? STATS_FORWARD_RUNNING_COUNTER
+    : STATS_FORWARD_RUNNING;
+  const lanes = reductionLanes(N, vec4 ? hw / 4 : hw, REDUCE_WG);
+  dispatch(kernel, {
+    // Absent tensors are replaced by aliases of the input, which the kernel never reads.
+    buffers: [
+      input.binding,
+      stats.binding,
+      (weight ?? input).binding,
+      (bias ?? input).binding,
+      (residual ?? input).binding,
+      out.binding,
+      running?.binding ?? null,
+    ],
+    params: {
+      batch: N,
+      channels: C,
+      hw,
+      lanes,
+      rows: REDUCE_WG / lanes,
+      count: N * hw,
+      momentum: bn.momentum,
+      eps: bn.eps,
+      mean_at: running?.meanAt ?? 0,
+      var_at: running?.varAt ?? 0,
+      counter_at: Math.max(0, running?.counterAt ?? 0),
+    },
+    workgroups: grid1d(C, 1),
+    constants: {
+      HAS_WEIGHT: weight ? 1 : 0,
+      HAS_BIAS: bias ? 1 : 0,
+      HAS_RESIDUAL: residual ? 1 : 0,
+      RELU: bn.relu ? 1 : 0,
+      VEC4: vec4 ? 1 : 0,
+    },
   });
+  return { stats, out };
+}
+
+/**
+ * The running statistics and counter of a training batch norm as one storage binding, and where
+ * each lies in it (in f32 elements; `counterAt` -1 without a counter).
+ */
+interface RunningRange {
+  binding: GPUBufferBinding;
+  meanAt: number;
+  varAt: number;
+  counterAt: number;
+}
+
+/**
+ * The range of one buffer that holds `bn`'s running statistics and counter (null: there are
+ * none), or undefined when they lie in different buffers (separate tensors): binding them one by
+ * one would take batch_norm_stats_forward past WebGPU's default 8 storage buffers per stage with
+ * a residual, so batchNorm2d then takes two passes. nn.BatchNorm2d keeps them in one buffer (see
+ * {@link runningStatistics}).
+ */
+function runningRange(bn: CheckedBatchNorm): RunningRange | null | undefined {
+  const { runningMean, runningVar, counter } = bn;
+  if (!runningMean || !runningVar) return null;
+  const tensors = counter ? [runningMean, runningVar, counter] : [runningMean, runningVar];
+  const buffer = runningMean.buffer;
+  if (tensors.some((t) => t.buffer !== buffer)) return undefined;
+  // Every tensor's values start at a valid binding offset, the first one's too.
+  const start = Math.min(...tensors.map((t) => t.byteOffset));
+  const end = Math.max(...tensors.map((t) => t.byteOffset + t.size * 4));
+  if (end - start > getDevice().limits.maxStorageBufferBindingSize) return undefined;
+  const at = (t: Tensor) => (t.byteOffset - start) / 4;
+  return {
+    binding: { buffer, offset: start, size: end - start },
+    meanAt: at(runningMean),
+    varAt: at(runningVar),
+    counterAt: counter ? at(counter) : -1,
+  };
+}
+
+/**
+ * Running statistics of `channels` channels for a batch norm, as slices of one buffer, so that
+ * the software family's training-mode {@link batchNorm2d} updates them in the pass that
+ * normalizes: `runningMean` [C] (zeros), `runningVar` [C] (ones) and `numBatchesTracked` []
+ * (zero), each at an offset aligned for a storage binding, so that every op can bind each of
+ * them. Internal: not exported by mod.ts.
+ */
+export function runningStatistics(
+  channels: number,
+): { runningMean: Tensor; runningVar: Tensor; numBatchesTracked: Tensor } {
+  const align = Math.max(256, getDevice().limits.minStorageBufferOffsetAlignment);
+  const room = Math.ceil((channels * 4) / align) * align;
+  const arena = new Arena(2 * room + align);
+  const runningMean = Tensor.zeros([channels]);
+  const runningVar = Tensor.ones([channels]);
+  const numBatchesTracked = Tensor.zeros([]);
+  moveIntoArena(runningMean, arena, 0);
+  moveIntoArena(runningVar, arena, room);
+  moveIntoArena(numBatchesTracked, arena, 2 * room);
+  // The tensors hold the arena now; the creator's reference goes.
+  arena.release();
+  return { runningMean, runningVar, numBatchesTracked };
 }
 
 // The forward saves: the input, the weight and the residual (op inputs), its output y (read for
 // the ReLU's mask), and `stats` as an internal: [2, C] = (mean, invstd) (batch statistics in
 // training, a snapshot of the running ones in eval), followed in the gpu family's training by
-// the forward's per-chunk sums.
+// the forward's per-chunk sums; `fused` (the software family's batch_norm_stats_forward): [3, C]
+// = (mean, invstd, invstd * weight).
 function batchNorm2dBackward(
   gy: Tensor,
   x: Tensor,
   y: Tensor,
   stats: Tensor,
   bn: CheckedBatchNorm,
+  fused: boolean,
 ): (Tensor | null)[] {
   const [N, C, H, W] = x.shape;
   const hw = H * W;
@@ -289,6 +461,13 @@ function batchNorm2dBackward(
   const sumDyXhat = wantWeight ? gradDestination(weight!) : Tensor.empty([C]);
   // Without a ReLU the mask is never read: dy fills its binding.
   const mask = bn.relu ? y : gy;
+  if (fused && (x.requiresGrad || wantResidual)) {
+    return encodeBackward({ gy, mask, x, stats, weight, sumDy, sumDyXhat }, bn, {
+      wantWeight,
+      wantBias,
+      wantResidual,
+    });
+  }
   const reduceBuffers = { gy, mask, x, stats, weight, sumDy, sumDyXhat };
   // The gpu family's input pass adds the reduction's per-chunk sums (`partials` per channel) and
   // writes the weight and bias gradients, so it runs even when neither dx nor dres is wanted.
@@ -342,6 +521,56 @@ function batchNorm2dBackward(
   if (residual) grads.push(gr);
   if (!wantWeight) sumDyXhat.dispose();
   if (!wantBias) sumDy.dispose();
+  return grads;
+}
+
+/**
+ * Encodes batch_norm_backward (the software family's training after batch_norm_stats_forward):
+ * one workgroup per channel writes the weight and bias gradients, dx and the residual's gradient.
+ * Returns the gradients of batchNorm2d's inputs.
+ */
+function encodeBackward(
+  t: ReduceBuffers,
+  bn: CheckedBatchNorm,
+  want: { wantWeight: boolean; wantBias: boolean; wantResidual: boolean },
+): (Tensor | null)[] {
+  const { gy, mask, x, stats, weight, sumDy, sumDyXhat } = t;
+  const [N, C, H, W] = x.shape;
+  const hw = H * W;
+  const vec4 = hw % 4 === 0;
+  const lanes = reductionLanes(N, vec4 ? hw / 4 : hw, REDUCE_WG);
+  const gx = Tensor.empty(x.shape);
+  const gr = want.wantResidual ? Tensor.empty(x.shape) : null;
+  const buffers = [
+    gy.binding,
+    mask.binding,
+    x.binding,
+    stats.binding,
+    sumDy.binding,
+    sumDyXhat.binding,
+    gx.binding,
+  ];
+  if (gr) buffers.push(gr.binding);
+  dispatch(gr ? BACKWARD_RESIDUAL : BACKWARD, {
+    buffers,
+    params: { batch: N, channels: C, hw, lanes, rows: REDUCE_WG / lanes, n: bn.n },
+    workgroups: grid1d(C, 1),
+    constants: { RELU: bn.relu ? 1 : 0, VEC4: vec4 ? 1 : 0 },
+  });
+  let dx: Tensor | null = gx;
+  if (!x.requiresGrad) {
+    gx.dispose();
+    dx = null;
+  } else {
+    // dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)) sums to 0 over each channel.
+    markZeroChannelSums(gx);
+  }
+  const grads: (Tensor | null)[] = [dx];
+  if (weight) grads.push(want.wantWeight ? sumDyXhat : null);
+  if (bn.bias) grads.push(want.wantBias ? sumDy : null);
+  if (bn.residual) grads.push(gr);
+  if (!want.wantWeight) sumDyXhat.dispose();
+  if (!want.wantBias) sumDy.dispose();
   return grads;
 }
 
@@ -514,9 +743,16 @@ export function checkBatchNorm(
         "no batches without running statistics)",
     );
   }
-  // The kernel writes all three in place: they must not share a buffer (views included).
+  // The kernels write all three in place: their values must not overlap (views of one tensor);
+  // slices of one buffer side by side are fine (nn.BatchNorm2d's, see runningStatistics).
   const written = [runningMean, runningVar, counter].filter((t) => t !== null);
-  if (new Set(written.map((t) => t.buffer)).size !== written.length) {
+  const overlap = written.some((a, i) =>
+    written.some((b, j) =>
+      j > i && a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.size * 4 &&
+      b.byteOffset < a.byteOffset + a.size * 4
+    )
+  );
+  if (overlap) {
     throw new RangeError(
       `${op}: ${where}.runningMean, runningVar and numBatchesTracked must be distinct tensors, ` +
         "not views of one buffer",
@@ -577,12 +813,7 @@ function encodeBatchStatistics(
   input: Tensor,
   bn: CheckedBatchNorm,
 ): { stats: Tensor; partials: number } {
-  // Both families update the running statistics and counter in place.
-  if (bn.runningMean && bn.runningVar) {
-    markModified(bn.runningMean);
-    markModified(bn.runningVar);
-    if (bn.counter) markModified(bn.counter);
-  }
+  markRunningModified(bn);
   if (kernelFamily() === "gpu") return encodeBatchStatisticsChunked(input, bn);
   const [N, C, H, W] = input.shape;
   const hw = H * W;
@@ -611,6 +842,15 @@ function encodeBatchStatistics(
     constants: { VEC4: vec4 ? 1 : 0 },
   });
   return { stats, partials: 0 };
+}
+
+/** Marks the running statistics and counter, which training updates in place, as modified. */
+function markRunningModified(bn: CheckedBatchNorm): void {
+  if (bn.runningMean && bn.runningVar) {
+    markModified(bn.runningMean);
+    markModified(bn.runningVar);
+    if (bn.counter) markModified(bn.counter);
+  }
 }
 
 /**

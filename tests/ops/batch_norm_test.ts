@@ -4,7 +4,12 @@ import { noGrad } from "../../src/autograd.ts";
 import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { tidy } from "../../src/scope.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
-import { batchNorm2d, type BatchNorm2dOptions } from "../../src/ops/batch_norm.ts";
+import { kernelFamily } from "../../src/gpu/device.ts";
+import {
+  batchNorm2d,
+  type BatchNorm2dOptions,
+  runningStatistics,
+} from "../../src/ops/batch_norm.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
 import { bnBackward, bnForward, type RefOptions } from "./_batch_norm_reference.ts";
 
@@ -599,21 +604,25 @@ for (const [i, [name, c]] of actCases.entries()) {
 }
 
 gpuTest(
-  "batchNorm2d() training encodes two passes (statistics; normalization with the running " +
-    "update), its backward two (reduction; input gradient), in either kernel family",
+  "batchNorm2d() training encodes one pass each way in the software family (running statistics " +
+    "in one buffer), two in the gpu family (statistics; normalization with the running update; " +
+    "reduction; input gradient)",
   async () => {
-    // The gpu family's reductions split each channel into chunks: the pass after each one adds
-    // the chunk sums itself, and does the per-channel work (running statistics and counter;
-    // weight and bias gradients) once per channel, with no pass of its own.
+    // The software family reduces each channel in one workgroup, which then writes the channel's
+    // output (gradients). The gpu family's reductions split each channel into chunks: the pass
+    // after each one adds the chunk sums itself, and does the per-channel work (running
+    // statistics and counter; weight and bias gradients) once per channel, with no pass of its
+    // own.
+    const passes = kernelFamily() === "software" ? 1 : 2;
     const c = actCases[0][1];
     const { x: xv, o } = actValues(c, 3500);
     const x = Tensor.from(xv, c.input, { requiresGrad: true });
     const gamma = Tensor.from(o.weight!, [5], { requiresGrad: true });
     const beta = Tensor.from(o.bias!, [5], { requiresGrad: true });
     const r = Tensor.from(o.residual!, c.input, { requiresGrad: true });
-    const runningMean = Tensor.from(o.runningMean!, [5]);
-    const runningVar = Tensor.from(o.runningVar!, [5]);
-    const counter = Tensor.zeros([]);
+    const { runningMean, runningVar, numBatchesTracked: counter } = runningStatistics(5);
+    runningMean.copyFrom(Tensor.from(o.runningMean!, [5]));
+    runningVar.copyFrom(Tensor.from(o.runningVar!, [5]));
     let before = gpuCounters().dispatches;
     const y = batchNorm2d(x, {
       weight: gamma,
@@ -626,12 +635,12 @@ gpuTest(
       residual: r,
       relu: true,
     });
-    assert.equal(gpuCounters().dispatches - before, 2, `statistics and normalization passes`);
+    assert.equal(gpuCounters().dispatches - before, passes, "forward passes");
     const gy = f32(randomValues(y.size, 3501));
     const dy = Tensor.from(gy, y.shape);
     before = gpuCounters().dispatches;
     y.backward(dy);
-    assert.equal(gpuCounters().dispatches - before, 2, "reduction and input passes");
+    assert.equal(gpuCounters().dispatches - before, passes, "backward passes");
     const training = { ...o, training: true };
     const ref = bnForward(xv, c.input, training);
     assertClose(await y.toArray(), ref.y, { what: "y" });
@@ -643,6 +652,130 @@ gpuTest(
     assertClose(await gamma.grad!.toArray(), e.gw, { what: "grad weight" });
     assertClose(await beta.grad!.toArray(), e.gb, { what: "grad bias" });
     assertClose(await r.grad!.toArray(), e.gr, { what: "grad residual" });
+  },
+);
+
+/** The bits of float32 values, for exact comparisons (NaN and -0 included). */
+async function bits(t: Tensor | null): Promise<Uint32Array | null> {
+  return t ? new Uint32Array((await t.toArray()).buffer) : null;
+}
+
+const oneBufferCases: [string, ActCase][] = [
+  ...actCases.filter(([, c]) => c.training),
+  ["training, batch 4, 70 channels, 5x5 (scalar path), affine, ReLU", {
+    input: [4, 70, 5, 5],
+    training: true,
+    affine: true,
+    residual: false,
+    relu: true,
+  }],
+  ["training, batch 3, 40 channels, 8x8, affine, residual", {
+    input: [3, 40, 8, 8],
+    training: true,
+    affine: true,
+    residual: true,
+    relu: false,
+  }],
+];
+
+for (const [i, [name, c]] of oneBufferCases.entries()) {
+  gpuTest(
+    "batchNorm2d() training with running statistics in one buffer, in separate tensors (two " +
+      `passes each way) and without them gives the same bits: ${name}`,
+    async () => {
+      const { x: xv, o } = actValues(c, 4000 + 10 * i);
+      const ch = c.input[1];
+      const gy = f32(randomValues(size(c.input), 4001 + 10 * i));
+      const run = async (running: "one buffer" | "separate" | "none") => {
+        const x = Tensor.from(xv, c.input, { requiresGrad: true });
+        const gamma = o.weight ? Tensor.from(o.weight, [ch], { requiresGrad: true }) : null;
+        const beta = o.bias ? Tensor.from(o.bias, [ch], { requiresGrad: true }) : null;
+        const r = o.residual ? Tensor.from(o.residual, c.input, { requiresGrad: true }) : null;
+        const stats = running === "one buffer" ? runningStatistics(ch) : {
+          runningMean: Tensor.zeros([ch]),
+          runningVar: Tensor.ones([ch]),
+          numBatchesTracked: Tensor.zeros([]),
+        };
+        stats.runningMean.copyFrom(Tensor.from(o.runningMean!, [ch]));
+        stats.runningVar.copyFrom(Tensor.from(o.runningVar!, [ch]));
+        let before = gpuCounters().dispatches;
+        const y = batchNorm2d(x, {
+          weight: gamma,
+          bias: beta,
+          ...(running === "none" ? {} : stats),
+          training: true,
+          momentum: 0.2,
+          residual: r,
+          relu: c.relu,
+        });
+        const forward = gpuCounters().dispatches - before;
+        before = gpuCounters().dispatches;
+        y.backward(Tensor.from(gy, c.input));
+        const backward = gpuCounters().dispatches - before;
+        return {
+          forward,
+          backward,
+          y: await bits(y),
+          gx: await bits(x.grad),
+          gw: await bits(gamma?.grad ?? null),
+          gb: await bits(beta?.grad ?? null),
+          gr: await bits(r?.grad ?? null),
+          runningMean: running === "none" ? null : await bits(stats.runningMean),
+          runningVar: running === "none" ? null : await bits(stats.runningVar),
+          counter: running === "none" ? null : await stats.numBatchesTracked.item(),
+        };
+      };
+      const separate = await run("separate");
+      const one = await run("one buffer");
+      const none = await run("none");
+      const software = kernelFamily() === "software";
+      assert.equal(separate.forward, 2, "separate: forward passes");
+      assert.equal(separate.backward, 2, "separate: backward passes");
+      assert.equal(one.forward, software ? 1 : 2, "one buffer: forward passes");
+      assert.equal(one.backward, software ? 1 : 2, "one buffer: backward passes");
+      assert.equal(none.forward, software ? 1 : 2, "none: forward passes");
+      assert.deepEqual(one, { ...separate, forward: one.forward, backward: one.backward });
+      assert.equal(one.counter, 1);
+      assert.deepEqual(
+        { ...none, forward: 0, backward: 0 },
+        {
+          ...separate,
+          forward: 0,
+          backward: 0,
+          runningMean: null,
+          runningVar: null,
+          counter: null,
+        },
+      );
+      // And the reference's values.
+      const ref = bnForward(xv, c.input, o);
+      assertClose(new Float32Array(one.y!.buffer), ref.y, { what: "y" });
+      const e = bnBackward(xv, gy, c.input, o);
+      assertClose(new Float32Array(one.gx!.buffer), e.gx, { what: "grad input" });
+    },
+  );
+}
+
+gpuTest(
+  "batchNorm2d() takes running statistics side by side in one buffer, not overlapping",
+  () => {
+    const x = Tensor.randn([2, 3, 4, 4], { seed: 4500 });
+    const { runningMean, runningVar, numBatchesTracked } = runningStatistics(3);
+    assert.equal(runningMean.buffer, runningVar.buffer);
+    assert.equal(runningMean.buffer, numBatchesTracked.buffer);
+    assert.throws(
+      () => batchNorm2d(x, { runningMean, runningVar: runningMean.viewAs([3]), training: true }),
+      /must be distinct tensors/,
+    );
+    // A counter in a buffer of its own: two passes.
+    const before = gpuCounters().dispatches;
+    batchNorm2d(x, {
+      runningMean,
+      runningVar,
+      numBatchesTracked: Tensor.zeros([]),
+      training: true,
+    });
+    assert.equal(gpuCounters().dispatches - before, 2);
   },
 );
 
