@@ -4,7 +4,6 @@ import { noGrad } from "../../src/autograd.ts";
 import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { tidy } from "../../src/scope.ts";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
-import { kernelFamily } from "../../src/gpu/device.ts";
 import { batchNorm2d, type BatchNorm2dOptions } from "../../src/ops/batch_norm.ts";
 import { assertClose, dot, finiteDifferences, gpuTest, randomValues } from "../_gpu.ts";
 import { bnBackward, bnForward, type RefOptions } from "./_batch_norm_reference.ts";

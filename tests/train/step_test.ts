@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { syntheticCifar } from "../../src/data/synthetic.ts";
 import { DataLoader } from "../../src/data/loader.ts";
-import { inUseBytesSince, memoryStats, poolMark } from "../../src/gpu/buffer_pool.ts";
+import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { resnet } from "../../src/nn/resnet.ts";
 import { mulScalar } from "../../src/ops/elementwise.ts";
 import { crossEntropy } from "../../src/ops/loss.ts";
