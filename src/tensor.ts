@@ -125,6 +125,10 @@ export function derivedTensor(
 ): Tensor {
   const cached = cachedDerived(source, key, stamp);
   if (cached) return cached;
+  // The stale tensor goes back to the pool before make() takes one.
+  const derived = storageOf(source).derived;
+  derived?.get(key)?.tensor.dispose();
+  derived?.delete(key);
   const tensor = make();
   cacheDerived(source, key, stamp, tensor);
   return tensor;
