@@ -29,6 +29,7 @@ import {
   kernel,
   readBuffer,
   recordEffect,
+  recordingSerial,
   writeBuffer,
 } from "./gpu/dispatch.ts";
 import { defaultGenerator, Generator } from "./random.ts";
@@ -61,8 +62,11 @@ class Storage {
    * values into other channels (another N or C) does not count.
    */
   zeroChannelSums: readonly [number, number] | null = null;
-  /** Cached tensors computed from this buffer's values, by key, with the stamp they were made at. */
-  derived: Map<string, { stamp: string; tensor: Tensor }> | null = null;
+  /**
+   * Cached tensors computed from this buffer's values, by key, with the stamp they were made at
+   * and the recording they were made in (its `recordingSerial()`, 0 for none).
+   */
+  derived: Map<string, { stamp: string; recording: number; tensor: Tensor }> | null = null;
   /** The device the buffer belongs to: a tensor outlives a re-initialised device, its buffer not. */
   readonly device: GPUDevice | null = currentDevice();
   /**
@@ -120,15 +124,49 @@ export function derivedTensor(
   stamp: string,
   make: () => Tensor,
 ): Tensor {
-  const storage = storageOf(source);
-  const cached = storage.derived?.get(key);
-  // While a step is recorded the derivative is made again, so that the recording holds the work
-  // that makes it: a replay must not count on a cache that held it at recording time.
-  if (cached && cached.stamp === stamp && !isRecording()) return cached.tensor;
-  cached?.tensor.dispose();
-  const tensor = keep(make());
-  (storage.derived ??= new Map()).set(key, { stamp, tensor });
+  const cached = cachedDerived(source, key, stamp);
+  if (cached) return cached;
+  // The stale tensor goes back to the pool before make() takes one.
+  const derived = storageOf(source).derived;
+  derived?.get(key)?.tensor.dispose();
+  derived?.delete(key);
+  const tensor = make();
+  cacheDerived(source, key, stamp, tensor);
   return tensor;
+}
+
+/**
+ * The tensor cached on `source`'s buffer under `key` with `stamp` (see {@link derivedTensor}), or
+ * null. While a step is recorded, only one made in this recording counts: the recording must hold
+ * the work that makes it, since a replay cannot count on a cache that held it at recording time.
+ * Internal: not exported by mod.ts.
+ */
+export function cachedDerived(source: Tensor, key: string, stamp: string): Tensor | null {
+  const cached = storageOf(source).derived?.get(key);
+  if (!cached || cached.stamp !== stamp) return null;
+  const recording = recordingSerial();
+  return recording === 0 || cached.recording === recording ? cached.tensor : null;
+}
+
+/**
+ * Caches `tensor` on `source`'s buffer under `key` with `stamp` (see {@link derivedTensor}),
+ * disposing the tensor cached there before; the cache takes it out of every tidy() scope and
+ * owns it. Internal: not exported by mod.ts.
+ */
+export function cacheDerived(source: Tensor, key: string, stamp: string, tensor: Tensor): void {
+  const storage = storageOf(source);
+  const before = storage.derived?.get(key);
+  if (before?.tensor !== tensor) before?.tensor.dispose();
+  (storage.derived ??= new Map()).set(key, {
+    stamp,
+    recording: recordingSerial(),
+    tensor: keep(tensor),
+  });
+}
+
+/** The arena `t`'s values are a slice of, or null. Internal: not exported by mod.ts. */
+export function arenaOf(t: Tensor): Arena | null {
+  return storageOf(t).arena;
 }
 
 /**

@@ -319,6 +319,9 @@ interface MutableRecording {
 }
 
 let recording: MutableRecording | null = null;
+// Numbers the recordings: caches note which one they were filled in (see recordingSerial).
+let recordingSerials = 0;
+let currentSerial = 0;
 // Recordings a caller may still replay: destroying a buffer one of them uses invalidates it.
 const liveRecordings = new Set<MutableRecording>();
 
@@ -333,6 +336,7 @@ export function startRecording(): void {
   if (profiler) throw new Error("startRecording(): cannot record while profiling kernels");
   const device = deviceForCaches();
   flush();
+  currentSerial = ++recordingSerials;
   recording = {
     commands: [],
     buffers: new Set(),
@@ -365,6 +369,7 @@ export function stopRecording(): Recording {
   const done = recording;
   if (!done) throw new Error("stopRecording(): no recording is running");
   recording = null;
+  currentSerial = 0;
   if (!done.invalid) liveRecordings.add(done);
   return done;
 }
@@ -372,6 +377,15 @@ export function stopRecording(): Recording {
 /** Whether commands are being recorded now. Internal. */
 export function isRecording(): boolean {
   return recording !== null;
+}
+
+/**
+ * A number that identifies the running recording (a new one for each {@link startRecording}),
+ * or 0 when none runs: a cache filled while recording is valid within that same recording only,
+ * since work cached before it began is not in its commands. Internal.
+ */
+export function recordingSerial(): number {
+  return currentSerial;
 }
 
 /**

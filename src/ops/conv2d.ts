@@ -4,8 +4,10 @@
  *
  * Two kernel families compute it:
  * - the vec4-row kernels (`conv2d_forward_rows`, `conv2d_backward_weight_rows`, with the filters
- *   packed by `conv2d_pack_weight`) for stride 1 or 2, widths that are multiples of 4, kernel
- *   width <= 3 and padding <= 1 ({@link rowsFit}): every convolution of the CIFAR ResNets. The
+ *   packed by `conv2d_pack_weight`, or all those of an optimizer's flat parameter buffer at once
+ *   by `conv2d_pack_weights`, see {@link packedWeight}) for stride 1 or 2, widths that are
+ *   multiples of 4, kernel width <= 3 and padding <= 1 ({@link rowsFit}): every convolution of
+ *   the CIFAR ResNets. The
  *   fused conv + batch norm of `fused.ts` runs `conv2d_forward_rows` too, through
  *   {@link geometry}, {@link packWeight} and {@link forwardRows}.
  * - the general register-blocked kernels (`conv2d_forward`, `conv2d_backward_input`,
@@ -25,6 +27,7 @@
 import forwardSource from "../../kernels/conv2d_forward.wgsl" with { type: "text" };
 import forwardRowsSource from "../../kernels/conv2d_forward_rows.wgsl" with { type: "text" };
 import packWeightSource from "../../kernels/conv2d_pack_weight.wgsl" with { type: "text" };
+import packWeightsSource from "../../kernels/conv2d_pack_weights.wgsl" with { type: "text" };
 import backwardInputSource from "../../kernels/conv2d_backward_input.wgsl" with { type: "text" };
 import backwardWeightSource from "../../kernels/conv2d_backward_weight.wgsl" with { type: "text" };
 import backwardWeightRowsSource from "../../kernels/conv2d_backward_weight_rows.wgsl" with {
@@ -39,11 +42,15 @@ import backwardInputTiledSource from "../../kernels/conv2d_backward_input_tiled.
 import backwardWeightTiledSource from "../../kernels/conv2d_backward_weight_tiled.wgsl" with {
   type: "text",
 };
-import { kernelFamily } from "../gpu/device.ts";
-import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
+import { sizeClass } from "../gpu/buffer_pool.ts";
+import { getDevice, kernelFamily } from "../gpu/device.ts";
+import { dispatch, grid1d, kernel, writeBuffer } from "../gpu/dispatch.ts";
 import type { PendingGradients } from "../autograd.ts";
 import {
-  derivedTensor,
+  Arena,
+  arenaOf,
+  cachedDerived,
+  cacheDerived,
   formatShape,
   gradDestination,
   hasZeroChannelSums,
@@ -97,6 +104,7 @@ const PACK_WEIGHT = kernel("conv2d_pack_weight", packWeightSource, [
   "cols",
   "count",
 ]);
+const PACK_WEIGHTS = kernel("conv2d_pack_weights", packWeightsSource, ["first", "chunks", "base"]);
 const BACKWARD_INPUT = kernel("conv2d_backward_input", backwardInputSource, [
   ...GENERAL_PARAMS,
   "rows",
@@ -552,15 +560,191 @@ export function packWeight(weight: Tensor, flip: boolean): Tensor {
 /**
  * {@link packWeight}'s result, cached with `weight` until its values change (an optimizer step
  * marks them) or it is disposed: inference packs each filter bank once, training once per step.
- * The cache owns the tensor; callers must not dispose it.
+ * A weight that is a slice of an arena (an optimizer's flat parameters) is packed with the
+ * others of its arena, in one dispatch (see {@link packArena}). The cache owns the tensor;
+ * callers must not dispose it.
  */
 export function packedWeight(weight: Tensor, flip: boolean): Tensor {
-  return derivedTensor(
-    weight,
-    flip ? "conv2d:packed-flipped" : "conv2d:packed",
-    "",
-    () => packWeight(weight, flip),
-  );
+  const key = packKey(flip);
+  const cached = cachedDerived(weight, key, "");
+  if (cached) return cached;
+  const arena = arenaOf(weight);
+  const packed = arena ? packArena(arena, weight, flip) : null;
+  if (packed) return packed;
+  const own = packWeight(weight, flip);
+  cacheDerived(weight, key, "", own);
+  return own;
+}
+
+function packKey(flip: boolean): string {
+  return flip ? "conv2d:packed-flipped" : "conv2d:packed";
+}
+
+/** Packed elements of one bank that one workgroup of conv2d_pack_weights writes at most. */
+const PACK_CHUNK = 1024;
+/** u32 words per chunk of conv2d_pack_weights' table (its `struct Chunk`). */
+const CHUNK_WORDS = 10;
+
+/** One (weight, direction) that {@link packArena} packs. */
+interface PackEntry {
+  weight: Tensor;
+  flip: boolean;
+  /** The weight's first element in its arena. */
+  src: number;
+  /** The first element of its packed filters in the flat packed layout. */
+  dst: number;
+  rows: number;
+  cols: number;
+  /** Its first chunk in the table. */
+  chunk: number;
+}
+
+/**
+ * The (weight, direction) pairs of one arena that {@link packedWeight} was asked for, in the
+ * order first asked, laid out one after the other in a flat packed layout (each at an offset
+ * aligned for a storage binding), and the chunk table of conv2d_pack_weights over them. The table
+ * only grows at its end: a recorded pack dispatch reads the rows it was recorded with.
+ */
+interface PackSet {
+  entries: PackEntry[];
+  byWeight: Map<Tensor, (PackEntry | undefined)[]>;
+  /** Elements of the packed layout. */
+  layout: number;
+  /** Chunks in the table. */
+  chunks: number;
+  /** Bytes of the arena the filters lie in (the end of the last one's binding). */
+  srcBytes: number;
+  /** The table's words. */
+  words: Uint32Array;
+  /** The table's buffer, and how many of `words` were written into it. */
+  table: Tensor | null;
+  written: number;
+}
+
+const packSets = new WeakMap<Arena, PackSet>();
+
+/**
+ * Packs `weight` (a slice of `arena`) in one conv2d_pack_weights dispatch with every other
+ * (weight, direction) of the arena asked for before whose cached packed filters are stale, or
+ * were made before the running recording: from the first such pair of the set to its end (in
+ * training every one, since the optimizer writes them all). The packed filters are slices of one
+ * new arena, each cached with its weight as {@link packWeight}'s would be. Null when the flat
+ * packed layout would not fit one storage binding (the caller packs `weight` on its own).
+ */
+function packArena(arena: Arena, weight: Tensor, flip: boolean): Tensor | null {
+  let set = packSets.get(arena) ?? null;
+  if (set && !set.entries.every((e) => holds(arena, e))) {
+    // A weight was disposed or moved out: lay the others out again, in a table of their own.
+    const kept = set.entries.filter((e) => holds(arena, e));
+    set.table?.dispose();
+    set = null;
+    for (const e of kept) set = addPair(set, e.weight, e.flip);
+    if (set) packSets.set(arena, set);
+    else packSets.delete(arena);
+  }
+  let entry = set?.byWeight.get(weight)?.[flip ? 1 : 0];
+  if (!set || !entry) {
+    set = addPair(set, weight, flip);
+    if (!set) return null;
+    packSets.set(arena, set);
+    entry = set.entries[set.entries.length - 1];
+  }
+  writeTable(set);
+  // `entry` itself is stale (packedWeight found no valid cache), so `from` <= its index.
+  const from = set.entries.findIndex((e) => !cachedDerived(e.weight, packKey(e.flip), ""));
+  const first = set.entries[from];
+  const base = first.dst;
+  const bytes = (set.layout - base) * 4;
+  const out = new Arena(bytes);
+  dispatch(PACK_WEIGHTS, {
+    buffers: [
+      set.table!.binding,
+      { buffer: arena.buffer, offset: 0, size: set.srcBytes },
+      { buffer: out.buffer, offset: 0, size: bytes },
+    ],
+    params: { first: first.chunk, chunks: set.chunks - first.chunk, base },
+    workgroups: grid1d(set.chunks - first.chunk, 1),
+  });
+  let packed: Tensor | null = null;
+  for (const e of set.entries.slice(from)) {
+    const view = new Tensor([e.rows, e.cols], { buffer: out.buffer, offset: (e.dst - base) * 4 });
+    cacheDerived(e.weight, packKey(e.flip), "", view);
+    if (e === entry) packed = view;
+  }
+  // The slices hold the packed arena; it goes back to the pool with the last of them.
+  out.release();
+  return packed;
+}
+
+/** Whether `e`'s weight still lies in `arena` where it was registered. */
+function holds(arena: Arena, e: PackEntry): boolean {
+  return !e.weight.disposed && arenaOf(e.weight) === arena && e.weight.byteOffset === e.src * 4;
+}
+
+/**
+ * `set` (a new one when null) with (weight, flip) added at the end of its layout and table,
+ * or null when the layout would outgrow a storage binding.
+ */
+function addPair(set: PackSet | null, weight: Tensor, flip: boolean): PackSet | null {
+  const limits = getDevice().limits;
+  const align = Math.max(256, limits.minStorageBufferOffsetAlignment);
+  const [o, c, kh, kw] = weight.shape;
+  const outChannels = flip ? c : o;
+  const block = 4 * channelVecs(outChannels);
+  const cols = Math.ceil(outChannels / block) * block;
+  const rows = (flip ? o : c) * kh * kw;
+  const count = rows * cols;
+  const layout = set?.layout ?? 0;
+  const room = Math.ceil(sizeClass(count * 4) / align) * align;
+  if (4 * layout + room > limits.maxStorageBufferBindingSize) return null;
+  set ??= {
+    entries: [],
+    byWeight: new Map(),
+    layout: 0,
+    chunks: 0,
+    srcBytes: 0,
+    words: new Uint32Array(0),
+    table: null,
+    written: 0,
+  };
+  const src = weight.byteOffset / 4;
+  const entry: PackEntry = { weight, flip, src, dst: layout, rows, cols, chunk: set.chunks };
+  const chunks = Math.ceil(count / PACK_CHUNK);
+  const words = new Uint32Array((set.chunks + chunks) * CHUNK_WORDS);
+  words.set(set.words);
+  for (let k = 0; k < chunks; k++) {
+    const at = (set.chunks + k) * CHUNK_WORDS;
+    const begin = k * PACK_CHUNK;
+    words.set(
+      [src, layout, o, c, kh, kw, cols, flip ? 1 : 0, begin, Math.min(PACK_CHUNK, count - begin)],
+      at,
+    );
+  }
+  set.entries.push(entry);
+  const pair = set.byWeight.get(weight) ?? [];
+  pair[flip ? 1 : 0] = entry;
+  set.byWeight.set(weight, pair);
+  set.layout = layout + room / 4;
+  set.chunks += chunks;
+  set.srcBytes = Math.max(set.srcBytes, weight.byteOffset + sizeClass(weight.size * 4));
+  set.words = words;
+  return set;
+}
+
+/**
+ * Writes the words of `set`'s table that its buffer lacks: the rows added since the last write,
+ * into a larger buffer (all rows) when they no longer fit. Rows once written never change.
+ */
+function writeTable(set: PackSet): void {
+  if (set.table && set.written === set.words.length) return;
+  if (!set.table || set.words.length > set.table.size) {
+    set.table?.dispose();
+    set.table = Tensor.empty([Math.max(256, 2 * set.words.length)]).keep();
+    set.written = 0;
+  }
+  const table = set.table;
+  writeBuffer(table.buffer, set.words.subarray(set.written), table.byteOffset + set.written * 4);
+  set.written = set.words.length;
 }
 
 /**

@@ -130,8 +130,11 @@ gpuTest("a replayed step encodes what the recorded one did and creates nothing",
     memory.push(memoryStats().inUseBytes);
   }
   assert.equal(step.mode, "replayed");
-  // Recorded and replayed steps encode the same dispatches as the ordinary ones.
-  assert.ok(dispatches.every((d) => d === dispatches[0]), `dispatches per step: ${dispatches}`);
+  // Recorded and replayed steps encode the same dispatches as the ordinary ones. The first step
+  // also packs each filter bank and direction on its own as the convolutions first ask for it;
+  // from the second on, one dispatch packs them all (software family).
+  assert.ok(dispatches[0] >= dispatches[1], `dispatches per step: ${dispatches}`);
+  assert.ok(dispatches.every((d, s) => s === 0 || d === dispatches[1]), `per step: ${dispatches}`);
   assert.ok(memory.slice(3).every((m) => m === memory[3]), `memory in use: ${memory}`);
   disposeAll(step, opt, model, b.images);
 });
