@@ -1,7 +1,7 @@
 // CompiledTrainStep: a recorded and replayed step computes what ordinary steps compute, bit for
 // bit, keeps its buffers from other work, and falls back to ordinary steps when it must.
 import assert from "node:assert/strict";
-import { memoryStats } from "../../src/gpu/buffer_pool.ts";
+import { inUseBytesSince, memoryStats, poolMark } from "../../src/gpu/buffer_pool.ts";
 import {
   gpuCounters,
   releaseRecording,
@@ -351,5 +351,45 @@ gpuTest(
     assert.deepEqual(after, ["eager", "eager", "eager", "recorded", "replayed"]);
     await assertSameModels(compiled, eager, "after the optimizer's state was dropped");
     disposeAll(step, eagerOpt, compiledOpt, eager, compiled, b.images);
+  },
+);
+
+gpuTest(
+  "GPU memory stays flat over 1000 replayed steps, and nothing is created per step",
+  async () => {
+    const model = resnet(8, { numClasses: 4, seed: 2 });
+    const opt = new SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
+    const step = new CompiledTrainStep(model, opt);
+    const b = batch(3, 4);
+    const run = () => {
+      const { loss, correct } = step.run(b);
+      disposeAll(loss, correct);
+    };
+    const wait = async () => {
+      const { loss, correct } = step.run(b);
+      await loss.item();
+      disposeAll(loss, correct);
+    };
+    for (let s = 0; s < 4; s++) run();
+    await wait();
+    // Buffers taken from the pool from here on and still held at the end (unlike memoryStats'
+    // inUseBytes, not moved by the garbage collector returning earlier tests' tensors).
+    const mark = poolMark();
+    const allocations = memoryStats().allocations;
+    const before = gpuCounters();
+    for (let s = 0; s < 1000; s++) {
+      run();
+      // A wait now and then, so that the GPU keeps up and the garbage collector gets to run.
+      if (s % 100 === 99) await wait();
+    }
+    await wait();
+    const after = gpuCounters();
+    assert.equal(step.mode, "replayed");
+    assert.equal(inUseBytesSince(mark), 0, "memory taken and still held");
+    assert.equal(memoryStats().allocations, allocations, "pool allocations");
+    assert.equal(after.bindGroupCreations - before.bindGroupCreations, 0, "bind groups");
+    assert.equal(after.bufferCreations - before.bufferCreations, 0, "buffers");
+    assert.equal(after.uniformWrites - before.uniformWrites, 0, "uniform writes");
+    disposeAll(step, opt, model, b.images);
   },
 );
