@@ -210,7 +210,7 @@ for (const Opt of [Adam, AdamW]) {
 gpuTest("Adam allocates nothing after its first step and never submits while encoding", () => {
   const { params } = makeParams(100);
   const opt = new Adam(params, { weightDecay: 1e-4 });
-  assertStepsAllocateNothing(opt, params, 11);
+  assertStepsAllocateNothing(opt, params, 11, 1);
   opt.dispose();
   params.forEach((p) => p.dispose());
 });
