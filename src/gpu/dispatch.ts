@@ -355,7 +355,9 @@ export function startRecording(): void {
  * count) change between replays: from here on, dispatches with `dynamicUniforms` are recorded
  * with their uniform slot, and {@link replayRecording} refreshes those slots by running its
  * `restage` function, which must repeat the JavaScript recorded from here (an optimizer's
- * `step()`). Before the mark, per-step uniforms make the recording unreplayable. Internal.
+ * `step()`). Before the mark, per-step uniforms make the recording unreplayable. Uploads made
+ * after the mark but before its first command stay out of the recording: the restage function
+ * repeats them on each replay where it needs them, before the replayed commands. Internal.
  *
  * @throws {Error} when no recording is running.
  */
@@ -1035,7 +1037,10 @@ export function copyBuffer(
   encodeCopy(device, source, sourceOffset, destination, destinationOffset, byteLength);
 }
 
-/** {@link copyBuffer} without the restage check (writeBuffer's copy out of a staging buffer). */
+/**
+ * {@link copyBuffer} without the restage check (writeBuffer's copy out of a staging buffer);
+ * added to the running recording only when `record`.
+ */
 function encodeCopy(
   device: GPUDevice,
   source: GPUBuffer,
@@ -1043,6 +1048,7 @@ function encodeCopy(
   destination: GPUBuffer,
   destinationOffset: number,
   byteLength: number,
+  record = true,
 ): void {
   outsidePass(device).copyBufferToBuffer(
     source,
@@ -1051,7 +1057,7 @@ function encodeCopy(
     destinationOffset,
     byteLength,
   );
-  if (recording) {
+  if (recording && record) {
     recording.commands.push({
       kind: "copy",
       source,
@@ -1119,16 +1125,22 @@ export function flush(): void {
 export function writeBuffer(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
   const device = deviceForCaches();
   const bytes = padTo4(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  // A restage function may upload before its first dispatch (Adam refilling its table of bias
-  // corrections): the upload is encoded before the replayed commands, so they read its data.
-  if (restaging && restaging.next !== restaging.from) {
+  // The restaged part may upload before its first command (Adam refilling its table of bias
+  // corrections): each replay's restage function performs its own such uploads, encoded before
+  // the replayed commands, so the recording neither holds nor needs them.
+  const restagedUpload = restaging
+    ? restaging.next === restaging.from
+    : recording !== null && recording.restageFrom === recording.commands.length;
+  if (restaging && !restagedUpload) {
     throw restageMismatch("an upload came where the recording has none");
   }
   counters.uploads++;
-  invalidateRecording(
-    "it uploads data from the CPU (a replay would not upload the new values); write inputs " +
-      "into tensors before the recorded work",
-  );
+  if (!restagedUpload) {
+    invalidateRecording(
+      "it uploads data from the CPU (a replay would not upload the new values); write inputs " +
+        "into tensors before the recorded work",
+    );
+  }
   if (pendingCommands === 0) {
     device.queue.writeBuffer(buffer, byteOffset, bytes as Uint8Array<ArrayBuffer>, 0, bytes.length);
     return;
@@ -1136,7 +1148,7 @@ export function writeBuffer(buffer: GPUBuffer, data: ArrayBufferView, byteOffset
   const size = 2 ** Math.max(8, Math.ceil(Math.log2(bytes.byteLength)));
   const staging = uploadRing.take(device, size);
   device.queue.writeBuffer(staging, 0, bytes as Uint8Array<ArrayBuffer>, 0, bytes.byteLength);
-  encodeCopy(device, staging, 0, buffer, byteOffset, bytes.byteLength);
+  encodeCopy(device, staging, 0, buffer, byteOffset, bytes.byteLength, !restagedUpload);
 }
 
 /**

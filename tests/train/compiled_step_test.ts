@@ -14,7 +14,7 @@ import type { Module } from "../../src/nn/module.ts";
 import { resnet } from "../../src/nn/resnet.ts";
 import { add } from "../../src/ops/elementwise.ts";
 import { crossEntropy } from "../../src/ops/loss.ts";
-import { Adam } from "../../src/optim/adam.ts";
+import { Adam, adamTableWindow } from "../../src/optim/adam.ts";
 import type { Optimizer } from "../../src/optim/optimizer.ts";
 import { SGD } from "../../src/optim/sgd.ts";
 import { noGrad } from "../../src/autograd.ts";
@@ -344,12 +344,55 @@ gpuTest(
     for (const opt of [eagerOpt, compiledOpt]) {
       opt.loadStateDict({ state: new Map(), hyper: opt.stateDict().hyper });
     }
-    // The changed state is seen before replaying: an ordinary step, then a recording that fails
-    // (the optimizer uploads its changed table of first steps while it is recorded), a settling
-    // step, and a recording that holds.
+    // The changed state is seen before replaying: an ordinary step, then a recording that holds
+    // although the optimizer uploads its changed table of first steps while
+    // it is recorded: that upload comes before the update's first dispatch, so it stays out of
+    // the recording, and each replay's restage uploads the table again when it changes (here
+    // the first replay, whose steps are no longer first steps).
     const after = [run(), run(), run(), run(), run()];
-    assert.deepEqual(after, ["eager", "eager", "eager", "recorded", "replayed"]);
+    assert.deepEqual(after, ["eager", "recorded", "replayed", "replayed", "replayed"]);
     await assertSameModels(compiled, eager, "after the optimizer's state was dropped");
     disposeAll(step, eagerOpt, compiledOpt, eager, compiled, b.images);
   },
 );
+
+for (const window of [3, 2]) {
+  gpuTest(
+    `replayed Adam steps stay bit-identical to trainStep across table refills (window ${window})`,
+    async () => {
+      // The bias-correction table is refilled every `window` steps, some of them during replays
+      // (whose restage then uploads before its first dispatch) and, with window 2, during the
+      // recording itself (that upload, before the update's first dispatch, stays out of it).
+      const saved = adamTableWindow.steps;
+      adamTableWindow.steps = window;
+      try {
+        const make = (m: Module) => new Adam(m.parameters(), { lr: 1e-3, weightDecay: 1e-4 });
+        const { eager, compiled, eagerOpt, compiledOpt } = pair(make);
+        const step = new CompiledTrainStep(compiled, compiledOpt);
+        const modes: string[] = [];
+        const uploads: number[] = [];
+        for (let s = 0; s < 10; s++) {
+          const b = batch(s + 1);
+          const want = trainStep(eager, eagerOpt, b);
+          const before = gpuCounters();
+          const got = step.run(b);
+          uploads.push(gpuCounters().uploads - before.uploads);
+          modes.push(step.mode);
+          assert.equal(await got.loss.item(), await want.loss.item(), `loss of step ${s}`);
+          disposeAll(got.loss, got.correct, want.loss, want.correct);
+          b.images.dispose();
+        }
+        assert.deepEqual(modes, ["eager", "eager", "recorded", ...Array(7).fill("replayed")]);
+        // Besides the labels, the refills upload the table: steps 4, 7 and 10 with window 3,
+        // every odd step with window 2.
+        const refills = window === 3 ? [2, 1, 1, 2, 1, 1, 2] : [1, 2, 1, 2, 1, 2, 1];
+        assert.deepEqual(uploads.slice(3), refills);
+        await assertSameModels(compiled, eager, "after 10 steps");
+        assert.deepEqual(compiledOpt.stateDict().hyper, eagerOpt.stateDict().hyper);
+        disposeAll(step, eagerOpt, compiledOpt, eager, compiled);
+      } finally {
+        adamTableWindow.steps = saved;
+      }
+    },
+  );
+}
