@@ -357,7 +357,8 @@ export function startRecording(): void {
  * `restage` function, which must repeat the JavaScript recorded from here (an optimizer's
  * `step()`). Before the mark, per-step uniforms make the recording unreplayable. Uploads made
  * after the mark but before its first command stay out of the recording: the restage function
- * repeats them on each replay where it needs them, before the replayed commands. Internal.
+ * repeats them on each replay where it needs them, encoded before all the replayed commands, so
+ * they must only write buffers that the commands before the mark do not use. Internal.
  *
  * @throws {Error} when no recording is running.
  */

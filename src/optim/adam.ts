@@ -90,16 +90,19 @@ interface AdamHyper {
  * Adam exactly as PyTorch 1.13 (`torch/optim/adam.py`, amsgrad off): for each parameter with a
  * gradient, its step count `t` increases by one, `g = grad + weightDecay * p`,
  * `m = beta1 * m + (1 - beta1) * g`, `v = beta2 * v + (1 - beta2) * g²`, and
- * `p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)`. The bias corrections are
- * computed on the CPU from the step counts, which the state dict keeps in `hyper.step` (one per
- * parameter); `m` and `v` are the state tensors `"<i>.exp_avg"` and `"<i>.exp_avg_sq"`.
+ * `p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)`. The step counts, which
+ * the state dict keeps in `hyper.step` (one per parameter), are kept on the GPU too, like
+ * PyTorch's capturable Adam: each step, one small `adam_prepare` dispatch advances them and
+ * computes `lr / (1 - beta1^t)` (in f32) and `sqrt(1 - beta2^t)` for every parameter it updates,
+ * the bias corrections taken from a table computed on the CPU in float64 and uploaded once per
+ * 1024 steps, so that a step at a constant learning rate uploads nothing and writes no uniforms.
+ * `m` and `v` are the state tensors `"<i>.exp_avg"` and `"<i>.exp_avg_sq"`.
  *
  * The optimizer moves the parameters into one flat buffer (each parameter tensor keeps its
  * identity and becomes a slice of it) and gives them flat gradient, `exp_avg` and `exp_avg_sq`
  * buffers of the same layout; backward writes the gradients straight into their slices, and one
- * kernel dispatch per step count among them (one in the usual case) updates every parameter
- * whose gradient is there, like PyTorch's foreach optimizers. Other parameters take one dispatch
- * per two.
+ * kernel dispatch updates every parameter whose gradient is there, whatever their step counts,
+ * like PyTorch's foreach optimizers. Other parameters take one dispatch per two.
  *
  * @throws {RangeError} when `lr`, `eps` or `weightDecay` is negative or not finite, a beta is
  *   outside `[0, 1)`, or `params` is empty.

@@ -3,11 +3,15 @@
 import assert from "node:assert/strict";
 import { memoryStats } from "../../src/gpu/buffer_pool.ts";
 import {
+  dispatch,
   gpuCounters,
+  kernel,
+  markRestagePoint,
   releaseRecording,
   replayRecording,
   startRecording,
   stopRecording,
+  writeBuffer,
 } from "../../src/gpu/dispatch.ts";
 import { Identity } from "../../src/nn/activation.ts";
 import type { Module } from "../../src/nn/module.ts";
@@ -396,3 +400,62 @@ for (const window of [3, 2]) {
     },
   );
 }
+
+// dst = src + v, v a per-step uniform.
+const ADD_UNIFORM = kernel(
+  "test_add_uniform",
+  `struct Params { v: f32 }
+@group(0) @binding(0) var<uniform> u: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@compute @workgroup_size(4)
+fn main(@builtin(global_invocation_id) id: vec3u) {
+  dst[id.x] = src[id.x] + u.v;
+}`,
+  ["v"],
+);
+
+gpuTest("a restaged part may upload before its first command, not after it", async () => {
+  const src = Tensor.from([1, 2, 3, 4]);
+  const dst = Tensor.empty([4]);
+  const upload = (values: number[]) =>
+    writeBuffer(src.buffer, new Float32Array(values), src.byteOffset);
+  const part = (v: number, before: number[] | null, after: number[] | null = null) => {
+    if (before) upload(before);
+    dispatch(ADD_UNIFORM, {
+      dynamicUniforms: true,
+      buffers: [src.binding, dst.binding],
+      params: { v },
+      workgroups: [1, 1, 1],
+    });
+    if (after) upload(after);
+  };
+  startRecording();
+  markRestagePoint();
+  part(10, [5, 6, 7, 8]);
+  const rec = stopRecording();
+  // The upload stays out of the recording, which holds the dispatch only.
+  assert.equal(rec.invalid, null);
+  assert.deepEqual(rec.commands.map((c) => c.kind), ["dispatch"]);
+  assert.deepEqual(await dst.toArray(), new Float32Array([15, 16, 17, 18]));
+  // With work pending (the upload then goes through a staging copy) and without.
+  for (const pending of [true, false]) {
+    if (pending) dst.fill(0);
+    replayRecording(rec, () => part(100, [1, 2, 1, 2]));
+    assert.deepEqual(await dst.toArray(), new Float32Array([101, 102, 101, 102]));
+  }
+  assert.throws(
+    () => replayRecording(rec, () => part(100, null, [0, 0, 0, 0])),
+    /an upload came where the recording has none/,
+  );
+  releaseRecording(rec);
+  // While recording, an upload after the restaged part's first command spoils the recording.
+  startRecording();
+  markRestagePoint();
+  part(1, null, [0, 0, 0, 0]);
+  const spoiled = stopRecording();
+  assert.match(spoiled.invalid ?? "", /uploads data from the CPU/);
+  releaseRecording(spoiled);
+  src.dispose();
+  dst.dispose();
+});
