@@ -355,7 +355,10 @@ export function startRecording(): void {
  * count) change between replays: from here on, dispatches with `dynamicUniforms` are recorded
  * with their uniform slot, and {@link replayRecording} refreshes those slots by running its
  * `restage` function, which must repeat the JavaScript recorded from here (an optimizer's
- * `step()`). Before the mark, per-step uniforms make the recording unreplayable. Internal.
+ * `step()`). Before the mark, per-step uniforms make the recording unreplayable. Uploads made
+ * after the mark but before its first command stay out of the recording: the restage function
+ * repeats them on each replay where it needs them, encoded before all the replayed commands, so
+ * they must only write buffers that the commands before the mark do not use. Internal.
  *
  * @throws {Error} when no recording is running.
  */
@@ -442,7 +445,7 @@ export function replayRecording(rec: Recording, restageFn?: () => void): void {
       liveRecordings.delete(own);
       throw new Error(`replayRecording(): this recording cannot be replayed: ${own.invalid}`);
     }
-    restaging = { commands: rec.commands, next: rec.restageFrom };
+    restaging = { commands: rec.commands, next: rec.restageFrom, from: rec.restageFrom };
     try {
       restageFn();
       const left = rec.commands.slice(restaging.next).find((c) => c.kind === "dispatch");
@@ -493,6 +496,8 @@ interface Restaging {
   commands: readonly RecordedCommand[];
   /** The next recorded command its dispatches must match. */
   next: number;
+  /** The first restaged command: uploads are performed while `next` is still there. */
+  from: number;
 }
 
 let restaging: Restaging | null = null;
@@ -1030,6 +1035,22 @@ export function copyBuffer(
 ): void {
   const device = deviceForCaches();
   if (restaging) throw restageMismatch("a copy came where the recording has none");
+  encodeCopy(device, source, sourceOffset, destination, destinationOffset, byteLength);
+}
+
+/**
+ * {@link copyBuffer} without the restage check (writeBuffer's copy out of a staging buffer);
+ * added to the running recording only when `record`.
+ */
+function encodeCopy(
+  device: GPUDevice,
+  source: GPUBuffer,
+  sourceOffset: number,
+  destination: GPUBuffer,
+  destinationOffset: number,
+  byteLength: number,
+  record = true,
+): void {
   outsidePass(device).copyBufferToBuffer(
     source,
     sourceOffset,
@@ -1037,7 +1058,7 @@ export function copyBuffer(
     destinationOffset,
     byteLength,
   );
-  if (recording) {
+  if (recording && record) {
     recording.commands.push({
       kind: "copy",
       source,
@@ -1105,12 +1126,22 @@ export function flush(): void {
 export function writeBuffer(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
   const device = deviceForCaches();
   const bytes = padTo4(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  if (restaging) throw restageMismatch("an upload came where the recording has none");
+  // The restaged part may upload before its first command (Adam refilling its table of bias
+  // corrections): each replay's restage function performs its own such uploads, encoded before
+  // the replayed commands, so the recording neither holds nor needs them.
+  const restagedUpload = restaging
+    ? restaging.next === restaging.from
+    : recording !== null && recording.restageFrom === recording.commands.length;
+  if (restaging && !restagedUpload) {
+    throw restageMismatch("an upload came where the recording has none");
+  }
   counters.uploads++;
-  invalidateRecording(
-    "it uploads data from the CPU (a replay would not upload the new values); write inputs " +
-      "into tensors before the recorded work",
-  );
+  if (!restagedUpload) {
+    invalidateRecording(
+      "it uploads data from the CPU (a replay would not upload the new values); write inputs " +
+        "into tensors before the recorded work",
+    );
+  }
   if (pendingCommands === 0) {
     device.queue.writeBuffer(buffer, byteOffset, bytes as Uint8Array<ArrayBuffer>, 0, bytes.length);
     return;
@@ -1118,7 +1149,7 @@ export function writeBuffer(buffer: GPUBuffer, data: ArrayBufferView, byteOffset
   const size = 2 ** Math.max(8, Math.ceil(Math.log2(bytes.byteLength)));
   const staging = uploadRing.take(device, size);
   device.queue.writeBuffer(staging, 0, bytes as Uint8Array<ArrayBuffer>, 0, bytes.byteLength);
-  copyBuffer(staging, 0, buffer, byteOffset, bytes.byteLength);
+  encodeCopy(device, staging, 0, buffer, byteOffset, bytes.byteLength, !restagedUpload);
 }
 
 /**

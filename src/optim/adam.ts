@@ -6,8 +6,10 @@
  */
 import adamStepSource from "../../kernels/adam_step.wgsl" with { type: "text" };
 import adamMultiStepSource from "../../kernels/adam_multi_step.wgsl" with { type: "text" };
-import { dispatch, grid1d, kernel } from "../gpu/dispatch.ts";
-import { markModified, type Tensor } from "../tensor.ts";
+import adamPrepareSource from "../../kernels/adam_prepare.wgsl" with { type: "text" };
+import { getDevice } from "../gpu/device.ts";
+import { destroyBuffer, dispatch, grid1d, kernel, writeBuffer } from "../gpu/dispatch.ts";
+import { markModified, Tensor } from "../tensor.ts";
 import { checkNonNegative, checkUnitInterval, type HyperValue, Optimizer } from "./optimizer.ts";
 
 const ADAM_STEP = kernel("adam_step", adamStepSource, [
@@ -20,10 +22,6 @@ const ADAM_STEP = kernel("adam_step", adamStepSource, [
   "eps",
   "l2",
   "decay",
-  "step_size0",
-  "bc2_sqrt0",
-  "step_size1",
-  "bc2_sqrt1",
 ]);
 
 const ADAM_MULTI_STEP = kernel("adam_multi_step", adamMultiStepSource, [
@@ -36,9 +34,35 @@ const ADAM_MULTI_STEP = kernel("adam_multi_step", adamMultiStepSource, [
   "eps",
   "l2",
   "decay",
-  "step_size",
-  "bc2_sqrt",
 ]);
+
+const ADAM_PREPARE = kernel("adam_prepare", adamPrepareSource, ["count", "lr", "table_base"]);
+
+/**
+ * How many future step counts each window of the bias-correction table holds: the table is
+ * uploaded again when a parameter's next step count leaves its window. Internal; tests make it
+ * small to cross refills quickly.
+ */
+export const adamTableWindow = { steps: 1024 };
+
+/** Bytes between two parameters' factors, so that adam_step can bind one as a uniform. */
+const FACTOR_STRIDE = 256;
+
+/** The step counts and factors Adam keeps on the GPU (see adam_prepare.wgsl). */
+interface DeviceSteps {
+  /** u32: each parameter's cursor (its next step's table row), then the table from `params`. */
+  steps: Tensor;
+  /** The table rows `steps` has room for. */
+  rows: number;
+  /** u32: the indices of the parameters that take the step. */
+  active: Tensor;
+  /** What `active` holds, as last written. */
+  activeWritten: number[];
+  /** (step_size, bc2_sqrt, 0, 0) per parameter, FACTOR_STRIDE bytes apart. */
+  factors: GPUBuffer;
+  /** Per parameter, the last step count its table window covers (-1: none, refill due). */
+  limit: number[];
+}
 
 /** Options of {@link Adam} and {@link AdamW}. */
 export interface AdamOptions {
@@ -66,16 +90,19 @@ interface AdamHyper {
  * Adam exactly as PyTorch 1.13 (`torch/optim/adam.py`, amsgrad off): for each parameter with a
  * gradient, its step count `t` increases by one, `g = grad + weightDecay * p`,
  * `m = beta1 * m + (1 - beta1) * g`, `v = beta2 * v + (1 - beta2) * g²`, and
- * `p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)`. The bias corrections are
- * computed on the CPU from the step counts, which the state dict keeps in `hyper.step` (one per
- * parameter); `m` and `v` are the state tensors `"<i>.exp_avg"` and `"<i>.exp_avg_sq"`.
+ * `p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)`. The step counts, which
+ * the state dict keeps in `hyper.step` (one per parameter), are kept on the GPU too, like
+ * PyTorch's capturable Adam: each step, one small `adam_prepare` dispatch advances them and
+ * computes `lr / (1 - beta1^t)` (in f32) and `sqrt(1 - beta2^t)` for every parameter it updates,
+ * the bias corrections taken from a table computed on the CPU in float64 and uploaded once per
+ * 1024 steps, so that a step at a constant learning rate uploads nothing and writes no uniforms.
+ * `m` and `v` are the state tensors `"<i>.exp_avg"` and `"<i>.exp_avg_sq"`.
  *
  * The optimizer moves the parameters into one flat buffer (each parameter tensor keeps its
  * identity and becomes a slice of it) and gives them flat gradient, `exp_avg` and `exp_avg_sq`
  * buffers of the same layout; backward writes the gradients straight into their slices, and one
- * kernel dispatch per step count among them (one in the usual case) updates every parameter
- * whose gradient is there, like PyTorch's foreach optimizers. Other parameters take one dispatch
- * per two.
+ * kernel dispatch updates every parameter whose gradient is there, whatever their step counts,
+ * like PyTorch's foreach optimizers. Other parameters take one dispatch per two.
  *
  * @throws {RangeError} when `lr`, `eps` or `weightDecay` is negative or not finite, a beta is
  *   outside `[0, 1)`, or `params` is empty.
@@ -98,6 +125,7 @@ interface AdamHyper {
 export class Adam extends Optimizer {
   #hyper: AdamHyper;
   #steps: number[];
+  #gpu: DeviceSteps | null = null;
 
   /** Optimizes `params` (e.g. `model.parameters()`) with the given options or the defaults. */
   constructor(params: Iterable<Tensor>, options: AdamOptions = {}) {
@@ -144,81 +172,138 @@ export class Adam extends Optimizer {
   }
 
   /**
-   * Encodes the update of every parameter that has a gradient: one dispatch per step count for
-   * those whose gradients lie in the flat gradient buffer, one per two others; no readback, no
-   * submit. The first update of a parameter creates its zero-filled `exp_avg` and
-   * `exp_avg_sq`.
+   * Encodes the update of every parameter that has a gradient: one adam_prepare dispatch that
+   * advances their step counts on the GPU and computes their step-dependent factors, then one
+   * adam_multi_step dispatch for those whose gradients lie in the flat gradient buffer and one
+   * adam_step per two others; no readback, no submit. Uploads (the bias-correction table when a
+   * step count leaves its window, the list of parameters when it changes) come before the first
+   * dispatch, so that a replay's restage may perform them. The first update of a parameter
+   * creates its zero-filled `exp_avg` and `exp_avg_sq`.
    */
   step(): void {
-    const { multi, single } = this.splitMulti(this.withGradients());
-    if (multi.length > 0) this.#stepMulti(multi);
-    this.#stepSingle(single);
+    const active = this.withGradients();
+    if (active.length === 0) return;
+    const { multi, single } = this.splitMulti(active);
+    const gpu = this.#deviceSteps();
+    this.#refillIfDue(gpu, active);
+    if (
+      gpu.activeWritten.length !== active.length ||
+      !gpu.activeWritten.every((i, k) => i === active[k])
+    ) {
+      writeBuffer(gpu.active.buffer, new Uint32Array(active), gpu.active.byteOffset);
+      gpu.activeWritten = [...active];
+    }
+    const multiTable = multi.length > 0 ? this.multiTable([multi], (i) => i) : null;
+    for (const i of active) {
+      this.state[i] ??= this.makeState(i, true);
+      this.#steps[i]++;
+      markModified(this.params[i]);
+    }
+    dispatch(ADAM_PREPARE, {
+      dynamicUniforms: true,
+      buffers: [gpu.active.binding, gpu.steps.binding, gpu.factors],
+      params: { count: active.length, lr: this.lr, table_base: this.params.length },
+      workgroups: [1, 1, 1],
+    });
+    if (multiTable) this.#stepMulti(multiTable, gpu);
+    this.#stepSingle(single, gpu);
+  }
+
+  /** The GPU step counts and factors, made on the first step (with every refill due). */
+  #deviceSteps(): DeviceSteps {
+    if (this.#gpu) return this.#gpu;
+    const n = this.params.length;
+    const factors = getDevice().createBuffer({
+      size: n * FACTOR_STRIDE,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      label: `${this.owner} factors`,
+    });
+    return this.#gpu = {
+      steps: Tensor.empty([n]).keep(),
+      rows: 0,
+      active: Tensor.empty([n]).keep(),
+      activeWritten: [],
+      factors,
+      limit: this.params.map(() => -1),
+    };
   }
 
   /**
-   * adam_multi_step dispatches over the parameters `active`, all in the flat buffers: one per
-   * step count among them (one in the usual case, where every parameter took every step).
+   * When the next step count of a parameter in `active` is outside its table window, uploads a
+   * new table: one window of {@link adamTableWindow} rows per distinct step count among all the
+   * parameters (one in the usual case), `1 - beta1^t` and `sqrt(1 - beta2^t)` computed in
+   * float64 for the window's next counts, and each parameter's cursor at the first row of its
+   * count's window. One upload.
    */
-  #stepMulti(active: number[]): void {
-    const { beta1, beta2, eps, weightDecay } = this.#hyper;
-    const lr = this.lr;
-    const decoupled = this.decoupled();
-    const byStep = new Map<number, number[]>();
-    for (const i of active) {
-      this.state[i] ??= this.makeState(i, true);
-      const t = ++this.#steps[i];
-      let group = byStep.get(t);
-      if (!group) byStep.set(t, group = []);
-      group.push(i);
-      markModified(this.params[i]);
+  #refillIfDue(gpu: DeviceSteps, active: number[]): void {
+    if (active.every((i) => this.#steps[i] < gpu.limit[i])) return;
+    const { beta1, beta2 } = this.#hyper;
+    const window = adamTableWindow.steps;
+    const n = this.params.length;
+    const counts = [...new Set(this.#steps)];
+    const rows = counts.length * window;
+    const words = new Uint32Array(n + 2 * rows);
+    const table = new Float32Array(words.buffer, 4 * n);
+    counts.forEach((t, w) => {
+      for (let r = 0; r < window; r++) {
+        table[2 * (w * window + r)] = 1 - beta1 ** (t + 1 + r);
+        table[2 * (w * window + r) + 1] = Math.sqrt(1 - beta2 ** (t + 1 + r));
+      }
+    });
+    this.#steps.forEach((t, i) => {
+      words[i] = counts.indexOf(t) * window;
+      gpu.limit[i] = t + window;
+    });
+    if (gpu.rows < rows) {
+      gpu.steps.dispose();
+      gpu.steps = Tensor.empty([n + 2 * rows]).keep();
+      gpu.rows = rows;
     }
-    const groups = [...byStep.values()];
-    const { table, first, chunks } = this.multiTable(groups, () => 0);
-    groups.forEach((group, k) => {
-      const t = this.#steps[group[0]];
-      dispatch(ADAM_MULTI_STEP, {
-        dynamicUniforms: true,
-        buffers: [...this.flatBindings([0, 1]), table],
-        params: {
-          first_chunk: first[k],
-          chunks: chunks[k],
-          beta1,
-          one_minus_beta1: 1 - beta1,
-          beta2,
-          one_minus_beta2: 1 - beta2,
-          eps,
-          l2: decoupled ? 0 : weightDecay,
-          decay: decoupled ? 1 - lr * weightDecay : 1,
-          step_size: lr / (1 - beta1 ** t),
-          bc2_sqrt: Math.sqrt(1 - beta2 ** t),
-        },
-        workgroups: grid1d(chunks[k] * 256, 256),
-      });
+    writeBuffer(gpu.steps.buffer, words, gpu.steps.byteOffset);
+  }
+
+  /** One adam_multi_step dispatch over the chunk table of the flat buffers' active parameters. */
+  #stepMulti(
+    { table, first, chunks }: { table: GPUBufferBinding; first: number[]; chunks: number[] },
+    gpu: DeviceSteps,
+  ): void {
+    const { beta1, beta2, eps, weightDecay } = this.#hyper;
+    const decoupled = this.decoupled();
+    dispatch(ADAM_MULTI_STEP, {
+      dynamicUniforms: true,
+      buffers: [...this.flatBindings([0, 1]), table, gpu.factors],
+      params: {
+        first_chunk: first[0],
+        chunks: chunks[0],
+        beta1,
+        one_minus_beta1: 1 - beta1,
+        beta2,
+        one_minus_beta2: 1 - beta2,
+        eps,
+        l2: decoupled ? 0 : weightDecay,
+        decay: decoupled ? 1 - this.lr * weightDecay : 1,
+      },
+      workgroups: grid1d(chunks[0] * 256, 256),
     });
   }
 
   /** adam_step dispatches over the parameters `active`, two per dispatch. */
-  #stepSingle(active: number[]): void {
+  #stepSingle(active: number[], gpu: DeviceSteps): void {
     const { beta1, beta2, eps, weightDecay } = this.#hyper;
-    const lr = this.lr;
     const decoupled = this.decoupled();
     for (let a = 0; a < active.length; a += 2) {
       const pair = active.slice(a, a + 2);
       const counts = [0, 0];
-      const stepSizes = [0, 0];
-      const bc2Sqrts = [1, 1];
       const buffers: (GPUBuffer | GPUBufferBinding)[] = [];
       pair.forEach((i, slot) => {
         const p = this.params[i];
-        const state = this.state[i] ??= this.makeState(i, true);
-        const t = ++this.#steps[i];
+        const state = this.state[i]!;
         counts[slot] = p.size;
-        stepSizes[slot] = lr / (1 - beta1 ** t);
-        bc2Sqrts[slot] = Math.sqrt(1 - beta2 ** t);
         buffers.push(p.binding, p.grad!.binding, state[0].binding, state[1].binding);
-        markModified(p);
       });
       if (pair.length === 1) buffers.push(...this.dummies(4));
+      const factor = (i: number) => ({ buffer: gpu.factors, offset: i * FACTOR_STRIDE, size: 16 });
+      buffers.push(factor(pair[0]), factor(pair[1] ?? pair[0]));
       dispatch(ADAM_STEP, {
         dynamicUniforms: true,
         buffers,
@@ -231,11 +316,7 @@ export class Adam extends Optimizer {
           one_minus_beta2: 1 - beta2,
           eps,
           l2: decoupled ? 0 : weightDecay,
-          decay: decoupled ? 1 - lr * weightDecay : 1,
-          step_size0: stepSizes[0],
-          bc2_sqrt0: bc2Sqrts[0],
-          step_size1: stepSizes[1],
-          bc2_sqrt1: bc2Sqrts[1],
+          decay: decoupled ? 1 - this.lr * weightDecay : 1,
         },
         workgroups: grid1d(counts[0] + counts[1], 256),
       });
@@ -271,6 +352,8 @@ export class Adam extends Optimizer {
         this.lr = hyper.lr as number;
         this.#hyper = checked;
         this.#steps = [...steps];
+        // The GPU's cursors and table follow at the next step (an upload).
+        this.#gpu?.limit.fill(-1);
       }
       return [];
     } catch (error) {
@@ -297,6 +380,13 @@ export class Adam extends Optimizer {
   override dispose(): void {
     super.dispose();
     this.#steps = this.params.map(() => 0);
+    const gpu = this.#gpu;
+    if (gpu) {
+      gpu.steps.dispose();
+      gpu.active.dispose();
+      destroyBuffer(gpu.factors);
+      this.#gpu = null;
+    }
   }
 }
 

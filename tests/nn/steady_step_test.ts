@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import { resnet } from "../../src/nn/resnet.ts";
 import { crossEntropy } from "../../src/ops/loss.ts";
+import { Adam, adamTableWindow } from "../../src/optim/adam.ts";
 import { CosineLR } from "../../src/optim/schedules.ts";
 import { SGD } from "../../src/optim/sgd.ts";
 import { tidy } from "../../src/scope.ts";
@@ -54,5 +55,58 @@ gpuTest(
     model.dispose();
     x.dispose();
     probe.dispose();
+  },
+);
+
+gpuTest(
+  "a repeated Adam step writes no uniforms at a constant lr, and uploads only its table refills",
+  async () => {
+    // Windows of 4 steps: the bias-correction table is refilled on steps 1, 5, 9, ...
+    const saved = adamTableWindow.steps;
+    adamTableWindow.steps = 4;
+    try {
+      const model = resnet(8, { numClasses: 4, seed: 9 });
+      const optimizer = new Adam(model.parameters(), { lr: 1e-3, weightDecay: 1e-4 });
+      const x = Tensor.randn([2, 3, 8, 8], { seed: 10 });
+      const labels = new Int32Array([1, 3]);
+      const probe = Tensor.zeros([1]);
+      const step = async () => {
+        tidy(() => {
+          optimizer.zeroGrad();
+          crossEntropy(model.forward(x), labels).backward();
+          optimizer.step();
+        });
+        await probe.toArray();
+      };
+      await step();
+      await step();
+      // Steps 3 to 10: two refills (steps 5 and 9).
+      const before = gpuCounters();
+      for (let i = 0; i < 8; i++) await step();
+      const after = gpuCounters();
+      assert.equal(after.bindGroupCreations - before.bindGroupCreations, 0, "bind groups created");
+      assert.equal(after.bufferCreations - before.bufferCreations, 0, "buffers created");
+      assert.equal(after.uniformWrites - before.uniformWrites, 0, "uniforms written, lr constant");
+      // The labels, one upload per step, and one upload per refill.
+      assert.equal(after.uploads - before.uploads, 8 + 2);
+      assert.deepEqual(new Set(optimizer.steps), new Set([10]));
+      // A schedule changes the learning rate every step: one write of the per-step uniforms each.
+      const schedule = new CosineLR(optimizer, { totalSteps: 100 });
+      const scheduled = gpuCounters();
+      for (let i = 0; i < 4; i++) {
+        schedule.step();
+        await step();
+      }
+      const end = gpuCounters();
+      assert.equal(end.uniformWrites - scheduled.uniformWrites, 4);
+      assert.equal(end.bindGroupCreations - scheduled.bindGroupCreations, 0);
+      optimizer.zeroGrad();
+      optimizer.dispose();
+      model.dispose();
+      x.dispose();
+      probe.dispose();
+    } finally {
+      adamTableWindow.steps = saved;
+    }
   },
 );

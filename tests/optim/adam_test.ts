@@ -8,7 +8,7 @@ import {
   readSafetensorsMetadata,
   saveSafetensors,
 } from "../../src/io/safetensors.ts";
-import { Adam, type AdamOptions, AdamW } from "../../src/optim/adam.ts";
+import { Adam, type AdamOptions, adamTableWindow, AdamW } from "../../src/optim/adam.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { assertClose, gpuTest } from "../_gpu.ts";
 import {
@@ -210,7 +210,7 @@ for (const Opt of [Adam, AdamW]) {
 gpuTest("Adam allocates nothing after its first step and never submits while encoding", () => {
   const { params } = makeParams(100);
   const opt = new Adam(params, { weightDecay: 1e-4 });
-  assertStepsAllocateNothing(opt, params, 11);
+  assertStepsAllocateNothing(opt, params, 11, 1);
   opt.dispose();
   params.forEach((p) => p.dispose());
 });
@@ -257,4 +257,74 @@ gpuTest("Adam.loadStateDict() refuses partial state and step counts that do not 
   opt.dispose();
   a.dispose();
   b.dispose();
+});
+
+gpuTest(
+  "Adam.loadStateDict() into a stepped optimizer resets its GPU step counts, across table refills",
+  async () => {
+    // Windows of 2 steps: the bias-correction table is refilled every other step.
+    const saved = adamTableWindow.steps;
+    adamTableWindow.steps = 2;
+    try {
+      const { params: a } = makeParams(90);
+      const { params: b } = makeParams(91);
+      const optA = new Adam(a, { lr: 0.01, weightDecay: 0.01 });
+      const optB = new Adam(b, { lr: 0.01, weightDecay: 0.01 });
+      // A takes 5 steps, parameter 2 skipping the first; B 7 steps of other gradients, so that
+      // the loaded step counts lie inside B's current table window.
+      for (let step = 0; step < 5; step++) {
+        setGrads(a, gradients(12, step, SHAPES.map((_, k) => k !== 2 || step > 0)));
+        optA.step();
+      }
+      for (let step = 0; step < 7; step++) {
+        setGrads(b, gradients(13, step));
+        optB.step();
+      }
+      for (let k = 0; k < SHAPES.length; k++) b[k].copyFrom(a[k]);
+      optB.loadStateDict(optA.stateDict());
+      assert.deepEqual(optB.steps, [5, 5, 4, 5, 5]);
+      for (let step = 5; step < 10; step++) {
+        const grads = gradients(12, step);
+        setGrads(a, grads);
+        setGrads(b, grads);
+        optA.step();
+        optB.step();
+      }
+      assert.deepEqual(optB.steps, optA.steps);
+      for (let k = 0; k < SHAPES.length; k++) {
+        assert.deepEqual(await b[k].toArray(), await a[k].toArray(), `param ${k}`);
+      }
+      optA.zeroGrad();
+      optB.zeroGrad();
+      optA.dispose();
+      optB.dispose();
+      [...a, ...b].forEach((p) => p.dispose());
+    } finally {
+      adamTableWindow.steps = saved;
+    }
+  },
+);
+
+gpuTest("Adam's table window does not change its results", async () => {
+  const run = async (window: number) => {
+    const saved = adamTableWindow.steps;
+    adamTableWindow.steps = window;
+    try {
+      const { params } = makeParams(92);
+      const opt = new Adam(params, { lr: 0.01 });
+      for (let step = 0; step < 7; step++) {
+        setGrads(params, gradients(14, step, SHAPES.map((_, k) => k !== 3 || step % 3 !== 0)));
+        opt.step();
+      }
+      const values = await Promise.all(params.map((p) => p.toArray()));
+      opt.zeroGrad();
+      opt.dispose();
+      params.forEach((p) => p.dispose());
+      return values;
+    } finally {
+      adamTableWindow.steps = saved;
+    }
+  };
+  const wide = await run(1024);
+  for (const window of [1, 2, 3]) assert.deepEqual(await run(window), wide, `window ${window}`);
 });

@@ -3,18 +3,22 @@
 import assert from "node:assert/strict";
 import { inUseBytesSince, memoryStats, poolMark } from "../../src/gpu/buffer_pool.ts";
 import {
+  dispatch,
   gpuCounters,
+  kernel,
+  markRestagePoint,
   releaseRecording,
   replayRecording,
   startRecording,
   stopRecording,
+  writeBuffer,
 } from "../../src/gpu/dispatch.ts";
 import { Identity } from "../../src/nn/activation.ts";
 import type { Module } from "../../src/nn/module.ts";
 import { resnet } from "../../src/nn/resnet.ts";
 import { add } from "../../src/ops/elementwise.ts";
 import { crossEntropy } from "../../src/ops/loss.ts";
-import { Adam } from "../../src/optim/adam.ts";
+import { Adam, adamTableWindow } from "../../src/optim/adam.ts";
 import type { Optimizer } from "../../src/optim/optimizer.ts";
 import { SGD } from "../../src/optim/sgd.ts";
 import { noGrad } from "../../src/autograd.ts";
@@ -344,11 +348,13 @@ gpuTest(
     for (const opt of [eagerOpt, compiledOpt]) {
       opt.loadStateDict({ state: new Map(), hyper: opt.stateDict().hyper });
     }
-    // The changed state is seen before replaying: an ordinary step, then a recording that fails
-    // (the optimizer uploads its changed table of first steps while it is recorded), a settling
-    // step, and a recording that holds.
+    // The changed state is seen before replaying: an ordinary step, then a recording that holds
+    // although the optimizer uploads its changed table of first steps while
+    // it is recorded: that upload comes before the update's first dispatch, so it stays out of
+    // the recording, and each replay's restage uploads the table again when it changes (here
+    // the first replay, whose steps are no longer first steps).
     const after = [run(), run(), run(), run(), run()];
-    assert.deepEqual(after, ["eager", "eager", "eager", "recorded", "replayed"]);
+    assert.deepEqual(after, ["eager", "recorded", "replayed", "replayed", "replayed"]);
     await assertSameModels(compiled, eager, "after the optimizer's state was dropped");
     disposeAll(step, eagerOpt, compiledOpt, eager, compiled, b.images);
   },
@@ -393,3 +399,103 @@ gpuTest(
     disposeAll(step, opt, model, b.images);
   },
 );
+
+for (const window of [3, 2]) {
+  gpuTest(
+    `replayed Adam steps stay bit-identical to trainStep across table refills (window ${window})`,
+    async () => {
+      // The bias-correction table is refilled every `window` steps, some of them during replays
+      // (whose restage then uploads before its first dispatch) and, with window 2, during the
+      // recording itself (that upload, before the update's first dispatch, stays out of it).
+      const saved = adamTableWindow.steps;
+      adamTableWindow.steps = window;
+      try {
+        const make = (m: Module) => new Adam(m.parameters(), { lr: 1e-3, weightDecay: 1e-4 });
+        const { eager, compiled, eagerOpt, compiledOpt } = pair(make);
+        const step = new CompiledTrainStep(compiled, compiledOpt);
+        const modes: string[] = [];
+        const uploads: number[] = [];
+        for (let s = 0; s < 10; s++) {
+          const b = batch(s + 1);
+          const want = trainStep(eager, eagerOpt, b);
+          const before = gpuCounters();
+          const got = step.run(b);
+          uploads.push(gpuCounters().uploads - before.uploads);
+          modes.push(step.mode);
+          assert.equal(await got.loss.item(), await want.loss.item(), `loss of step ${s}`);
+          disposeAll(got.loss, got.correct, want.loss, want.correct);
+          b.images.dispose();
+        }
+        assert.deepEqual(modes, ["eager", "eager", "recorded", ...Array(7).fill("replayed")]);
+        // Besides the labels, the refills upload the table: steps 4, 7 and 10 with window 3,
+        // every odd step with window 2.
+        const refills = window === 3 ? [2, 1, 1, 2, 1, 1, 2] : [1, 2, 1, 2, 1, 2, 1];
+        assert.deepEqual(uploads.slice(3), refills);
+        await assertSameModels(compiled, eager, "after 10 steps");
+        assert.deepEqual(compiledOpt.stateDict().hyper, eagerOpt.stateDict().hyper);
+        disposeAll(step, eagerOpt, compiledOpt, eager, compiled);
+      } finally {
+        adamTableWindow.steps = saved;
+      }
+    },
+  );
+}
+
+// dst = src + v, v a per-step uniform.
+const ADD_UNIFORM = kernel(
+  "test_add_uniform",
+  `struct Params { v: f32 }
+@group(0) @binding(0) var<uniform> u: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@compute @workgroup_size(4)
+fn main(@builtin(global_invocation_id) id: vec3u) {
+  dst[id.x] = src[id.x] + u.v;
+}`,
+  ["v"],
+);
+
+gpuTest("a restaged part may upload before its first command, not after it", async () => {
+  const src = Tensor.from([1, 2, 3, 4]);
+  const dst = Tensor.empty([4]);
+  const upload = (values: number[]) =>
+    writeBuffer(src.buffer, new Float32Array(values), src.byteOffset);
+  const part = (v: number, before: number[] | null, after: number[] | null = null) => {
+    if (before) upload(before);
+    dispatch(ADD_UNIFORM, {
+      dynamicUniforms: true,
+      buffers: [src.binding, dst.binding],
+      params: { v },
+      workgroups: [1, 1, 1],
+    });
+    if (after) upload(after);
+  };
+  startRecording();
+  markRestagePoint();
+  part(10, [5, 6, 7, 8]);
+  const rec = stopRecording();
+  // The upload stays out of the recording, which holds the dispatch only.
+  assert.equal(rec.invalid, null);
+  assert.deepEqual(rec.commands.map((c) => c.kind), ["dispatch"]);
+  assert.deepEqual(await dst.toArray(), new Float32Array([15, 16, 17, 18]));
+  // With work pending (the upload then goes through a staging copy) and without.
+  for (const pending of [true, false]) {
+    if (pending) dst.fill(0);
+    replayRecording(rec, () => part(100, [1, 2, 1, 2]));
+    assert.deepEqual(await dst.toArray(), new Float32Array([101, 102, 101, 102]));
+  }
+  assert.throws(
+    () => replayRecording(rec, () => part(100, null, [0, 0, 0, 0])),
+    /an upload came where the recording has none/,
+  );
+  releaseRecording(rec);
+  // While recording, an upload after the restaged part's first command spoils the recording.
+  startRecording();
+  markRestagePoint();
+  part(1, null, [0, 0, 0, 0]);
+  const spoiled = stopRecording();
+  assert.match(spoiled.invalid ?? "", /uploads data from the CPU/);
+  releaseRecording(spoiled);
+  src.dispose();
+  dst.dispose();
+});
