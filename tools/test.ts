@@ -49,10 +49,18 @@ const steps: {
   },
   {
     // The gpu kernel family (tiled, for hardware adapters) under WebGPU's default limits, the
-    // most constrained adapter's: proof that it runs there. Vulkan (lavapipe) compiles its
+    // most constrained adapter's: proof that it runs there, and that the trainer's recorded and
+    // replayed step and the multi-tensor optimizers do too. Vulkan (lavapipe) compiles its
     // barrier kernels far faster than GL.
     name: "op and model tests, gpu kernel family, default limits, on Vulkan",
-    args: ["test", ...testPermissions, "tests/ops/", "tests/nn/"],
+    args: [
+      "test",
+      ...testPermissions,
+      "tests/ops/",
+      "tests/nn/",
+      "tests/optim/multi_tensor_test.ts",
+      "tests/train/compiled_step_test.ts",
+    ],
     countsTests: true,
     env: {
       DENO_WEBGPU_BACKEND: "vulkan",
