@@ -687,7 +687,9 @@ async function trainInFolder(
         optimizer,
         checkpoint: await checkpointInfo([...history, metrics], seen, trainSeconds),
         history,
-        epochs: config.epochs,
+        // This run's last epoch, as the progress line counts them (fewer than the recipe's when
+        // --max-steps ends the run early).
+        epochs: runEpochs,
         title: config.model,
         progress,
         steps: stepPoints,

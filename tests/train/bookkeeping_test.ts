@@ -183,25 +183,31 @@ gpuTest(
   },
 );
 
-gpuTest("the progress bar ends at --max-steps, not at the loader's epoch end", async () => {
-  const root = await Deno.makeTempDir();
-  try {
-    const progress = new Recorder();
-    const summary = await train(
-      config(root, { epochs: 3, maxSteps: 3, syntheticSizes: { train: 64, test: 16 } }),
-      { progress },
-    );
-    assert.equal(summary.steps, 3);
-    const last = progress.states.at(-1)!;
-    assert.deepEqual(
-      [last.epoch, last.epochs, last.batch, last.batches, last.step, last.totalSteps],
-      [1, 1, 3, 3, 3, 3],
-    );
-    assert.equal(last.runEtaSeconds, 0);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
-});
+gpuTest(
+  "the progress bar and the epoch line end at --max-steps, not at the loader's or recipe's end",
+  async () => {
+    const root = await Deno.makeTempDir();
+    try {
+      const progress = new Recorder();
+      const summary = await train(
+        config(root, { epochs: 3, maxSteps: 3, syntheticSizes: { train: 64, test: 16 } }),
+        { progress },
+      );
+      assert.equal(summary.steps, 3);
+      const last = progress.states.at(-1)!;
+      assert.deepEqual(
+        [last.epoch, last.epochs, last.batch, last.batches, last.step, last.totalSteps],
+        [1, 1, 3, 3, 3, 3],
+      );
+      assert.equal(last.runEtaSeconds, 0);
+      // The epoch's line counts this run's epochs as the bar does, not the recipe's 3.
+      const epochLine = progress.lines.find((line) => line.startsWith("epoch 1/"));
+      assert.ok(epochLine?.startsWith("epoch 1/1 "), `epoch line: ${epochLine}`);
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
 
 gpuTest(
   "label smoothing, gradient clipping and cutout reach the training step",
