@@ -371,6 +371,11 @@ export function formatShape(shape: Shape): string {
   return `[${shape.join(", ")}]`;
 }
 
+/** Whether two shapes are the same sizes in the same order. Internal: not exported by mod.ts. */
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
 /** Options for tensors created from values or at random. */
 export interface TensorOptions {
   /** Whether autograd should compute a gradient for this tensor; default false. */

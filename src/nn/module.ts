@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { formatShape, Tensor } from "../tensor.ts";
+import { formatShape, sameShape, Tensor } from "../tensor.ts";
 import { type Disposable, forwardScope, keep, markObserved } from "../scope.ts";
 
 /** What {@link Module.loadStateDict} found: keys missing from and unexpected in the dict. */
@@ -479,10 +479,6 @@ export abstract class Module {
     const extra = this.extraRepr();
     return `${this.constructor.name}(${extra ? `\n  ${extra}` : ""}\n${lines.join("\n")}\n)`;
   }
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 // PyTorch stores num_batches_tracked with shape []; files that flattened it to [1] still load.

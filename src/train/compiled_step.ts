@@ -20,7 +20,7 @@ import { correctCount, crossEntropy } from "../ops/loss.ts";
 import { clipGradNorm } from "../optim/clip_grad.ts";
 import { type Optimizer, optimizerState } from "../optim/optimizer.ts";
 import { tidy } from "../scope.ts";
-import { adoptPinnedTensor, formatShape, Tensor } from "../tensor.ts";
+import { adoptPinnedTensor, formatShape, sameShape, Tensor } from "../tensor.ts";
 import type { TrainStepResult } from "./step.ts";
 
 /** Recordings that could not be replayed before a CompiledTrainStep stops trying. */
@@ -400,10 +400,6 @@ interface RecordedOutput {
 function output(out: RecordedOutput): Tensor {
   if (out.tensor.disposed) out.tensor = adoptPinnedTensor(out.shape, out.buffer);
   return out.tensor;
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 /** Checks the labels are class indices below `classes` (unknown before the first recording). */
