@@ -37,6 +37,18 @@ interface Flat {
   /** The chunk table a multi-tensor dispatch reads, and what was last written into it. */
   table: Tensor | null;
   written: Uint32Array | null;
+  /** The last {@link Optimizer.multiTable} call: what it was made from and what it returned. */
+  lastTable: {
+    key: number[];
+    result: { table: GPUBufferBinding; first: number[]; chunks: number[] };
+  } | null;
+}
+
+/** Whether two arrays hold the same numbers. */
+function sameNumbers(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** A hyperparameter value in {@link OptimizerStateDict.hyper}: JSON-safe. */
@@ -351,10 +363,13 @@ export abstract class Optimizer {
    * matches its parameter. Empty parameters are skipped (nothing to update).
    */
   protected withGradients(): number[] {
+    // Plain loops: a replayed step runs this again on every step (see CompiledTrainStep).
     const active: number[] = [];
-    this.params.forEach((p, i) => {
+    const params = this.params;
+    for (let i = 0; i < params.length; i++) {
+      const p = params[i];
       const g = p.grad;
-      if (!g) return;
+      if (!g) continue;
       if (g.size !== p.size) {
         throw new RangeError(
           `${this.owner}.step(): parameter ${i} ${formatShape(p.shape)} has a gradient of shape ` +
@@ -362,7 +377,7 @@ export abstract class Optimizer {
         );
       }
       if (p.size > 0) active.push(i);
-    });
+    }
     return active;
   }
 
@@ -376,14 +391,21 @@ export abstract class Optimizer {
     if (!flat) return { multi: [], single: active };
     const multi: number[] = [];
     const single: number[] = [];
+    const params = flat.params.buffer;
+    const grads = flat.grads.buffer;
     for (const i of active) {
       const p = this.params[i];
       const g = p.grad!;
       const at = flat.offsets[i];
+      let inPlace = p.buffer === params && p.byteOffset === at && g.buffer === grads &&
+        g.byteOffset === at;
       const state = this.state[i];
-      const inPlace = p.buffer === flat.params.buffer && p.byteOffset === at &&
-        g.buffer === flat.grads.buffer && g.byteOffset === at &&
-        (state ?? []).every((t, k) => t.buffer === flat.states[k]?.buffer && t.byteOffset === at);
+      if (inPlace && state) {
+        for (let k = 0; k < state.length; k++) {
+          const t = state[k];
+          if (t.buffer !== flat.states[k]?.buffer || t.byteOffset !== at) inPlace = false;
+        }
+      }
       (inPlace ? multi : single).push(i);
     }
     return { multi, single };
@@ -429,6 +451,15 @@ export abstract class Optimizer {
     flags: (i: number) => number,
   ): { table: GPUBufferBinding; first: number[]; chunks: number[] } {
     const flat = this.#flat!;
+    // What the table is made from: each group's length, then (index, flags) per parameter. The
+    // same as last time (every step but the first few), the table and its counts are too.
+    const key: number[] = [];
+    for (const group of groups) {
+      key.push(group.length);
+      for (const i of group) key.push(i, flags(i));
+    }
+    const last = flat.lastTable;
+    if (last && sameNumbers(last.key, key)) return last.result;
     const first: number[] = [];
     const chunks: number[] = [];
     let total = 0;
@@ -441,14 +472,16 @@ export abstract class Optimizer {
     }
     const words = new Uint32Array(4 * total);
     let c = 0;
-    for (const i of groups.flat()) {
-      const size = this.params[i].size;
-      const first = flat.offsets[i] / 4;
-      const f = flags(i);
-      for (let start = 0; start < size; start += MULTI_CHUNK, c++) {
-        words[4 * c] = first + start;
-        words[4 * c + 1] = Math.min(MULTI_CHUNK, size - start);
-        words[4 * c + 2] = f;
+    for (const group of groups) {
+      for (const i of group) {
+        const size = this.params[i].size;
+        const first = flat.offsets[i] / 4;
+        const f = flags(i);
+        for (let start = 0; start < size; start += MULTI_CHUNK, c++) {
+          words[4 * c] = first + start;
+          words[4 * c + 1] = Math.min(MULTI_CHUNK, size - start);
+          words[4 * c + 2] = f;
+        }
       }
     }
     if (!flat.table) {
@@ -456,12 +489,14 @@ export abstract class Optimizer {
       for (const p of this.params) most += Math.ceil(p.size / MULTI_CHUNK);
       flat.table = Tensor.empty([4 * Math.max(1, most)]).keep();
     }
-    const last = flat.written;
-    if (!last || last.length !== words.length || !last.every((w, k) => w === words[k])) {
+    const written = flat.written;
+    if (!written || !sameNumbers(written, words)) {
       writeBuffer(flat.table.buffer, words, flat.table.byteOffset);
       flat.written = words;
     }
-    return { table: flat.table.binding, first, chunks };
+    const result = { table: flat.table.binding, first, chunks };
+    flat.lastTable = { key, result };
+    return result;
   }
 
   /**
@@ -534,6 +569,7 @@ function flatten(params: readonly Tensor[], states: number): Flat | null {
     zeroed: Array.from({ length: states }, () => new Set<number>()),
     table: null,
     written: null,
+    lastTable: null,
   };
   // The padding between parameters is never read by a kernel; zeros keep its bytes defined.
   clearBuffer(flat.params.buffer, 0, bytes);
