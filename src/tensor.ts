@@ -67,6 +67,11 @@ class Storage {
    * and the recording they were made in (its `recordingSerial()`, 0 for none).
    */
   derived: Map<string, { stamp: string; recording: number; tensor: Tensor }> | null = null;
+  /**
+   * Bytes from `offset` on that hold zeros whose clear is not encoded yet (see
+   * {@link fillZeroLater}): encoded when the values are first used, 0 when none wait.
+   */
+  zeroBytes = 0;
   /** The device the buffer belongs to: a tensor outlives a re-initialised device, its buffer not. */
   readonly device: GPUDevice | null = currentDevice();
   /**
@@ -97,6 +102,12 @@ class Storage {
     this.zeroChannelSums = null;
     this.dropDerived();
   }
+  /** Encodes the clear that {@link fillZeroLater} deferred. */
+  writeZeros(): void {
+    const bytes = this.zeroBytes;
+    this.zeroBytes = 0;
+    clearBuffer(this.buffer, this.offset, bytes);
+  }
   dropDerived(): void {
     if (!this.derived) return;
     for (const { tensor } of this.derived.values()) tensor.dispose();
@@ -110,6 +121,21 @@ class Storage {
  */
 export function markModified(t: Tensor): void {
   storageOf(t).modified();
+}
+
+/**
+ * Sets every element of `t` to 0 as `t.fill(0)` does, but encodes the clear only when the values
+ * are next used (any access to the buffer, a binding, the offset or the version encodes it
+ * first), so that zero gradients found during a backward pass are cleared together when the
+ * optimizer or the recorded step's gradient effects take them, one run of clears instead of one
+ * between each layer's dispatches. A tensor disposed before any use is never cleared: nothing
+ * could see its values. Returns `t`. Internal: not exported by mod.ts.
+ */
+export function fillZeroLater(t: Tensor): Tensor {
+  const storage = storageOf(t);
+  storage.modified();
+  storage.zeroBytes = t.size * 4;
+  return t;
 }
 
 /**
@@ -586,6 +612,7 @@ export class Tensor {
           "after initGPU(), e.g. from a checkpoint.",
       );
     }
+    if (storage.zeroBytes > 0) storage.writeZeros();
     return storage;
   }
 

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { Tensor } from "../src/tensor.ts";
+import { fillZeroLater, Tensor } from "../src/tensor.ts";
+import { reshape } from "../src/ops/shape.ts";
+import { flush, gpuCounters } from "../src/gpu/dispatch.ts";
 import { tidy } from "../src/scope.ts";
 import { inUseBytesSince, poolMark } from "../src/gpu/buffer_pool.ts";
 import { gpuTest } from "./_gpu.ts";
@@ -84,4 +86,42 @@ gpuTest("inUseBytesSince() counts only buffers taken after the mark and still he
   const reused = Tensor.zeros([40]);
   assert.equal(inUseBytesSince(mark), 160);
   reused.dispose();
+});
+
+gpuTest(
+  "fillZeroLater() reads as zeros and encodes its clear only when the values are used",
+  async () => {
+    const t = Tensor.from([1, 2, 3, 4, 5]);
+    flush();
+    const version = t.version;
+    fillZeroLater(t);
+    assert.equal(gpuCounters().pendingCommands, 0, "nothing encoded yet");
+    void t.binding;
+    assert.equal(gpuCounters().pendingCommands, 1, "the first use encodes the clear");
+    void t.buffer;
+    assert.equal(gpuCounters().pendingCommands, 1, "once");
+    assert.deepEqual(Array.from(await t.toArray()), [0, 0, 0, 0, 0]);
+    assert.equal(t.version, version + 1, "a write like fill(0)");
+    // A view shares the storage: a clear deferred through it is the tensor's too.
+    const view = reshape(t, [5, 1]);
+    fillZeroLater(view);
+    flush();
+    void t.byteOffset;
+    assert.equal(gpuCounters().pendingCommands, 1, "used through the other tensor");
+    // Read by another op before anything else used it: the op sees the zeros.
+    const u = Tensor.from([7, 8, 9]);
+    const sum = Tensor.from([1, 1, 1]);
+    fillZeroLater(u);
+    sum.accumulate(u);
+    assert.deepEqual(Array.from(await sum.toArray()), [1, 1, 1]);
+    for (const x of [t, view, u, sum]) x.dispose();
+  },
+);
+
+gpuTest("fillZeroLater() on a tensor disposed before any use encodes nothing", () => {
+  const t = Tensor.from([1, 2, 3]);
+  flush();
+  fillZeroLater(t);
+  t.dispose();
+  assert.equal(gpuCounters().pendingCommands, 0);
 });

@@ -51,6 +51,7 @@ import {
   arenaOf,
   cachedDerived,
   cacheDerived,
+  fillZeroLater,
   formatShape,
   gradDestination,
   hasZeroChannelSums,
@@ -345,12 +346,13 @@ function conv2dBackward(
   ];
   if (bias) {
     // Behind a training-mode batch norm the bias gradient, the per-channel sum of gy, is exactly
-    // 0: no pass over gy for it.
+    // 0: no pass over gy for it, and its clear waits to be encoded with the other layers' (a
+    // clear between two dispatches splits the compute pass).
     grads.push(
       !bias.requiresGrad
         ? null
         : hasZeroChannelSums(gy)
-        ? gradDestination(bias).fill(0)
+        ? fillZeroLater(gradDestination(bias))
         : biasGradient(g, gy, () => gradDestination(bias)),
     );
   }

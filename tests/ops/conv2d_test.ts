@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { conv2d, type Conv2dOptions } from "../../src/ops/conv2d.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { noGrad } from "../../src/autograd.ts";
-import { gpuCounters, profileKernels } from "../../src/gpu/dispatch.ts";
+import {
+  gpuCounters,
+  profileKernels,
+  releaseRecording,
+  startRecording,
+  stopRecording,
+} from "../../src/gpu/dispatch.ts";
 import { batchNorm2d } from "../../src/ops/batch_norm.ts";
 import { add, mul } from "../../src/ops/elementwise.ts";
 import { sum } from "../../src/ops/reduce.ts";
@@ -462,5 +468,39 @@ gpuTest(
     const expected = new Float64Array(7);
     for (let i = 0; i < r.length; i++) expected[Math.floor(i / 36) % 7] += r[i];
     assertClose(await b.grad!.toArray(), expected, { rtol: 1e-4, atol: 1e-4, what: "bias grad" });
+  },
+);
+
+gpuTest(
+  "zero bias gradients behind batch norms are cleared together after the backward dispatches",
+  async () => {
+    // conv -> batch norm -> conv -> batch norm: each layer's zero bias gradient used to be cleared
+    // as its backward ran, a clear between the layers' dispatches (which splits the compute pass).
+    const layer = (c: number, o: number, seed: number) => ({
+      w: Tensor.from(f32(randomValues(o * c * 9, seed, 0.3)), [o, c, 3, 3], { requiresGrad: true }),
+      b: Tensor.from(f32(randomValues(o, seed + 1)), [o], { requiresGrad: true }),
+      bn: { runningMean: Tensor.zeros([o]), runningVar: Tensor.ones([o]), training: true },
+    });
+    const first = layer(3, 5, 71);
+    const second = layer(5, 4, 73);
+    const x = Tensor.from(f32(randomValues(2 * 3 * 25, 75)), [2, 3, 5, 5]);
+    const upstream = Tensor.from(f32(randomValues(2 * 4 * 25, 76)), [2, 4, 5, 5]);
+    const h = batchNorm2d(conv2d(x, first.w, first.b, { padding: 1 }), first.bn);
+    const y = batchNorm2d(conv2d(h, second.w, second.b, { padding: 1 }), second.bn);
+    const loss = sum(mul(y, upstream));
+    startRecording();
+    let recording;
+    try {
+      loss.backward();
+    } finally {
+      recording = stopRecording();
+      releaseRecording(recording);
+    }
+    const kinds = recording.commands.map((c) => c.kind);
+    const clears = kinds.flatMap((k, i) => k === "clear" ? [i] : []);
+    assert.equal(clears.length, 2, kinds.join(" "));
+    assert.ok(clears.every((i) => i > kinds.lastIndexOf("dispatch")), kinds.join(" "));
+    assert.deepEqual(Array.from(await first.b.grad!.toArray()), [0, 0, 0, 0, 0]);
+    assert.deepEqual(Array.from(await second.b.grad!.toArray()), [0, 0, 0, 0]);
   },
 );
