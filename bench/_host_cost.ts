@@ -38,10 +38,12 @@ const FLOOR_SOURCE = `
 fn main() { out[0] = out[0] + 1.0; }`;
 
 /**
- * Microseconds per dispatch of `count` dispatches of pre-made pipelines and bind groups in one
- * pass, encoded and submitted (median of `samples`), the GPU idle before each.
+ * The floor: `count` dispatches of pre-made pipelines and bind groups in one pass, encoded and
+ * submitted. `sample()` waits for the GPU to be idle, encodes the loop once untimed (so that
+ * WebGPU's upkeep of earlier work, such as a training step's, is not charged to the floor), waits
+ * again and returns the microseconds per dispatch of a timed run.
  */
-export async function measureFloor(count: number, samples: number): Promise<number> {
+export function floorLoop(count: number): { sample(): Promise<number>; dispose(): void } {
   const device = getDevice();
   const module = device.createShaderModule({ code: FLOOR_SOURCE });
   // Two pipelines and four bind groups, alternating, as a step switches between kernels.
@@ -57,10 +59,7 @@ export async function measureFloor(count: number, samples: number): Promise<numb
       entries: [{ binding: 0, resource: { buffer } }],
     })
   );
-  const times: number[] = [];
-  for (let s = 0; s < samples + 1; s++) {
-    await device.queue.onSubmittedWorkDone();
-    const t0 = performance.now();
+  const run = () => {
     const encoder = device.createCommandEncoder();
     const pass = encoder.beginComputePass();
     for (let i = 0; i < count; i++) {
@@ -70,11 +69,22 @@ export async function measureFloor(count: number, samples: number): Promise<numb
     }
     pass.end();
     device.queue.submit([encoder.finish()]);
-    if (s > 0) times.push(performance.now() - t0); // the first warms up
-  }
-  await device.queue.onSubmittedWorkDone();
-  for (const b of buffers) b.destroy();
-  return (median(times) * 1000) / count;
+  };
+  return {
+    async sample() {
+      await device.queue.onSubmittedWorkDone();
+      run();
+      await device.queue.onSubmittedWorkDone();
+      const t0 = performance.now();
+      run();
+      const us = (performance.now() - t0) * 1000 / count;
+      await device.queue.onSubmittedWorkDone();
+      return us;
+    },
+    dispose() {
+      for (const b of buffers) b.destroy();
+    },
+  };
 }
 
 /**
@@ -143,7 +153,9 @@ export async function measureOwnFloor(
  * Times `step` (which encodes one whole step and disposes what it creates) with the GPU idle: two
  * warm-up steps (the first compiles pipelines and creates the optimizer's state, the second
  * settles which pooled buffer each tensor gets), then `samples` steps each after `sync()` waited
- * for the previous one.
+ * for the previous one. After each step, two samples of the floor ({@link floorLoop}, the same
+ * dispatch count) are taken, so that the step and its floor are measured side by side in the
+ * same phases of the machine (on a shared VM the floor alone moves by 1.5x between phases).
  */
 export async function measureHostCost(
   step: () => void,
@@ -157,28 +169,36 @@ export async function measureHostCost(
     await sync();
   }
   const times: number[] = [];
+  const floorTimes: number[] = [];
+  let floor: ReturnType<typeof floorLoop> | null = null;
   let dispatches = 0;
   let bindGroups = 0;
   let creations = 0;
   let writes = 0;
   let uploads = 0;
-  for (let s = 0; s < samples; s++) {
-    const before = gpuCounters();
-    const t0 = performance.now();
-    step();
-    flush();
-    times.push(performance.now() - t0);
-    const after = gpuCounters();
-    dispatches = after.dispatches - before.dispatches;
-    bindGroups += after.bindGroupCreations - before.bindGroupCreations;
-    creations += after.bufferCreations - before.bufferCreations;
-    writes += after.uniformWrites - before.uniformWrites;
-    uploads += after.uploads - before.uploads;
-    await sync();
+  try {
+    for (let s = 0; s < samples; s++) {
+      const before = gpuCounters();
+      const t0 = performance.now();
+      step();
+      flush();
+      times.push(performance.now() - t0);
+      const after = gpuCounters();
+      dispatches = after.dispatches - before.dispatches;
+      bindGroups += after.bindGroupCreations - before.bindGroupCreations;
+      creations += after.bufferCreations - before.bufferCreations;
+      writes += after.uniformWrites - before.uniformWrites;
+      uploads += after.uploads - before.uploads;
+      await sync();
+      floor ??= floorLoop(Math.max(dispatches, 1));
+      for (let f = 0; f < 2; f++) floorTimes.push(await floor.sample());
+    }
+  } finally {
+    floor?.dispose();
   }
   const encodeMs = median(times);
   const perDispatchUs = (encodeMs * 1000) / Math.max(dispatches, 1);
-  const floorUs = await measureFloor(Math.max(dispatches, 1), samples);
+  const floorUs = median(floorTimes);
   return {
     dispatches,
     encodeMs,
