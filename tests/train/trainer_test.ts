@@ -4,6 +4,7 @@ import { SYNTHETIC_CLASSES } from "../../src/data/synthetic.ts";
 import { loadSafetensors } from "../../src/io/safetensors.ts";
 import { type StepEndContext, train } from "../../src/train/trainer.ts";
 import { main, UsageError } from "../../examples/train_cifar10.ts";
+import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import { gpuTest } from "../_gpu.ts";
 import { config, Recorder } from "./_run.ts";
 
@@ -227,3 +228,34 @@ Deno.test("the train CLI refuses bad flags with a usage error", async () => {
   }
   assert.equal(await main(["--help"]), 0);
 });
+
+gpuTest(
+  "a training step is one submit: each step that reads nothing back submits once",
+  async () => {
+    // On lavapipe a second submit waits until the first has run, so a step split into two submits
+    // could not encode while the GPU works on the step before it.
+    const root = await Deno.makeTempDir();
+    try {
+      const steps: { submits: number; readbacks: number }[] = [];
+      let last = gpuCounters();
+      await train(config(root, { epochs: 1, syntheticSizes: { train: 256, test: 16 } }), {
+        progress: new Recorder(),
+        onStepEnd: () => {
+          const now = gpuCounters();
+          steps.push({
+            submits: now.submits - last.submits,
+            readbacks: now.readbacks - last.readbacks,
+          });
+          last = now;
+          return undefined;
+        },
+      });
+      assert.equal(steps.length, 16);
+      const quiet = steps.filter((s) => s.readbacks === 0);
+      assert.ok(quiet.length > 0, JSON.stringify(steps));
+      assert.ok(quiet.every((s) => s.submits === 1), JSON.stringify(steps));
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
