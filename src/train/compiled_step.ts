@@ -16,6 +16,7 @@ import {
   writeBuffer,
 } from "../gpu/dispatch.ts";
 import { hasForwardHooks, type Module, moduleTreeVersion } from "../nn/module.ts";
+import { mulScalar } from "../ops/elementwise.ts";
 import { correctCount, crossEntropy } from "../ops/loss.ts";
 import { clipGradNorm } from "../optim/clip_grad.ts";
 import { type Optimizer, optimizerState } from "../optim/optimizer.ts";
@@ -41,6 +42,14 @@ export interface CompiledTrainStepOptions {
    * optimizer's state have settled; default 2, at least 1.
    */
   warmupSteps?: number;
+  /**
+   * Scalar tensors (shape `[]`) that every run adds its results into on the GPU, as part of the
+   * recorded work: the batch's mean loss times its size into `loss`, its correct count into
+   * `correct` (an epoch's running sums, as `train()` keeps them). A loop that keeps its sums this
+   * way runs no op of its own per step. They must stay alive while the step is used; resetting
+   * them in place between runs (`fill(0)`) is fine.
+   */
+  sums?: { loss: Tensor; correct: Tensor };
 }
 
 /** How the last {@link CompiledTrainStep.run} ran. */
@@ -102,6 +111,7 @@ export class CompiledTrainStep {
   readonly #loss: (output: Tensor, labels: Tensor) => Tensor;
   readonly #clip: number | undefined;
   readonly #warmup: number;
+  readonly #sums: { loss: Tensor; correct: Tensor } | null;
   #eagerRuns = 0;
   #mode: CompiledStepMode = "eager";
   #reason: string | null = null;
@@ -118,8 +128,8 @@ export class CompiledTrainStep {
   /**
    * A compiled step for `model` and `optimizer` (which must update the model's parameters).
    *
-   * @throws {RangeError} when `warmupSteps` is not an integer >= 1 or `clipGradNorm` is not a
-   *   finite number >= 0.
+   * @throws {RangeError} when `warmupSteps` is not an integer >= 1, `clipGradNorm` is not a
+   *   finite number >= 0, or `sums` does not hold two scalar tensors.
    */
   constructor(model: Module, optimizer: Optimizer, options: CompiledTrainStepOptions = {}) {
     const warmup = options.warmupSteps ?? 2;
@@ -132,8 +142,21 @@ export class CompiledTrainStep {
         `CompiledTrainStep: clipGradNorm must be a finite number >= 0, got ${clip}`,
       );
     }
+    const sums = options.sums;
+    if (sums !== undefined) {
+      for (const name of ["loss", "correct"] as const) {
+        const t = sums?.[name];
+        if (!(t instanceof Tensor) || t.size !== 1 || t.ndim !== 0) {
+          throw new RangeError(
+            `CompiledTrainStep: sums.${name} must be a scalar Tensor (shape []), got ` +
+              (t instanceof Tensor ? `shape ${formatShape(t.shape)}` : String(t)),
+          );
+        }
+      }
+    }
     this.#model = model;
     this.#optimizer = optimizer;
+    this.#sums = sums ? { loss: sums.loss, correct: sums.correct } : null;
     this.#loss = options.loss ?? ((output, labels) => crossEntropy(output, labels));
     this.#clip = clip;
     this.#warmup = warmup;
@@ -174,6 +197,12 @@ export class CompiledTrainStep {
       throw new RangeError(
         `CompiledTrainStep.run(): ${labels.length} labels for a batch of images ` +
           formatShape(images.shape),
+      );
+    }
+    if (this.#sums && (this.#sums.loss.disposed || this.#sums.correct.disposed)) {
+      throw new Error(
+        "CompiledTrainStep.run(): a tensor of options.sums was disposed; keep the sums alive " +
+          "while the step is used",
       );
     }
     const graph = this.#graph;
@@ -228,6 +257,13 @@ export class CompiledTrainStep {
     loss.backward();
     if (this.#clip !== undefined) clipGradNorm(this.#optimizer.params, this.#clip);
     const correct = noGrad(() => correctCount(output, target));
+    const sums = this.#sums;
+    if (sums) {
+      noGrad(() => {
+        sums.loss.accumulate(mulScalar(loss, labels.length));
+        sums.correct.accumulate(correct);
+      });
+    }
     return { loss, correct };
   }
 
@@ -291,6 +327,7 @@ export class CompiledTrainStep {
         requiresGrad: this.#optimizer.params.map((p) => p.requiresGrad),
         optimizerState: optimizerState(this.#optimizer).map((tensors) => tensors && [...tensors]),
         treeVersion: moduleTreeVersion(),
+        sums: this.#sums && [this.#sums.loss.buffer, this.#sums.correct.buffer],
       };
     }
     flush();
@@ -325,6 +362,10 @@ export class CompiledTrainStep {
   #replayable(graph: RecordedGraph, images: Tensor): boolean {
     if (!sameShape(graph.inputShape, images.shape)) return false;
     if (graph.treeVersion !== moduleTreeVersion()) return false;
+    const sums = this.#sums;
+    if (sums && (sums.loss.buffer !== graph.sums![0] || sums.correct.buffer !== graph.sums![1])) {
+      return false;
+    }
     const flags = this.#trainingFlags();
     if (flags.length !== graph.training.length) return false;
     for (let i = 0; i < flags.length; i++) if (flags[i] !== graph.training[i]) return false;
@@ -387,6 +428,8 @@ interface RecordedGraph {
   /** The optimizer's state tensors the recorded update binds. */
   optimizerState: (Tensor[] | null)[];
   treeVersion: number;
+  /** The buffers of the sums the recorded work adds into, or null without sums. */
+  sums: GPUBuffer[] | null;
 }
 
 /** An output of the recorded step: the tensor handed out last, and its (pinned) buffer. */

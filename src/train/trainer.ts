@@ -9,11 +9,9 @@
  *
  * @module
  */
-import { noGrad } from "../autograd.ts";
 import { memoryStats, resetPeakMemory } from "../gpu/buffer_pool.ts";
 import { adapterDescription, getDevice, kernelFamily } from "../gpu/device.ts";
 import type { Module } from "../nn/module.ts";
-import { mulScalar } from "../ops/elementwise.ts";
 import { crossEntropy } from "../ops/loss.ts";
 import { Adam, AdamW } from "../optim/adam.ts";
 import type { Optimizer } from "../optim/optimizer.ts";
@@ -21,7 +19,6 @@ import { CosineLR, MultiStepLR, OneCycleLR, type Schedule } from "../optim/sched
 import { SGD } from "../optim/sgd.ts";
 import { CIFAR10_MEAN, CIFAR10_STD } from "../data/cifar10.ts";
 import { DataLoader, type DataLoaderState } from "../data/loader.ts";
-import { tidy } from "../scope.ts";
 import { Tensor } from "../tensor.ts";
 import {
   type CheckpointInfo,
@@ -540,6 +537,8 @@ async function trainInFolder(
         crossEntropy(output, labels, { labelSmoothing: config.labelSmoothing })
       : undefined,
     clipGradNorm: config.clipGradNorm,
+    // The epoch's running sums are added within the recorded step: no op of ours per step.
+    sums: { loss: lossSum, correct },
   });
   // A resumed epoch in progress is finished and evaluated first, even one whose every batch was
   // trained before the interruption.
@@ -569,12 +568,6 @@ async function trainInFolder(
       for (const batch of epochBatches) {
         const size = batch.labels.length;
         const result = compiledStep.run(batch);
-        tidy(() =>
-          noGrad(() => {
-            lossSum.accumulate(mulScalar(result.loss, size));
-            correct.accumulate(result.correct);
-          })
-        );
         batch.images.dispose();
         schedule.step();
         step++;

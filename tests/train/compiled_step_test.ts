@@ -499,3 +499,69 @@ gpuTest("a restaged part may upload before its first command, not after it", asy
   src.dispose();
   dst.dispose();
 });
+
+gpuTest(
+  "sums: every run, replayed or not, adds loss x batch and the correct count into the sums",
+  async () => {
+    const model = resnet(8, { numClasses: 4, seed: 2 });
+    const opt = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9 });
+    const lossSum = Tensor.zeros([]);
+    const correctSum = Tensor.zeros([]);
+    const step = new CompiledTrainStep(model, opt, {
+      sums: { loss: lossSum, correct: correctSum },
+    });
+    // What the GPU computes in float32: each loss times the batch size, added in order.
+    let wantLoss = 0;
+    let wantCorrect = 0;
+    const modes: string[] = [];
+    for (let s = 0; s < 7; s++) {
+      // The last batch is smaller, so it runs as an ordinary step.
+      const b = batch(s + 1, s === 6 ? 5 : 8);
+      const { loss, correct } = step.run(b);
+      modes.push(step.mode);
+      wantLoss = Math.fround(wantLoss + Math.fround((await loss.item()) * b.labels.length));
+      wantCorrect = Math.fround(wantCorrect + (await correct.item()));
+      assert.equal(await lossSum.item(), wantLoss, `loss sum after step ${s}`);
+      assert.equal(await correctSum.item(), wantCorrect, `correct sum after step ${s}`);
+      if (s === 4) {
+        // Reset in place between runs, as an epoch's end does: the replays go on adding.
+        lossSum.fill(0);
+        correctSum.fill(0);
+        wantLoss = 0;
+        wantCorrect = 0;
+      }
+      disposeAll(loss, correct, b.images);
+    }
+    assert.deepEqual(modes, [
+      "eager",
+      "eager",
+      "recorded",
+      "replayed",
+      "replayed",
+      "replayed",
+      "eager",
+    ]);
+    disposeAll(step, opt, model, lossSum, correctSum);
+  },
+);
+
+gpuTest("sums must be scalar tensors, and a disposed one is refused by run()", () => {
+  const model = resnet(8, { numClasses: 4, seed: 3 });
+  const opt = new SGD(model.parameters(), { lr: 0.05 });
+  const vector = Tensor.zeros([2]);
+  const scalar = Tensor.zeros([]);
+  assert.throws(
+    () => new CompiledTrainStep(model, opt, { sums: { loss: vector, correct: scalar } }),
+    /sums\.loss must be a scalar Tensor \(shape \[\]\), got shape \[2\]/,
+  );
+  assert.throws(
+    () => new CompiledTrainStep(model, opt, { sums: { loss: scalar } as never }),
+    /sums\.correct must be a scalar Tensor/,
+  );
+  const other = Tensor.zeros([]);
+  const step = new CompiledTrainStep(model, opt, { sums: { loss: scalar, correct: other } });
+  other.dispose();
+  const b = batch(1);
+  assert.throws(() => step.run(b), /a tensor of options\.sums was disposed/);
+  disposeAll(step, opt, model, vector, scalar, b.images);
+});
