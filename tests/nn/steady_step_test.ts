@@ -7,28 +7,47 @@ import { gpuCounters } from "../../src/gpu/dispatch.ts";
 import { resnet } from "../../src/nn/resnet.ts";
 import { crossEntropy } from "../../src/ops/loss.ts";
 import { Adam, adamTableWindow } from "../../src/optim/adam.ts";
+import type { Optimizer } from "../../src/optim/optimizer.ts";
 import { CosineLR } from "../../src/optim/schedules.ts";
 import { SGD } from "../../src/optim/sgd.ts";
 import { tidy } from "../../src/scope.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { gpuTest } from "../_gpu.ts";
 
+/**
+ * A ResNet-8 training step on a fixed batch of 2 with `makeOptimizer`'s optimizer, which waits for
+ * the GPU (a 4-byte readback) after each step; `dispose` releases what it made.
+ */
+function repeatedStep<O extends Optimizer>(makeOptimizer: (params: Tensor[]) => O) {
+  const model = resnet(8, { numClasses: 4, seed: 9 });
+  const optimizer = makeOptimizer(model.parameters());
+  const x = Tensor.randn([2, 3, 8, 8], { seed: 10 });
+  const labels = new Int32Array([1, 3]);
+  const probe = Tensor.zeros([1]);
+  const step = async () => {
+    tidy(() => {
+      optimizer.zeroGrad();
+      crossEntropy(model.forward(x), labels).backward();
+      optimizer.step();
+    });
+    await probe.toArray();
+  };
+  const dispose = () => {
+    optimizer.zeroGrad();
+    optimizer.dispose();
+    model.dispose();
+    x.dispose();
+    probe.dispose();
+  };
+  return { optimizer, step, dispose };
+}
+
 gpuTest(
   "a repeated training step creates no bind group, buffer or uniform write after its second",
   async () => {
-    const model = resnet(8, { numClasses: 4, seed: 9 });
-    const optimizer = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9, weightDecay: 1e-4 });
-    const x = Tensor.randn([2, 3, 8, 8], { seed: 10 });
-    const labels = new Int32Array([1, 3]);
-    const probe = Tensor.zeros([1]);
-    const step = async () => {
-      tidy(() => {
-        optimizer.zeroGrad();
-        crossEntropy(model.forward(x), labels).backward();
-        optimizer.step();
-      });
-      await probe.toArray();
-    };
+    const { optimizer, step, dispose } = repeatedStep((params) =>
+      new SGD(params, { lr: 0.05, momentum: 0.9, weightDecay: 1e-4 })
+    );
     // The first step creates the optimizer's state and fills the pool; the second settles which
     // pooled buffer each tensor of the step gets.
     await step();
@@ -51,10 +70,7 @@ gpuTest(
     const end = gpuCounters();
     assert.equal(end.uniformWrites - scheduled.uniformWrites, 4);
     assert.equal(end.bindGroupCreations - scheduled.bindGroupCreations, 0);
-    optimizer.dispose();
-    model.dispose();
-    x.dispose();
-    probe.dispose();
+    dispose();
   },
 );
 
@@ -65,19 +81,9 @@ gpuTest(
     const saved = adamTableWindow.steps;
     adamTableWindow.steps = 4;
     try {
-      const model = resnet(8, { numClasses: 4, seed: 9 });
-      const optimizer = new Adam(model.parameters(), { lr: 1e-3, weightDecay: 1e-4 });
-      const x = Tensor.randn([2, 3, 8, 8], { seed: 10 });
-      const labels = new Int32Array([1, 3]);
-      const probe = Tensor.zeros([1]);
-      const step = async () => {
-        tidy(() => {
-          optimizer.zeroGrad();
-          crossEntropy(model.forward(x), labels).backward();
-          optimizer.step();
-        });
-        await probe.toArray();
-      };
+      const { optimizer, step, dispose } = repeatedStep((params) =>
+        new Adam(params, { lr: 1e-3, weightDecay: 1e-4 })
+      );
       await step();
       await step();
       // Steps 3 to 10: two refills (steps 5 and 9).
@@ -100,11 +106,7 @@ gpuTest(
       const end = gpuCounters();
       assert.equal(end.uniformWrites - scheduled.uniformWrites, 4);
       assert.equal(end.bindGroupCreations - scheduled.bindGroupCreations, 0);
-      optimizer.zeroGrad();
-      optimizer.dispose();
-      model.dispose();
-      x.dispose();
-      probe.dispose();
+      dispose();
     } finally {
       adamTableWindow.steps = saved;
     }

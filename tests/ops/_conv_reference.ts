@@ -18,6 +18,35 @@ export interface Geo {
 }
 
 /**
+ * The geometry of a square-strided, square-padded convolution of an `input` [n, c, h, w] with a
+ * `weight` [o, c, kh, kw].
+ */
+export function geometry(
+  input: readonly number[],
+  weight: readonly number[],
+  stride: number,
+  padding: number,
+): Geo {
+  const [n, c, h, w] = input;
+  const [o, , kh, kw] = weight;
+  return {
+    n,
+    c,
+    h,
+    w,
+    o,
+    kh,
+    kw,
+    strideH: stride,
+    strideW: stride,
+    padH: padding,
+    padW: padding,
+    oh: Math.floor((h + 2 * padding - kh) / stride) + 1,
+    ow: Math.floor((w + 2 * padding - kw) / stride) + 1,
+  };
+}
+
+/**
  * y[n, o, oy, ox] = b[o] + sum x[n, c, oy * strideH - padH + ky, ox * strideW - padW + kx] *
  * w[o, c, ky, kx].
  */

@@ -6,7 +6,7 @@
 import { conv2d } from "../../src/ops/conv2d.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { assertClose, f32, gpuTest, randomValues } from "../_gpu.ts";
-import { convBackwardReference, convReference, type Geo } from "./_conv_reference.ts";
+import { convBackwardReference, convReference, geometry } from "./_conv_reference.ts";
 
 interface Case {
   input: [number, number, number, number];
@@ -74,25 +74,9 @@ const cases: [string, Case][] = [
 
 for (const [name, c] of cases) {
   gpuTest(`conv2d ${name}: output and both gradients match the float64 reference`, async () => {
-    const [n, ch, h, w] = c.input;
-    const [o, , kh, kw] = c.weight;
-    const oh = Math.floor((h + 2 * c.padding - kh) / c.stride) + 1;
-    const ow = Math.floor((w + 2 * c.padding - kw) / c.stride) + 1;
-    const g: Geo = {
-      n,
-      c: ch,
-      h,
-      w,
-      o,
-      kh,
-      kw,
-      strideH: c.stride,
-      strideW: c.stride,
-      padH: c.padding,
-      padW: c.padding,
-      oh,
-      ow,
-    };
+    const ch = c.input[1];
+    const [, , kh, kw] = c.weight;
+    const g = geometry(c.input, c.weight, c.stride, c.padding);
     const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
     const x = f32(randomValues(size(c.input), 1));
     const wv = f32(randomValues(size(c.weight), 2, 1 / Math.sqrt(ch * kh * kw)));

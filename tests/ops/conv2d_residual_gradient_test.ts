@@ -12,7 +12,7 @@ import { inUseBytesSince, poolMark } from "../../src/gpu/buffer_pool.ts";
 import { tidy } from "../../src/scope.ts";
 import { Tensor } from "../../src/tensor.ts";
 import { assertClose, f32, gpuTest, randomValues } from "../_gpu.ts";
-import { convBackwardReference, type Geo } from "./_conv_reference.ts";
+import { convBackwardReference, type Geo, geometry } from "./_conv_reference.ts";
 
 interface Conv {
   weight: number[];
@@ -21,25 +21,7 @@ interface Conv {
 }
 
 function geoOf(input: number[], c: Conv): Geo {
-  const [n, ch, h, w] = input;
-  const [o, , kh, kw] = c.weight;
-  const oh = Math.floor((h + 2 * c.padding - kh) / c.stride) + 1;
-  const ow = Math.floor((w + 2 * c.padding - kw) / c.stride) + 1;
-  return {
-    n,
-    c: ch,
-    h,
-    w,
-    o,
-    kh,
-    kw,
-    strideH: c.stride,
-    strideW: c.stride,
-    padH: c.padding,
-    padW: c.padding,
-    oh,
-    ow,
-  };
+  return geometry(input, c.weight, c.stride, c.padding);
 }
 
 const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
